@@ -1,0 +1,51 @@
+# Gaia: `make run` shows a workflow computing on this machine; `make test` runs everything.
+# Both install what they need first (a virtualenv in .venv, bubblewrap when possible).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DATA   ?= gaia-data
+
+.PHONY: run test lint typecheck unit bench deps sandbox clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 14
+
+run: deps sandbox  ## run the triangle workflow on the embedded server, with live progress
+	$(BIN)/gaia run examples/triangle --data $(DATA)
+
+test: deps sandbox lint typecheck  ## lint, type-check and run the whole test suite
+	$(BIN)/pytest
+
+unit: deps  ## only the fast engine tests
+	$(BIN)/pytest tests/engine -q
+
+lint: deps
+	$(BIN)/ruff check operator tests benchmarks
+	$(BIN)/ruff format --check operator tests benchmarks
+
+typecheck: deps
+	$(BIN)/mypy
+
+bench: deps sandbox  ## print the engine's and the server's figures
+	$(BIN)/python benchmarks/engine_bench.py
+
+deps: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# Tasks see their inputs at the exact container paths under bubblewrap; without it they
+# still run, with the paths rewritten in the command line.
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) \
+	      || echo "note: could not install bubblewrap; tasks will run with rewritten paths"; \
+	  else echo "note: bubblewrap missing (apt-get install bubblewrap); tasks will run with rewritten paths"; fi; }
+
+clean:  ## remove the virtualenv, caches and the run's data
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(DATA)

@@ -1,0 +1,1 @@
+"""The HTTP API of SPEC.md, one implementation for the standalone server and the operator."""

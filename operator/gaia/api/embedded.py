@@ -1,0 +1,59 @@
+"""A standalone server on a background thread, for ``gaia run`` and tests."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from types import TracebackType
+
+from aiohttp import web
+
+from gaia.api.server import build_app
+from gaia.controller import Controller
+
+__all__ = ["EmbeddedServer"]
+
+
+class EmbeddedServer:
+    """``with EmbeddedServer(data_dir) as server: gaia.Gaia({"gaia_host": server.address})``"""
+
+    def __init__(
+        self, data_dir: Path, workers: int = 2, port: int = 0, idle_timeout: float = 300.0
+    ) -> None:
+        self.controller = Controller(data_dir, workers=workers, idle_timeout=idle_timeout)
+        self.port = port
+        self.address = ""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="gaia-server", daemon=True
+        )
+        self._runner: web.AppRunner | None = None
+
+    def __enter__(self) -> EmbeddedServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=60)
+        return self
+
+    async def _start(self) -> None:
+        self._runner = web.AppRunner(build_app(self.controller))
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await site.start()
+        server = site._server
+        assert isinstance(server, asyncio.base_events.Server)
+        self.port = server.sockets[0].getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._runner is not None:
+            future = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
+            future.result(timeout=60)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()

@@ -1,0 +1,118 @@
+"""Names and templates: what a valid key looks like, and ``{{VAR}}`` substitution.
+
+Every name that reaches a file path, a Job name or a URL passes through here first, so
+that a bad one is rejected at the edge with a message naming it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+__all__ = [
+    "PRIVATE_PREFIX",
+    "data_key_problem",
+    "name_problem",
+    "placeholders",
+    "reduce_value",
+    "render",
+    "root_problem",
+]
+
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+# Command, process and step keys: safe in paths, URLs and (after sanitising) Job names.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+MAX_NAME = 200
+# Namespaces become directories and Kubernetes object names: a DNS-1123 label.
+ROOT = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+MAX_ROOT = 63
+BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{0,62}")
+MAX_KEY = 1024
+# Composite intermediates live here; user keys may not, so the two never collide.
+PRIVATE_PREFIX = ".private/"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NOT_REDUCED = re.compile(r"[^A-Za-z0-9-]")
+
+
+def placeholders(text: str) -> set[str]:
+    """The var names that ``{{NAME}}`` placeholders in ``text`` refer to."""
+    return set(PLACEHOLDER.findall(text))
+
+
+def render(text: str, values: Mapping[str, str]) -> str:
+    """Substitute every ``{{NAME}}``; the caller has checked that each name has a value."""
+    return PLACEHOLDER.sub(lambda match: values[match.group(1)], text)
+
+
+def missing_vars(texts: Iterable[str], values: Mapping[str, object]) -> list[str]:
+    """Names used as placeholders in ``texts`` that ``values`` lacks, sorted."""
+    used: set[str] = set()
+    for text in texts:
+        used |= placeholders(text)
+    return sorted(used - values.keys())
+
+
+def reduce_value(value: str) -> str:
+    """A fan-out value as it appears in a process key: letters, digits and ``-`` only."""
+    return _NOT_REDUCED.sub("", value)
+
+
+def name_problem(name: object, what: str) -> str | None:
+    """Why ``name`` is not a valid command, process or step key, or None."""
+    if not isinstance(name, str) or not name:
+        return f"{what} must be a non-empty string, got {name!r}"
+    if len(name) > MAX_NAME:
+        return f"{what} {name[:40]!r}... is longer than {MAX_NAME} characters"
+    if not NAME.fullmatch(name):
+        return (
+            f"{what} {name!r} may hold only letters, digits, '_', '.' and '-', "
+            "and must start with a letter or digit"
+        )
+    return None
+
+
+def root_problem(root: object) -> str | None:
+    """Why ``root`` is not a valid namespace name, or None."""
+    if not isinstance(root, str) or not root:
+        return f"namespace must be a non-empty string, got {root!r}"
+    if len(root) > MAX_ROOT or not ROOT.fullmatch(root):
+        return (
+            f"namespace {root!r} must be a DNS label: at most {MAX_ROOT} lowercase letters, "
+            "digits and '-', starting and ending with a letter or digit"
+        )
+    return None
+
+
+def data_key_problem(key: object, *, private_ok: bool = False) -> str | None:
+    """Why ``key`` is not a valid data key, or None.
+
+    A key is a relative ``/``-separated path with an optional ``bucket:`` prefix; it may
+    not be empty, absolute, hold ``.``/``..`` or empty segments, or control characters.
+    """
+    if not isinstance(key, str) or not key:
+        return f"data key must be a non-empty string, got {key!r}"
+    if len(key) > MAX_KEY:
+        return f"data key {key[:40]!r}... is longer than {MAX_KEY} characters"
+    if _CONTROL.search(key):
+        return f"data key {key!r} contains a control character"
+    path = key
+    first = key.split("/", 1)[0]
+    if ":" in first:
+        bucket, path = key.split(":", 1)
+        if not BUCKET.fullmatch(bucket):
+            return f"data key {key!r} has an invalid bucket name {bucket!r}"
+    if path.startswith("/"):
+        return f"data key {key!r} is absolute; keys are relative to the namespace"
+    if "\\" in path:
+        return f"data key {key!r} contains a backslash; separate segments with '/'"
+    for segment in path.split("/"):
+        if segment in ("", ".", ".."):
+            return f"data key {key!r} has an empty, '.' or '..' segment"
+    if not private_ok and key.startswith(PRIVATE_PREFIX):
+        return f"data key {key!r} is under {PRIVATE_PREFIX}, reserved for composite intermediates"
+    return None
+
+
+def normalise_data_key(key: str) -> str:
+    """Keys may be written with a trailing ``/`` for directories; the key itself has none."""
+    return key[:-1] if key.endswith("/") and len(key) > 1 else key

@@ -1,0 +1,64 @@
+"""Gaia's exceptions: one tree, rooted at :class:`GaiaError`.
+
+    GaiaError                   anything Gaia raises on purpose
+    ├── InvalidRequest          bad input: rejected whole, nothing changed (HTTP 400)
+    │   ├── NotFound            names a namespace, process, command or key that does not exist (404)
+    │   └── TooLarge            a request over the server's size limit (413)
+    ├── StoreError              the data store failed to read, write or publish a key
+    ├── TaskFailed              a task could not be started or run by its executor
+    └── ConnectionFailed        the client could not reach a Gaia server
+
+Messages name the namespace, process and keys involved, so that the text alone tells a
+user what to fix. The HTTP API sends ``str(error)`` as ``{"error": ...}`` and the client
+raises the same class again from the status code.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConnectionFailed",
+    "GaiaError",
+    "InvalidRequest",
+    "NotFound",
+    "StoreError",
+    "TaskFailed",
+    "TooLarge",
+]
+
+
+class GaiaError(Exception):
+    """Base of every error Gaia raises on purpose."""
+
+    http_status = 500
+
+
+class InvalidRequest(GaiaError):
+    """The request is malformed or violates a rule; nothing was changed."""
+
+    http_status = 400
+
+
+class NotFound(InvalidRequest):
+    """A namespace, process, command or data key named in a request does not exist."""
+
+    http_status = 404
+
+
+class TooLarge(InvalidRequest):
+    """The request body exceeds the server's limit."""
+
+    http_status = 413
+
+
+class StoreError(GaiaError):
+    """The data store failed to read, write or publish a key."""
+
+
+class TaskFailed(GaiaError):
+    """An executor could not start or run a task."""
+
+
+class ConnectionFailed(GaiaError):
+    """The client could not reach the Gaia server."""
+
+    http_status = 503

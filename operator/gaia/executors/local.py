@@ -1,0 +1,159 @@
+"""The local executor: a queue of tasks served by named workers on this machine.
+
+``--workers N`` starts N permanent workers (``local-1`` ... ``local-N``); ``launch``
+adds named workers that stop themselves after ``idle_timeout`` seconds without work,
+the sisyphus way. Each task runs through the task runner in its own work directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from gaia.worker.runner import TaskResult, TaskSpec, run_task
+
+__all__ = ["LocalExecutor", "TaskReport"]
+
+logger = logging.getLogger(__name__)
+
+TaskId = tuple[str, str, int]  # root, process, run
+
+
+class TaskReport(Protocol):
+    """How the executor tells its host what happened; called on the event loop."""
+
+    def started(self, root: str, process: str, run: int, handle: dict[str, object]) -> None: ...
+    def finished(
+        self, root: str, process: str, run: int, result: TaskResult, workdir: Path
+    ) -> None: ...
+    def line(self, root: str, process: str, run: int, stream: str, text: str) -> None: ...
+    def worker(self, event: str, worker: str) -> None: ...
+
+
+@dataclass
+class _Worker:
+    key: str
+    idle_timeout: float | None  # None: never stops
+    task: asyncio.Task[None] | None = None
+
+
+class LocalExecutor:
+    def __init__(
+        self,
+        work_dir: Path,
+        report: TaskReport,
+        *,
+        workers: int = 2,
+        idle_timeout: float = 300.0,
+        sandbox: str = "auto",
+    ) -> None:
+        self.work_dir = work_dir
+        self.report = report
+        self.idle_timeout = idle_timeout
+        self.sandbox = sandbox
+        self.queue: asyncio.Queue[tuple[TaskId, TaskSpec]] = asyncio.Queue()
+        self.workers: dict[str, _Worker] = {}
+        self.running: dict[TaskId, asyncio.Task[TaskResult]] = {}
+        self.withdrawn: set[TaskId] = set()  # cancelled while still queued
+        self.permanent = workers
+
+    def start(self) -> None:
+        for number in range(1, self.permanent + 1):
+            self._spawn(_Worker(f"local-{number}", None))
+
+    def _spawn(self, worker: _Worker) -> None:
+        self.workers[worker.key] = worker
+        worker.task = asyncio.get_running_loop().create_task(
+            self._serve(worker), name=f"gaia-worker-{worker.key}"
+        )
+
+    def launch(self, keys: list[str]) -> tuple[list[str], list[str]]:
+        """Start a worker per new key; return (launched, already running)."""
+        launched, present = [], []
+        for key in keys:
+            if key in self.workers:
+                present.append(key)
+                continue
+            self._spawn(_Worker(key, self.idle_timeout))
+            launched.append(key)
+            self.report.worker("worker-launched", key)
+        return launched, present
+
+    def workdir(self, root: str, process: str, run: int) -> Path:
+        return self.work_dir / root / process / str(run)
+
+    def submit(self, spec: TaskSpec) -> None:
+        self.queue.put_nowait(((spec.root, spec.process, spec.run), spec))
+
+    def cancel(self, root: str, process: str, run: int) -> None:
+        """Kill a running task's process tree, or drop it from the queue."""
+        task_id = (root, process, run)
+        running = self.running.get(task_id)
+        if running is not None:
+            running.cancel()
+        else:
+            self.withdrawn.add(task_id)
+
+    async def _serve(self, worker: _Worker) -> None:
+        try:
+            while True:
+                try:
+                    task_id, spec = await asyncio.wait_for(self.queue.get(), worker.idle_timeout)
+                except TimeoutError:
+                    logger.info("worker %s idle for %ss: stopping", worker.key, worker.idle_timeout)
+                    return
+                if task_id in self.withdrawn:
+                    self.withdrawn.discard(task_id)
+                    continue
+                await self._run(worker, task_id, spec)
+        finally:
+            self.workers.pop(worker.key, None)
+            if worker.idle_timeout is not None:
+                self.report.worker("worker-stopped", worker.key)
+
+    async def _run(self, worker: _Worker, task_id: TaskId, spec: TaskSpec) -> None:
+        root, process, run = task_id
+        workdir = self.workdir(root, process, run)
+        if workdir.exists():  # a run number reused after a crash mid-start
+            shutil.rmtree(workdir)
+        workdir.mkdir(parents=True)
+
+        def on_start(pid: int) -> None:
+            self.report.started(root, process, run, {"pid": pid, "worker": worker.key})
+
+        def on_line(stream: str, text: str) -> None:
+            self.report.line(root, process, run, stream, text)
+
+        job = asyncio.get_running_loop().create_task(
+            run_task(spec, workdir, on_line=on_line, on_start=on_start, sandbox=self.sandbox)
+        )
+        self.running[task_id] = job
+        try:
+            result = await asyncio.shield(job)
+        except asyncio.CancelledError:
+            if not job.done():  # the worker itself is being stopped: stop the task too
+                job.cancel()
+                await asyncio.gather(job, return_exceptions=True)
+                raise
+            if not job.cancelled():
+                raise
+            return  # the task was cancelled (halt, expire, merge): nothing to report
+        except Exception as exc:  # the runner itself broke: report it as the task's failure
+            logger.exception("task %s#%s in %s failed to run", process, run, root)
+            result = TaskResult(False, None, {}, f"could not run: {exc}", ())
+        finally:
+            self.running.pop(task_id, None)
+        self.report.finished(root, process, run, result, workdir)
+
+    async def close(self) -> None:
+        """Stop every worker, killing the process trees of running tasks."""
+        for job in list(self.running.values()):
+            job.cancel()
+        tasks = [w.task for w in self.workers.values() if w.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*self.running.values(), *tasks, return_exceptions=True)

@@ -1,0 +1,112 @@
+"""The standalone server's embedded database (SQLite, in ``DIR/.gaia/state.db``).
+
+It keeps what cannot be recomputed: commands, the users' process specs, each namespace's
+mode, task records (run numbers never repeat) and the event history. Data state is not
+kept here: the store is the truth (a key is complete iff it exists), so a restart looks
+in the store again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from gaia.engine.model import Command, ProcessSpec, parse_command, parse_process
+from gaia.engine.states import Mode
+from gaia.engine.tasks import Task
+
+__all__ = ["StateDB"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS commands (key TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS namespaces (root TEXT PRIMARY KEY, mode TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS specs (
+    root TEXT NOT NULL, key TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (root, key));
+CREATE TABLE IF NOT EXISTS tasks (
+    root TEXT NOT NULL, process TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (root, process));
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, root TEXT, body TEXT NOT NULL);
+"""
+EVENTS_KEPT = 100_000
+
+
+class StateDB:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Explicit transactions only. Created on one thread, then used only by the server's
+        # event loop thread (the embedded server starts it from another).
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        self._events_written = 0
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _write(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(sql, rows)
+
+    def save_commands(self, commands: Iterable[Command]) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO commands VALUES (?, ?)",
+            ((c.key, json.dumps(c.to_dict())) for c in commands),
+        )
+
+    def save_mode(self, root: str, mode: Mode) -> None:
+        self._write("INSERT OR REPLACE INTO namespaces VALUES (?, ?)", [(root, mode.value)])
+
+    def save_specs(self, root: str, specs: Iterable[ProcessSpec]) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO specs VALUES (?, ?, ?)",
+            ((root, s.key, json.dumps(s.to_dict())) for s in specs),
+        )
+
+    def save_tasks(self, root: str, tasks: Iterable[Task]) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?)",
+            ((root, t.process, json.dumps(t.to_dict())) for t in tasks),
+        )
+
+    def save_event(self, event: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT INTO events VALUES (?, ?, ?)",
+            (event["id"], event.get("root"), json.dumps(event)),
+        )
+        self._events_written += 1
+        if self._events_written % 10_000 == 0:
+            self.db.execute("DELETE FROM events WHERE id <= ?", (event["id"] - EVENTS_KEPT,))
+
+    def last_event_id(self) -> int:
+        row = self.db.execute("SELECT MAX(id) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    def events_since(self, after: int, root: str | None) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT body FROM events WHERE id > ? AND (? IS NULL OR root = ?) ORDER BY id",
+            (after, root, root),
+        )
+        return [json.loads(body) for (body,) in rows]
+
+    def load_commands(self) -> list[Command]:
+        return [
+            parse_command(json.loads(b)) for (b,) in self.db.execute("SELECT body FROM commands")
+        ]
+
+    def load_namespaces(self) -> dict[str, Mode]:
+        return {
+            root: Mode(mode) for root, mode in self.db.execute("SELECT root, mode FROM namespaces")
+        }
+
+    def load_specs(self, root: str) -> list[ProcessSpec]:
+        rows = self.db.execute("SELECT body FROM specs WHERE root = ? ORDER BY rowid", (root,))
+        return [parse_process(json.loads(body)) for (body,) in rows]
+
+    def load_tasks(self, root: str) -> list[Task]:
+        rows = self.db.execute("SELECT process, body FROM tasks WHERE root = ?", (root,))
+        return [Task.from_dict(process, json.loads(body)) for process, body in rows]

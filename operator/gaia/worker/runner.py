@@ -1,0 +1,310 @@
+"""Run one task: one execution of one process, as a process tree on this machine.
+
+:func:`run_task` starts the command in its own session (so that its whole process group
+can be signalled), reads standard output and standard error concurrently and line by line,
+and on success hands back where each declared output was staged. Everything the task
+writes stays under its private ``workdir``::
+
+    workdir/log     every line the command printed, stdout and stderr, in arrival order
+    workdir/fs/...  the staging root: container path /out/out is workdir/fs/out/out
+    workdir/tmp     the command's scratch directory (host cwd in rewrite mode)
+
+A failed, timed-out or cancelled task stages nothing, and leaves no process behind:
+SIGTERM goes to the whole process group, then SIGKILL after :data:`KILL_GRACE` seconds.
+Under bubblewrap the command's pid namespace dies with bubblewrap, which also takes
+daemons that left the process group; in rewrite mode such a daemon can escape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+from gaia.errors import TaskFailed
+from gaia.worker import sandbox as sandboxes
+
+__all__ = ["KILL_GRACE", "TaskResult", "TaskSpec", "run_task"]
+
+logger = logging.getLogger(__name__)
+
+KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
+DRAIN_TIMEOUT = 5.0  # how long output pipes may stay open after the command exited
+LOG_TAIL_LINES = 50
+_CHUNK = 64 * 1024
+_MAX_LINE = 1024 * 1024  # a longer line is cut, so that memory stays bounded
+
+LineCallback = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What to run: the command of one process, with its files bound to host paths."""
+
+    root: str  # namespace
+    process: str  # process key, e.g. "md5-rabbit" or "both:cat-ab"
+    run: int  # run number of this process (1, 2, ...)
+    image: str | None  # container image; there is no container on the local machine
+    command: tuple[str, ...]  # {{VARS}} already substituted
+    inputs: Mapping[str, Path]  # container path -> host path ("/" ending = directory)
+    outputs: tuple[str, ...]  # container paths the task must produce ("/" ending = directory)
+    stdout: str | None = None  # container path that receives standard output
+    timeout: float | None = None  # seconds; None = no limit
+
+    def describe(self) -> str:
+        return f"process {self.process!r} (run {self.run}) in namespace {self.root!r}"
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """How a task ended. ``staged`` is filled only when ``ok``."""
+
+    ok: bool
+    exit_code: int | None  # None when killed or timed out before an exit code
+    staged: Mapping[str, Path]  # container output path -> staged host path
+    error: str | None  # a sentence naming the process, when not ok
+    log_tail: tuple[str, ...]  # the last lines of combined stdout/stderr
+
+
+@dataclass
+class _Sink:
+    """Where the lines of both streams go: the log file, the tail and the callback."""
+
+    log: TextIO
+    on_line: LineCallback | None
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_TAIL_LINES))
+    copy_error: str | None = None  # why writing the stdout file failed
+
+    def line(self, stream: str, raw: bytes | bytearray) -> None:
+        text = raw.decode("utf-8", errors="replace")
+        self.log.write(text + "\n")
+        self.tail.append(text)
+        if self.on_line is not None:
+            try:
+                self.on_line(stream, text)
+            except Exception:
+                # A broken listener must not wedge the task by stopping the pipe reader.
+                logger.exception("on_line callback failed; no more lines go to it")
+                self.on_line = None
+
+
+async def run_task(
+    spec: TaskSpec,
+    workdir: Path,
+    *,
+    on_line: LineCallback | None = None,
+    on_start: Callable[[int], None] | None = None,
+    sandbox: str = "auto",
+) -> TaskResult:
+    """Run ``spec`` in ``workdir`` and report how it ended.
+
+    Failures of the task (it cannot start, exits non-zero, misses a declared output, times
+    out) are returned as ``ok=False``. Cancelling the asyncio task that awaits this kills
+    the command's whole process tree, then lets CancelledError propagate.
+    """
+    workdir = workdir.absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    what = spec.describe()
+    mode = await sandboxes.resolve_mode(sandbox)
+    if spec.image:
+        logger.debug("%s: image %s ignored, tasks run on this machine", what, spec.image)
+    with contextlib.ExitStack() as files:
+        sink = _Sink(files.enter_context((workdir / "log").open("w", encoding="utf-8")), on_line)
+        try:
+            proc, copy = await _start(spec, mode, workdir, files)
+        except TaskFailed as exc:
+            return _failed(what, str(exc), None, ())
+        logger.debug("%s: started pid %d (%s sandbox)", what, proc.pid, mode)
+        code = await _supervise(proc, sink, copy, spec.timeout, what, on_start)
+    tail = tuple(sink.tail)
+    if code is None:
+        return _failed(what, f"timed out after {spec.timeout:g}s", None, tail)
+    if code < 0:
+        return _failed(what, f"killed by signal {_signal_name(-code)}", None, tail)
+    if code != 0:
+        return _failed(what, f"exit code {code}", code, tail)
+    if sink.copy_error is not None:
+        return _failed(what, sink.copy_error, code, tail)
+    staged, missing = sandboxes.collect(workdir, spec.outputs)
+    if missing:
+        listed = ", ".join(missing)
+        many = len(missing) > 1
+        subject = f"declared outputs {listed} were" if many else f"declared output {listed} was"
+        return _failed(what, f"{subject} not produced", code, tail)
+    logger.debug("%s: succeeded, staged %s", what, sorted(staged))
+    return TaskResult(ok=True, exit_code=0, staged=staged, error=None, log_tail=tail)
+
+
+async def _start(
+    spec: TaskSpec, mode: str, workdir: Path, files: contextlib.ExitStack
+) -> tuple[asyncio.subprocess.Process, BinaryIO | None]:
+    """Lay out the task's files and start its command; TaskFailed says why it cannot."""
+    if not spec.command:
+        raise TaskFailed("its command line is empty")
+    problem = sandboxes.check(spec.inputs, spec.outputs, spec.stdout)
+    if problem is not None:
+        raise TaskFailed(problem)
+    try:
+        argv, cwd = sandboxes.prepare(
+            mode, spec.command, spec.inputs, spec.outputs, spec.stdout, workdir
+        )
+        copy = None
+        if spec.stdout is not None:
+            stdout_path = sandboxes.host_path(workdir / "fs", spec.stdout)
+            copy = files.enter_context(stdout_path.open("wb"))
+    except OSError as exc:
+        raise TaskFailed(f"could not lay out its files in {workdir}: {exc}") from exc
+    try:
+        logger.debug("%s: running %s", spec.describe(), shlex.join(argv))
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # its own process group: the whole tree can be killed
+        )
+    except OSError as exc:
+        raise TaskFailed(f"could not start {spec.command[0]!r}: {exc}") from exc
+    return proc, copy
+
+
+def _failed(what: str, reason: str, code: int | None, tail: tuple[str, ...]) -> TaskResult:
+    error = f"{what} failed: {reason}"
+    logger.info("%s", error)
+    return TaskResult(ok=False, exit_code=code, staged={}, error=error, log_tail=tail)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+async def _supervise(
+    proc: asyncio.subprocess.Process,
+    sink: _Sink,
+    copy: BinaryIO | None,
+    timeout: float | None,
+    what: str,
+    on_start: Callable[[int], None] | None,
+) -> int | None:
+    """Wait for ``proc`` while pumping its output; return its exit code, None on timeout."""
+    assert proc.stdout is not None and proc.stderr is not None
+    pumps = [
+        asyncio.create_task(_pump(proc.stdout, "stdout", sink, copy)),
+        asyncio.create_task(_pump(proc.stderr, "stderr", sink, None)),
+    ]
+    try:
+        if on_start is not None:
+            on_start(proc.pid)
+        async with asyncio.timeout(timeout):
+            return await _exited(proc)
+    except TimeoutError:
+        logger.info("%s: timed out after %ss, killing pid %d", what, timeout, proc.pid)
+        await _terminate(proc)
+        return None
+    except asyncio.CancelledError:
+        logger.info("%s: cancelled, killing pid %d", what, proc.pid)
+        await _terminate(proc)
+        raise
+    finally:
+        # Children left in the background would hold the pipes open: the task is over.
+        _signal_group(proc.pid, signal.SIGKILL)
+        await _drain(proc, pumps, what)
+
+
+async def _drain(
+    proc: asyncio.subprocess.Process, pumps: list[asyncio.Task[None]], what: str
+) -> None:
+    """Read what is left in the pipes, then let asyncio close them while its loop runs."""
+    try:
+        _, pending = await asyncio.wait(pumps, timeout=DRAIN_TIMEOUT)
+        if pending:
+            logger.warning("%s: a process that left its group holds its output open", what)
+        else:
+            # Returns once the pipes' transport is closed; left open, the transport would
+            # be collected after the event loop closed, with a warning.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), DRAIN_TIMEOUT)
+    finally:
+        for pump in pumps:
+            pump.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+
+
+async def _pump(
+    reader: asyncio.StreamReader, stream: str, sink: _Sink, copy: BinaryIO | None
+) -> None:
+    """Read one stream in chunks (no line-length limit), splitting lines as they arrive."""
+    pending = bytearray()
+    while chunk := await reader.read(_CHUNK):
+        if copy is not None and sink.copy_error is None:
+            try:
+                copy.write(chunk)
+            except OSError as exc:
+                # Keep draining the pipe: a blocked writer would never exit.
+                sink.copy_error = f"could not write its standard output: {exc}"
+        pending += chunk
+        start = 0
+        while (end := pending.find(b"\n", start)) >= 0:
+            sink.line(stream, pending[start:end])
+            start = end + 1
+        del pending[:start]
+        if len(pending) > _MAX_LINE:
+            sink.line(stream, pending)
+            pending.clear()
+    if pending:
+        sink.line(stream, pending)
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM the process group, wait a grace period for it to empty, then SIGKILL it."""
+    try:
+        _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + KILL_GRACE
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_exited(proc), KILL_GRACE)
+        # Grandchildren may take a moment longer than the leader to act on SIGTERM.
+        while _signal_group(proc.pid, 0) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        # Also runs when cleanup itself is cancelled: nothing may outlive the task.
+        _signal_group(proc.pid, signal.SIGKILL)
+
+
+async def _exited(proc: asyncio.subprocess.Process) -> int:
+    """Wait for the process itself to exit and return its exit code.
+
+    ``proc.wait()`` (Python 3.11) also waits for its pipes to close, which a child left in
+    the background can hold off forever; the return code is set as soon as it exits.
+    """
+    closed = asyncio.ensure_future(proc.wait())
+    try:
+        delay = 0.005
+        while proc.returncode is None and not closed.done():
+            await asyncio.wait({closed}, timeout=delay)
+            delay = min(delay * 2, 0.1)
+        assert proc.returncode is not None
+        return proc.returncode
+    finally:
+        closed.cancel()
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` (0: none) to a process group; False when the group is gone."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True

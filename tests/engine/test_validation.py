@@ -1,0 +1,148 @@
+"""Every validation rule rejects the whole merge with a message naming the keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from engine_host import ECHO, MAKE, Host, step
+
+from gaia.errors import InvalidRequest
+
+
+def snapshot(host: Host) -> tuple[Any, ...]:
+    ns = host.ns
+    return (
+        dict(ns.specs),
+        dict(ns.graph.processes),
+        dict(ns.graph.producer),
+        set(ns.complete),
+        dict(host.queued),
+        ns.mode,
+    )
+
+
+@pytest.mark.parametrize(
+    ("process", "message"),
+    [
+        ({"key": "x", "command": "nope"}, "process 'x' uses unknown command 'nope'"),
+        (
+            {"key": "x", "command": "echo", "outputs": {"OUT": "o"}},
+            r"process 'x'.*inputs \['IN'\] are not bound",
+        ),
+        (
+            {"key": "x", "command": "echo", "inputs": {"IN": "src"}},
+            r"process 'x'.*outputs \['OUT'\] are not bound",
+        ),
+        (
+            {
+                "key": "x",
+                "command": "echo",
+                "inputs": {"IN": "src", "EXTRA": "e"},
+                "outputs": {"OUT": "o"},
+            },
+            r"has no inputs \['EXTRA'\]",
+        ),
+        (
+            {"key": "x", "command": "make", "outputs": {"OUT": "o/{{WHO}}"}},
+            r"\['WHO'\], which name no var",
+        ),
+        ({"key": "x", "command": "make", "outputs": {"OUT": "/etc/passwd"}}, "absolute"),
+        ({"key": "x", "command": "make", "outputs": {"OUT": "../up"}}, "'..'"),
+        ({"key": "x", "command": "make", "outputs": {"OUT": "a/../../b"}}, "'..'"),
+        ({"key": "x", "command": "make", "outputs": {"OUT": "a\x00b"}}, "control character"),
+        ({"key": "x", "command": "make", "outputs": {"OUT": ""}}, "non-empty"),
+        ({"key": "x", "command": "make", "outputs": {"OUT": ".private/p/M"}}, "reserved"),
+        ({"key": "x", "command": "make", "outputs": {"OUT": "a//b"}}, "empty"),
+        (
+            {"key": "x", "command": "make", "outputs": {"OUT": "o/{{W}}"}, "vars": {"W": ".."}},
+            "'..'",
+        ),
+        ({"key": "x", "command": "make", "outputs": {"OUT": "Bad_Bucket:x"}}, "bucket"),
+        ({"key": "../x", "command": "make", "outputs": {"OUT": "o"}}, "process key '../x'"),
+        (
+            {"key": "x", "command": "make", "outputs": {"OUT": "o"}, "colour": "red"},
+            r"unknown fields \['colour'\]",
+        ),
+        ({"key": "x", "command": "make", "outputs": ["o"]}, "'outputs' must be a mapping"),
+        ("just a string", "a process must be a mapping"),
+    ],
+)
+def test_bad_processes_are_rejected_and_change_nothing(
+    chain: Host, process: Any, message: str
+) -> None:
+    before = snapshot(chain)
+    good = step("fine", "c", "d")
+    with pytest.raises(InvalidRequest, match=message):
+        chain.merge([good, process])
+    assert snapshot(chain) == before
+
+
+def test_a_bucket_prefix_is_a_valid_key() -> None:
+    host = Host([MAKE])
+    assert host.merge(
+        [{"key": "x", "command": "make", "outputs": {"OUT": "bucket:data/wcm/sim-out"}}]
+    ) == ["x"]
+
+
+def test_two_producers_of_one_key_are_rejected_naming_both(chain: Host) -> None:
+    before = snapshot(chain)
+    with pytest.raises(InvalidRequest, match=r"'b' would have two producers: 'bc' and 'other'"):
+        chain.merge([step("other", "src", "b")])
+    with pytest.raises(InvalidRequest, match=r"'z' would have two producers: 'p' and 'q'"):
+        chain.merge([step("p", "src", "z"), step("q", "src", "z")])
+    assert snapshot(chain) == before
+
+
+def test_a_cycle_is_rejected_naming_its_processes_and_keys(chain: Host) -> None:
+    before = snapshot(chain)
+    message = r"cycle: ab -> \[a\] -> bc -> \[b\] -> cd -> \[c\] -> ab"
+    with pytest.raises(InvalidRequest, match=message):
+        chain.merge([step("ab", "c", "a")])
+    assert snapshot(chain) == before
+
+
+def test_a_process_reading_its_own_output_is_a_cycle() -> None:
+    host = Host([ECHO])
+    with pytest.raises(InvalidRequest, match="cycle"):
+        host.merge([step("self", "x", "x")])
+
+
+def test_replacing_a_producer_in_the_same_merge_is_not_a_duplicate(chain: Host) -> None:
+    assert chain.merge([step("bc", "src", "b")]) == ["bc"]
+
+
+def test_a_process_key_may_appear_once_per_merge() -> None:
+    host = Host([ECHO])
+    with pytest.raises(InvalidRequest, match="'p' appears twice"):
+        host.merge([step("p", "a", "b"), step("p", "a", "c")])
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ({"key": "c", "command": ["echo", "{{WHO}}"]}, r"\{\{WHO\}\} but declares no var 'WHO'"),
+        ({"key": "c", "command": "echo hi"}, "must be a list"),
+        ({"key": "c", "command": []}, "non-empty list"),
+        ({"key": "c", "command": ["x"], "inputs": {"A": "relative"}}, "absolute container path"),
+        (
+            {"key": "c", "command": ["x"], "inputs": {"A": "/p"}, "outputs": {"B": "/p"}},
+            "both an input and an output",
+        ),
+        ({"key": "c c", "command": ["x"]}, "command key 'c c'"),
+        ({"key": "c", "command": ["x"], "timeout": -1}, "timeout"),
+    ],
+)
+def test_bad_commands_are_rejected(command: dict[str, Any], message: str) -> None:
+    host = Host([MAKE])
+    with pytest.raises(InvalidRequest, match=message):
+        host.command([MAKE, command])
+    assert "c" not in host.registry
+
+
+def test_large_merges_check_cycles_without_recursion_limits() -> None:
+    host = Host([ECHO], {"k0"})
+    n = 5000
+    host.merge([step(f"s{i}", f"k{i}", f"k{i + 1}") for i in range(n)])
+    with pytest.raises(InvalidRequest, match="cycle"):
+        host.merge([step("s0", f"k{n}", "k1")])

@@ -1,0 +1,158 @@
+"""Bad input through the HTTP API: a 4xx naming the problem, and nothing changed."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+from gaia_server import Server, wait_for
+
+import gaia
+
+ECHO = {
+    "key": "echo",
+    "image": "ubuntu",
+    "command": ["cp", "/in/x", "/out/x"],
+    "inputs": {"IN": "/in/x"},
+    "outputs": {"OUT": "/out/x"},
+}
+
+
+def raw_post(
+    server: Server, path: str, body: bytes, content_type: str = "application/json"
+) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        f"http://{server.address}{path}", data=body, headers={"Content-Type": content_type}
+    )
+    try:
+        with urllib.request.urlopen(request) as reply:
+            return reply.status, json.load(reply)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+@pytest.fixture
+def settled(server: Server, triangle: gaia.Gaia) -> gaia.Gaia:
+    triangle.command([ECHO])
+    wait_for(triangle, "triangle")
+    return triangle
+
+
+def step(key: str, src: str, dst: str) -> dict[str, Any]:
+    return {"key": key, "command": "echo", "inputs": {"IN": src}, "outputs": {"OUT": dst}}
+
+
+BAD_MERGES = [
+    (
+        [{"key": "x", "command": "nope", "outputs": {}}],
+        gaia.InvalidRequest,
+        "unknown command 'nope'",
+    ),
+    (
+        [{"key": "x", "command": "echo", "outputs": {"OUT": "o"}}],
+        gaia.InvalidRequest,
+        r"inputs \['IN'\] are not bound",
+    ),
+    (
+        [step("x", "md5/rabbit", "hello/rabbit")],
+        gaia.InvalidRequest,
+        "'hello/rabbit' would have two producers",
+    ),
+    (
+        [step("x", "wc/both", "animals/rabbit")],
+        gaia.InvalidRequest,
+        r"cycle: x -> \[animals/rabbit\] -> md5-rabbit .* -> \[wc/both\] -> x",
+    ),
+    (
+        [step("loop1", "l2", "l1"), step("loop2", "l1", "l2")],
+        gaia.InvalidRequest,
+        r"cycle: loop1 -> \[l1\] -> loop2",
+    ),
+    ([step("x", "../../etc/passwd", "o")], gaia.InvalidRequest, "'..'"),
+    ([step("x", "src", "/tmp/escape")], gaia.InvalidRequest, "absolute"),
+    ([step("x", "src", "o/{{NOPE}}")], gaia.InvalidRequest, r"\['NOPE'\], which name no var"),
+    ("not a list", gaia.InvalidRequest, "'processes' must be a list"),
+]
+
+
+@pytest.mark.parametrize(("processes", "error", "message"), BAD_MERGES)
+def test_bad_merges_name_the_problem_and_change_nothing(
+    settled: gaia.Gaia, processes: Any, error: type[Exception], message: str
+) -> None:
+    before = settled.status("triangle")
+    with pytest.raises(error, match=message):
+        settled.merge("triangle", processes)
+    assert settled.status("triangle") == before
+
+
+def test_a_bad_namespace_name_is_rejected(settled: gaia.Gaia) -> None:
+    with pytest.raises(gaia.InvalidRequest, match=r"namespace '\.\./x' must be a DNS label"):
+        settled.merge("../x", [step("a", "b", "c")])
+    with pytest.raises(gaia.NotFound, match="no namespace 'ghost'"):
+        settled.status("ghost")
+    assert "ghost" not in settled.workflows()["workflows"]
+
+
+def test_a_failed_first_merge_leaves_no_namespace(settled: gaia.Gaia) -> None:
+    with pytest.raises(gaia.InvalidRequest):
+        settled.merge("fresh", [{"key": "x", "command": "nope"}])
+    assert "fresh" not in settled.workflows()["workflows"]
+
+
+def test_expiring_unknown_keys_expires_nothing(server: Server, settled: gaia.Gaia) -> None:
+    with pytest.raises(gaia.NotFound, match=r"no process or data key \['nope'\]"):
+        settled.expire("triangle", ["md5-rabbit", "nope"])
+    assert settled.status("triangle")["status"]["state"] == "complete"
+    assert (server.data / "triangle" / "md5/rabbit").exists()
+
+
+def test_bad_commands_are_rejected_whole(settled: gaia.Gaia) -> None:
+    before = settled.command([])
+    with pytest.raises(gaia.InvalidRequest, match=r"\{\{WHO\}\} but declares no var 'WHO'"):
+        settled.command(
+            [{**ECHO, "key": "fine"}, {**ECHO, "key": "bad", "command": ["echo", "{{WHO}}"]}]
+        )
+    with pytest.raises(gaia.InvalidRequest, match=r"process 'md5-rabbit'.*not bound"):
+        settled.command([{**ECHO, "key": "md5"}])  # would unbind processes that use md5
+    assert settled.command([]) == before
+
+
+def test_launch_rejects_repeated_keys(settled: gaia.Gaia) -> None:
+    with pytest.raises(gaia.InvalidRequest, match=r"repeated: \['w'\]"):
+        settled.launch(["w", "w"])
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        ("/merge", b"{not json", 400, "not valid JSON"),
+        ("/merge", b"[1, 2]", 400, "must be a JSON object"),
+        ("/merge", b'{"processes": []}', 400, "'root'"),
+        ("/expire", b'{"root": "triangle"}', 400, "'expire'"),
+        ("/nowhere", b"{}", 404, "no such endpoint '/nowhere'"),
+    ],
+)
+def test_malformed_requests(
+    server: Server, settled: gaia.Gaia, path: str, body: bytes, status: int, message: str
+) -> None:
+    code, reply = raw_post(server, path, body)
+    assert code == status
+    assert message in reply["error"]
+
+
+def test_an_oversized_request_is_refused(server: Server, settled: gaia.Gaia) -> None:
+    from gaia.api.server import MAX_BODY
+
+    code, reply = raw_post(server, "/merge", b" " * (MAX_BODY + 1))
+    assert code == 413 and "limit" in reply["error"]
+    assert settled.status("triangle")["status"]["state"] == "complete"
+
+
+def test_later_clients_names_are_accepted(server: Server, settled: gaia.Gaia) -> None:
+    code, reply = raw_post(server, "/run", b'{"workflow": "triangle"}')
+    assert (code, reply) == (200, {"trigger": "triangle"})
+    code, reply = raw_post(server, "/workflows", b"{}")
+    assert reply["workflows"]["triangle"] in ("running", "complete")

@@ -1,0 +1,191 @@
+"""The standalone server end to end, through the real client over HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import time
+from pathlib import Path
+
+from gaia_server import Server, pid_alive, wait_for
+
+import gaia
+
+SLEEPER = {
+    "key": "sleeper",
+    "image": "ubuntu",
+    "command": ["sh", "-c", "sleep 60; echo done > /out/o"],
+    "outputs": {"O": "/out/o"},
+}
+FAILER = {
+    "key": "failer",
+    "image": "ubuntu",
+    "command": ["sh", "-c", "echo about to fail; echo oops >&2; exit 3"],
+    "outputs": {"O": "/out/o"},
+}
+
+
+def md5_of(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_triangle_computes_the_right_contents(server: Server, triangle: gaia.Gaia) -> None:
+    status = wait_for(triangle, "triangle")
+    assert status["counts"]["complete"] == 10
+    assert set(status["data"].values()) == {"complete"}
+    space = server.data / "triangle"
+    assert (space / "md5/rabbit").read_text().split()[0] == md5_of(space / "animals/rabbit")
+    assert (space / "hello/snake").read_text() == "hello snake world\n"
+    cat_rabbit = (space / "md5/rabbit").read_text() + (space / "hello/rabbit").read_text()
+    assert (space / "cat/rabbit").read_text() == cat_rabbit
+    both = (space / "cat/rabbit").read_text() + (space / "cat/snake").read_text()
+    lines, words, chars = both.count("\n"), len(both.split()), len(both.encode())
+    assert (space / "wc/both").read_text().split()[:3] == [str(lines), str(words), str(chars)]
+    assert status["tasks"]["both:wc-ab"]["state"] == "complete"
+    assert status["tasks"]["md5-rabbit"]["handle"]["pid"] > 0
+
+
+def test_a_changed_source_recomputes_exactly_its_downstream(
+    server: Server, triangle: gaia.Gaia
+) -> None:
+    wait_for(triangle, "triangle")
+    space = server.data / "triangle"
+    before = {
+        p.relative_to(space).as_posix(): p.stat().st_mtime_ns
+        for p in space.rglob("*")
+        if p.is_file()
+    }
+    (space / "animals/snake").write_text("The snake is gone.\n")
+    reply = triangle.expire("triangle", ["animals/snake"])
+    assert reply["expire"]["process"] == [
+        "both:cat-ab",
+        "both:wc-ab",
+        "cat-snake",
+        "md5-snake",
+        "wc-snake",
+    ]
+    assert reply["expire"]["data"] == [
+        ".private/both/AB",
+        "cat/snake",
+        "md5/snake",
+        "wc/both",
+        "wc/snake",
+    ]
+    status = wait_for(triangle, "triangle")
+    after = {
+        p.relative_to(space).as_posix(): p.stat().st_mtime_ns
+        for p in space.rglob("*")
+        if p.is_file()
+    }
+    changed = sorted(key for key in after if after[key] != before.get(key))
+    assert changed == [
+        ".private/both/AB",
+        "animals/snake",
+        "cat/snake",
+        "md5/snake",
+        "wc/both",
+        "wc/snake",
+    ]
+    assert (space / "md5/snake").read_text().split()[0] == md5_of(space / "animals/snake")
+    assert status["tasks"]["md5-snake"]["run"] == 2
+    assert status["tasks"]["md5-rabbit"]["run"] == 1
+
+
+def test_halt_kills_a_running_task_and_publishes_nothing(server: Server) -> None:
+    flow = server.client()
+    flow.command([SLEEPER])
+    flow.merge("sleepy", [{"key": "nap", "command": "sleeper", "outputs": {"O": "rested"}}])
+    status = wait_for(flow, "sleepy", ("running",))
+    while status["tasks"]["nap"]["state"] != "running":
+        time.sleep(0.05)
+        status = flow.status("sleepy")["status"]
+    pid = status["tasks"]["nap"]["handle"]["pid"]
+    assert pid_alive(pid)
+    assert flow.halt("sleepy") == {"halt": "sleepy"}
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(pid)
+    status = flow.status("sleepy")["status"]
+    assert status["state"] == "halted"
+    assert status["tasks"]["nap"]["state"] == "cancelled"
+    assert status["data"]["rested"] == "missing"
+    time.sleep(0.3)
+    assert not (server.data / "sleepy" / "rested").exists()
+    assert flow.trigger("sleepy") == {"trigger": "sleepy"}
+    status = wait_for(flow, "sleepy", ("running",))
+    assert status["tasks"]["nap"]["run"] == 2
+    flow.halt("sleepy")
+
+
+def test_trigger_resumes_a_halted_namespace(server: Server, triangle: gaia.Gaia) -> None:
+    triangle.halt("triangle")
+    assert triangle.status("triangle")["status"]["state"] == "halted"
+    triangle.trigger("triangle")
+    wait_for(triangle, "triangle")
+
+
+def test_a_failed_task_publishes_nothing_and_reports_its_log(server: Server) -> None:
+    flow = server.client()
+    flow.command([FAILER])
+    flow.merge("failing", [{"key": "bad", "command": "failer", "outputs": {"O": "never"}}])
+    status = wait_for(flow, "failing", ("error",))
+    task = status["tasks"]["bad"]
+    assert task["state"] == "error" and task["exit_code"] == 3
+    assert "oops" in task["log_tail"] and "about to fail" in task["log_tail"]
+    assert status["waiting"] == ["never"]
+    assert not (server.data / "failing" / "never").exists()
+    assert "oops" in flow.logs("failing", "bad")["log"]
+
+
+def test_events_stream_to_listeners(server: Server, triangle: gaia.Gaia) -> None:
+    seen = []
+    stream = triangle.events("triangle")
+    triangle.expire("triangle", ["animals/rabbit"])
+    for event in stream:
+        seen.append(event)
+        if event["event"] == "flow-complete":
+            stream.close()
+    names = {event["event"] for event in seen}
+    assert {"step-start", "step-complete", "data-complete", "log", "flow-complete"} <= names
+    log = next(e for e in seen if e["event"] == "log" and e["process"] == "md5-rabbit")
+    assert log["stream"] == "stdout" and log["root"] == "triangle"
+
+
+def test_a_restart_keeps_commands_processes_and_results(
+    server: Server, triangle: gaia.Gaia
+) -> None:
+    before = wait_for(triangle, "triangle")
+    server.stop()
+    server.start()
+    flow = server.client()
+    assert "cat-wc" in {c["key"] for c in flow.command([])["commands"]}
+    after = flow.status("triangle")["status"]
+    assert after["state"] == "complete"
+    assert after["data"] == before["data"]
+    assert after["tasks"]["md5-rabbit"] == before["tasks"]["md5-rabbit"]
+
+
+def test_tasks_that_died_with_the_server_run_again(server: Server) -> None:
+    flow = server.client()
+    flow.command([SLEEPER])
+    flow.merge("sleepy", [{"key": "nap", "command": "sleeper", "outputs": {"O": "rested"}}])
+    status = wait_for(flow, "sleepy", ("running",))
+    while status["tasks"]["nap"]["state"] != "running":
+        time.sleep(0.05)
+        status = flow.status("sleepy")["status"]
+    pid = status["tasks"]["nap"]["handle"]["pid"]
+    server.stop(signal.SIGTERM)
+    assert not pid_alive(pid)
+    server.start()
+    status = server.client().status("sleepy")["status"]
+    assert status["state"] == "running"
+    assert status["tasks"]["nap"]["run"] == 2
+    server.client().halt("sleepy")
+
+
+def test_launch_starts_named_workers_once(server: Server) -> None:
+    flow = server.client()
+    assert flow.launch(["worker-a", "worker-b"])["launch"] == ["worker-a", "worker-b"]
+    reply = flow.launch(["worker-a"])
+    assert reply["launch"] == [] and reply["running"] == ["worker-a"]

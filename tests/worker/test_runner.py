@@ -1,0 +1,329 @@
+"""The task runner runs real processes, stages their outputs and cleans up after them."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gaia.worker.runner import TaskResult, TaskSpec, run_task
+
+
+def _bwrap_works() -> bool:
+    if shutil.which("bwrap") is None:
+        return False
+    probe = ["bwrap", "--ro-bind", "/", "/", "--unshare-pid", "--proc", "/proc", "true"]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+
+
+NEEDS_BWRAP = pytest.mark.skipif(
+    not _bwrap_works(),
+    reason="bubblewrap is not installed or cannot create namespaces here "
+    "(apt-get install bubblewrap)",
+)
+BWRAP = pytest.param("bwrap", marks=NEEDS_BWRAP)
+SANDBOXES = pytest.mark.parametrize("sandbox", [BWRAP, "rewrite"])
+
+
+def spec(command: tuple[str, ...], **fields: Any) -> TaskSpec:
+    defaults: dict[str, Any] = {
+        "root": "triangle",
+        "process": "md5-rabbit",
+        "run": 1,
+        "image": "ubuntu",
+        "inputs": {},
+        "outputs": (),
+    }
+    return TaskSpec(command=command, **{**defaults, **fields})
+
+
+def run(task: TaskSpec, workdir: Path, sandbox: str, **kwargs: Any) -> TaskResult:
+    return asyncio.run(run_task(task, workdir, sandbox=sandbox, **kwargs))
+
+
+@pytest.fixture
+def rabbit(tmp_path: Path) -> Path:
+    path = tmp_path / "data" / "rabbit"
+    path.parent.mkdir()
+    path.write_bytes(b"a white rabbit\n")
+    return path
+
+
+@SANDBOXES
+def test_stdout_is_captured_as_the_output(sandbox: str, tmp_path: Path, rabbit: Path) -> None:
+    task = spec(
+        ("md5sum", "/in/in"), inputs={"/in/in": rabbit}, outputs=("/out/out",), stdout="/out/out"
+    )
+    result = run(task, tmp_path / "work", sandbox)
+
+    assert result.ok, result.error
+    assert result.exit_code == 0 and result.error is None
+    staged = result.staged["/out/out"]
+    assert staged.is_relative_to(tmp_path / "work")
+    digest = hashlib.md5(rabbit.read_bytes()).hexdigest()
+    # Under bwrap the tool sees the container path; rewrite mode shows the staged host path.
+    name = "/in/in" if sandbox == "bwrap" else str(tmp_path / "work" / "fs" / "in" / "in")
+    assert staged.read_text() == f"{digest}  {name}\n"
+    assert (tmp_path / "work" / "log").read_text() == f"{digest}  {name}\n"
+    assert result.log_tail == (f"{digest}  {name}",)
+
+
+@SANDBOXES
+def test_a_file_written_at_its_container_path_is_staged(sandbox: str, tmp_path: Path) -> None:
+    task = spec(("sh", "-c", "echo computed > /out/deep/result"), outputs=("/out/deep/result",))
+    result = run(task, tmp_path, sandbox)
+
+    assert result.ok, result.error
+    assert result.staged["/out/deep/result"].read_text() == "computed\n"
+
+
+@SANDBOXES
+def test_directory_input_and_output(sandbox: str, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "a").write_text("A")
+    script = "mkdir /out/sim && cp /in/dir/a /out/sim/a && echo B > /out/sim/b"
+    task = spec(("sh", "-c", script), inputs={"/in/dir/": source}, outputs=("/out/sim/",))
+    result = run(task, tmp_path / "work", sandbox)
+
+    assert result.ok, result.error
+    staged = result.staged["/out/sim/"]
+    assert staged.is_dir()
+    assert sorted(p.name for p in staged.iterdir()) == ["a", "b"]
+    assert (staged / "a").read_text() == "A"
+
+
+@SANDBOXES
+def test_a_missing_declared_output_fails_naming_it(sandbox: str, tmp_path: Path) -> None:
+    task = spec(("sh", "-c", "echo nothing > /out/other"), outputs=("/out/out", "/out/dir/"))
+    result = run(task, tmp_path, sandbox)
+
+    assert not result.ok
+    assert result.exit_code == 0
+    assert result.staged == {}
+    assert result.error is not None
+    assert "md5-rabbit" in result.error
+    assert "declared outputs /out/out, /out/dir/ were not produced" in result.error
+
+
+@SANDBOXES
+def test_a_non_zero_exit_fails_and_stages_nothing(sandbox: str, tmp_path: Path) -> None:
+    script = "echo partial > /out/out; echo oops >&2; exit 3"
+    result = run(spec(("sh", "-c", script), outputs=("/out/out",)), tmp_path, sandbox)
+
+    assert not result.ok
+    assert result.exit_code == 3
+    assert result.staged == {}
+    assert (
+        result.error == "process 'md5-rabbit' (run 1) in namespace 'triangle' failed: exit code 3"
+    )
+    assert result.log_tail == ("oops",)
+
+
+def test_a_command_that_cannot_start_fails(tmp_path: Path) -> None:
+    result = run(spec(("/no/such/tool",)), tmp_path, "rewrite")
+
+    assert not result.ok and result.exit_code is None
+    assert result.error is not None and "could not start '/no/such/tool'" in result.error
+
+
+def test_death_by_signal_is_reported(tmp_path: Path) -> None:
+    result = run(spec(("sh", "-c", "kill -KILL $$")), tmp_path, "rewrite")
+
+    assert not result.ok and result.exit_code is None
+    assert result.error is not None and result.error.endswith("killed by signal SIGKILL")
+
+
+@SANDBOXES
+def test_on_line_gets_each_line_as_it_arrives(sandbox: str, tmp_path: Path) -> None:
+    seen: list[tuple[str, str, float]] = []
+    started: list[int] = []
+    script = "echo one; echo two >&2; echo three; sleep 0.4; printf 'no newline' >&2"
+    result = run(
+        spec(("sh", "-c", script)),
+        tmp_path,
+        sandbox,
+        on_line=lambda stream, line: seen.append((stream, line, time.monotonic())),
+        on_start=started.append,
+    )
+
+    assert result.ok, result.error
+    assert len(started) == 1 and started[0] > 0
+    lines = [(stream, line) for stream, line, _ in seen]
+    assert [line for stream, line in lines if stream == "stdout"] == ["one", "three"]
+    assert [line for stream, line in lines if stream == "stderr"] == ["two", "no newline"]
+    # The first lines came while the command was still running, not all at the end.
+    assert seen[-1][2] - seen[0][2] > 0.3
+    assert sorted((tmp_path / "log").read_text().splitlines()) == sorted(line for _, line in lines)
+
+
+@SANDBOXES
+def test_large_output_on_both_streams_does_not_deadlock(sandbox: str, tmp_path: Path) -> None:
+    counts = {"stdout": 0, "stderr": 0}
+
+    def count(stream: str, line: str) -> None:
+        counts[stream] += 1
+
+    script = "seq 100000 >&2 & seq 100000; wait"
+    task = spec(("sh", "-c", script), outputs=("/out/out",), stdout="/out/out", timeout=20)
+    result = run(task, tmp_path, sandbox, on_line=count)
+
+    assert result.ok, result.error
+    assert counts == {"stdout": 100000, "stderr": 100000}
+    expected = "".join(f"{n}\n" for n in range(1, 100001))
+    assert result.staged["/out/out"].read_text() == expected
+    assert len(result.log_tail) == 50
+
+
+@SANDBOXES
+def test_a_timeout_kills_the_command_and_reports_it(sandbox: str, tmp_path: Path) -> None:
+    marker = _marker()
+    task = spec(
+        ("sh", "-c", f"sleep {marker} & echo x > /out/out; sleep {marker}"),
+        outputs=("/out/out",),
+        timeout=0.5,
+    )
+    began = time.monotonic()
+    result = run(task, tmp_path, sandbox)
+
+    assert time.monotonic() - began < 5
+    assert not result.ok
+    assert result.exit_code is None and result.staged == {}
+    assert result.error is not None and result.error.endswith("timed out after 0.5s")
+    _assert_gone(marker)
+
+
+@SANDBOXES
+def test_cancelling_kills_the_whole_process_tree(sandbox: str, tmp_path: Path) -> None:
+    marker = _marker()
+    pids: list[int] = []
+
+    async def scenario() -> None:
+        task = spec(("sh", "-c", f"sleep {marker} & sleep {marker}"), outputs=("/out/out",))
+        running = asyncio.create_task(
+            run_task(task, tmp_path, sandbox=sandbox, on_start=pids.append)
+        )
+        await _until(lambda: len(_sleepers(marker)) == 2)  # the child and the grandchild
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+
+    asyncio.run(scenario())
+    assert not _alive(pids[0])
+    _assert_gone(marker)
+
+
+@NEEDS_BWRAP
+def test_inputs_are_read_only_under_bwrap(tmp_path: Path, rabbit: Path) -> None:
+    script = "echo scribble >> /in/in; rm -f /in/in; echo still here > /out/out"
+    task = spec(("sh", "-c", script), inputs={"/in/in": rabbit}, outputs=("/out/out",))
+    result = run(task, tmp_path / "work", "bwrap")
+
+    assert result.ok, result.error
+    assert rabbit.read_bytes() == b"a white rabbit\n"
+    assert any("Read-only file system" in line for line in result.log_tail)
+
+
+def test_rewrite_replaces_container_paths_inside_arguments(tmp_path: Path, rabbit: Path) -> None:
+    args = ("--in=/in/in", "/in/in/x", "/in/input", "/data/in/in", "/in", "/inn", "-o", "/out/o")
+    task = spec(("echo", *args), inputs={"/in/in": rabbit}, outputs=("/out/o",), stdout="/out/o")
+    result = run(task, tmp_path, "rewrite")
+
+    assert result.ok, result.error
+    fs = tmp_path / "fs"
+    expected = f"--in={fs}/in/in {fs}/in/in/x {fs}/in/input /data/in/in {fs}/in /inn -o {fs}/out/o"
+    assert result.staged["/out/o"].read_text() == expected + "\n"
+
+
+@SANDBOXES
+def test_container_paths_under_tmp(sandbox: str, tmp_path: Path, rabbit: Path) -> None:
+    inputs = {"/tmp/gaia-in/rabbit": rabbit}
+    task = spec(
+        ("cat", "/tmp/gaia-in/rabbit"),
+        inputs=inputs,
+        outputs=("/tmp/gaia-out/out",),
+        stdout="/tmp/gaia-out/out",
+    )
+    result = run(task, tmp_path / "work", sandbox)
+
+    assert result.ok, result.error
+    assert result.staged["/tmp/gaia-out/out"].read_bytes() == rabbit.read_bytes()
+    assert result.staged["/tmp/gaia-out/out"].is_relative_to(tmp_path / "work")
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"inputs": {"/in/in": Path("/no/such/file")}}, "input /in/in needs the file"),
+        ({"outputs": ("/proc/out",)}, "is under /proc"),
+        ({"outputs": ("out",)}, "must be absolute"),
+        ({"outputs": ("/out/../etc",)}, "'..' segment"),
+    ],
+)
+def test_a_task_that_cannot_run_fails_before_starting(
+    tmp_path: Path, fields: dict[str, Any], reason: str
+) -> None:
+    started: list[int] = []
+    result = run(spec(("true",), **fields), tmp_path, "rewrite", on_start=started.append)
+
+    assert not result.ok and started == []
+    assert result.error is not None and reason in result.error
+
+
+def test_an_unknown_sandbox_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown sandbox 'docker'"):
+        run(spec(("true",)), tmp_path, "docker")
+
+
+# Processes are found by a unique `sleep` duration, which also works inside bwrap's own
+# pid namespace, where the pids the command sees are not the host's.
+
+
+def _marker() -> str:
+    return f"300.{uuid.uuid4().int % 10**9:09d}"
+
+
+def _sleepers(marker: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline[:2] == [b"sleep", marker.encode()] and _alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """True for a running process; a zombie has exited and counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _assert_gone(marker: str) -> None:
+    deadline = time.monotonic() + 1
+    while _sleepers(marker) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _sleepers(marker) == []
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
