@@ -157,6 +157,9 @@ class Controller:
         launched, running = self.executor.launch(keys)
         return {"launch": launched, "running": running}
 
+    def events_since(self, after: int, root: str | None) -> list[dict[str, Any]]:
+        return self.db.events_since(after, root)
+
     def workflows(self) -> dict[str, Any]:
         return {
             "workflows": {root: ns.state().value for root, ns in sorted(self.namespaces.items())}

@@ -140,3 +140,26 @@ def test_run_numbers_never_repeat_for_a_process_key(chain: Host) -> None:
     chain.run_all()
     chain.carry_out(chain.ns.expire(["ab"])[2])
     assert chain.queued == {"ab": 2}
+
+
+def test_a_declarative_merge_drops_processes_missing_from_the_list(chain: Host) -> None:
+    chain.run_all()
+    plan = chain.ns.prepare_merge(
+        [step("ab", "src", "a"), step("bc", "a", "b")], chain.registry.commands, replace_all=True
+    )
+    assert plan.dropped == ["cd"] and plan.changed == []
+    chain.carry_out(chain.ns.apply(plan, chain.store.__contains__))
+    assert "cd" not in chain.ns.graph.processes and "c" not in chain.ns.graph
+    assert chain.deleted == ["c"]
+    assert chain.ns.state().value == "complete"
+    assert "cd" not in chain.ns.users["echo"]
+
+
+def test_a_task_adopted_after_a_restart_is_followed_not_started_again(chain: Host) -> None:
+    chain.carry_out(chain.ns.halt())
+    assert chain.ns.adopt("ab", 7, {"job": "gaia-test-ab-7"})
+    chain.ns.mode = chain.ns.mode.ACTIVE
+    assert chain.ns.resume() == []  # ab is running as run 7: nothing to start
+    chain.carry_out(chain.ns.task_succeeded("ab", 7))
+    assert chain.queued == {"bc": 1}
+    assert not chain.ns.adopt("ab", 3, {})  # an older run is never adopted

@@ -6,14 +6,16 @@ Handlers are thin: they read the body, call the controller, and send its reply.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
+from gaia.bus import EventBus
 from gaia.controller import Controller
 from gaia.errors import GaiaError, InvalidRequest, TooLarge
 
@@ -22,7 +24,27 @@ __all__ = ["MAX_BODY", "build_app", "serve"]
 logger = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024 * 1024
 KEEPALIVE = 15.0
-CONTROLLER = web.AppKey("controller", Controller)
+
+
+class Backend(Protocol):
+    """What the API serves: the standalone Controller, or the operator's KubeApi. Each
+    call returns the reply dict, or an awaitable of it."""
+
+    bus: EventBus
+
+    def command(self, commands: object) -> Any: ...
+    def merge(self, root: object, processes: object) -> Any: ...
+    def trigger(self, root: object) -> Any: ...
+    def halt(self, root: object) -> Any: ...
+    def status(self, root: object) -> Any: ...
+    def expire(self, root: object, keys: object) -> Any: ...
+    def launch(self, keys: object) -> Any: ...
+    def logs(self, root: object, process: object) -> Any: ...
+    def workflows(self) -> Any: ...
+    def events_since(self, after: int, root: str | None) -> list[dict[str, Any]]: ...
+
+
+CONTROLLER = web.AppKey("controller", Backend)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -88,24 +110,26 @@ def _field(body: dict[str, Any], name: str) -> Any:
     return body[name]
 
 
-def _call(action: Callable[[Controller, dict[str, Any]], dict[str, Any]]) -> Handler:
+def _call(action: Callable[[Backend, dict[str, Any]], Any]) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         body = await _body(request)
-        return web.json_response(action(request.app[CONTROLLER], body))
+        return web.json_response(await _awaited(action(request.app[CONTROLLER], body)))
 
     return handler
 
 
-def _upload(controller: Controller, body: dict[str, Any]) -> dict[str, Any]:
+async def _upload(backend: Backend, body: dict[str, Any]) -> dict[str, Any]:
     reply: dict[str, Any] = {}
-    if "commands" in body:
-        reply.update(controller.command(body["commands"]))
-    if "processes" in body:
-        reply.update(controller.merge(_root(body), body["processes"]))
+    for key, call in (
+        ("commands", lambda: backend.command(body["commands"])),
+        ("processes", lambda: backend.merge(_root(body), body["processes"])),
+    ):
+        if key in body:
+            reply.update(await _awaited(call()))
     return reply
 
 
-ROUTES: dict[str, Callable[[Controller, dict[str, Any]], dict[str, Any]]] = {
+ROUTES: dict[str, Callable[[Backend, dict[str, Any]], Any]] = {
     "/command": lambda c, b: c.command(_field(b, "commands")),
     "/merge": lambda c, b: c.merge(_root(b), _field(b, "processes")),
     "/trigger": lambda c, b: c.trigger(_root(b)),
@@ -133,7 +157,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         replayed = 0
         since = request.query.get("since")
         if since is not None and since.isdigit():
-            for saved in controller.db.events_since(int(since), root):
+            for saved in controller.events_since(int(since), root):
                 await response.write(_sse(saved))
                 replayed = saved["id"]
         while not controller.bus.is_dropped(subscription):
@@ -157,11 +181,18 @@ def _sse(event: dict[str, Any]) -> bytes:
 
 async def health(request: web.Request) -> web.Response:
     return web.json_response(
-        {"ok": True, "workflows": request.app[CONTROLLER].workflows()["workflows"]}
+        {
+            "ok": True,
+            "workflows": (await _awaited(request.app[CONTROLLER].workflows()))["workflows"],
+        }
     )
 
 
-def build_app(controller: Controller) -> web.Application:
+async def _awaited(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def build_app(controller: Backend) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY)
     app[CONTROLLER] = controller
     for path, action in ROUTES.items():
@@ -170,9 +201,11 @@ def build_app(controller: Controller) -> web.Application:
     app.router.add_get("/health", health)
 
     async def lifecycle(app: web.Application) -> Any:
-        controller.start()
+        if isinstance(controller, Controller):  # the operator runs its backend itself
+            controller.start()
         yield
-        await controller.close()
+        if isinstance(controller, Controller):
+            await controller.close()
 
     async def end_streams(app: web.Application) -> None:
         controller.bus.close()

@@ -36,6 +36,7 @@ class MergePlan:
     specs: list[ProcessSpec] = field(default_factory=list)
     processes: dict[str, list[Process]] = field(default_factory=dict)  # spec key -> leaves
     removed: set[str] = field(default_factory=set)  # leaf keys replaced or dropped
+    dropped: list[str] = field(default_factory=list)  # spec keys removed altogether
 
     @property
     def changed(self) -> list[str]:
@@ -62,12 +63,18 @@ class Namespace:
     # -- merging ---------------------------------------------------------------------
 
     def prepare_merge(
-        self, raw_processes: object, commands: Mapping[str, Command], force: Iterable[str] = ()
+        self,
+        raw_processes: object,
+        commands: Mapping[str, Command],
+        force: Iterable[str] = (),
+        *,
+        replace_all: bool = False,
     ) -> MergePlan:
         """Parse, expand and check a merge; raise InvalidRequest and change nothing if bad.
 
         Specs equal to the ones present are skipped, unless named in ``force`` (their
-        command changed)."""
+        command changed). With ``replace_all`` (a declarative resource's whole list),
+        present specs missing from the list are dropped with everything they produced."""
         if not isinstance(raw_processes, list):
             raise InvalidRequest(f"namespace {self.root!r}: 'processes' must be a list")
         specs: dict[str, ProcessSpec] = {}
@@ -87,6 +94,10 @@ class Namespace:
                 raise InvalidRequest(f"namespace {self.root!r}: {exc}") from None
             plan.specs.append(spec)
             plan.removed.update(self.expansion.get(spec.key, ()))
+        if replace_all:
+            plan.dropped = [key for key in self.specs if key not in specs]
+            for key in plan.dropped:
+                plan.removed.update(self.expansion[key])
         added = [p for processes in plan.processes.values() for p in processes]
         try:
             self.graph.check_change(added, plan.removed)
@@ -114,9 +125,10 @@ class Namespace:
             self.failed.discard(key)
             for gone in self.graph.remove(key):
                 self.complete.discard(gone)
+        for key in plan.dropped:
+            self._forget_spec(key)
         for spec in plan.specs:
-            for command in self._commands_of(self.expansion.get(spec.key, ())):
-                self.users.get(command, set()).discard(spec.key)
+            self._forget_spec(spec.key)
             leaves = plan.processes[spec.key]
             self.specs[spec.key] = spec
             self.expansion[spec.key] = tuple(p.key for p in leaves)
@@ -130,20 +142,21 @@ class Namespace:
                 self.users.setdefault(spec.command, set()).add(spec.key)
         for key in plan.removed - self.graph.processes.keys():
             self.tasks.pop(key, None)
-        if self.mode is Mode.INITIALIZED and plan.specs:
+        if self.mode is Mode.INITIALIZED and (plan.specs or plan.dropped):
             self.mode = Mode.ACTIVE
         candidates = {p.key for leaves in plan.processes.values() for p in leaves}
         self._schedule(candidates | (expired_processes & self.graph.processes.keys()), out)
         self._announce(out)
         return out
 
-    def _commands_of(self, process_keys: Iterable[str]) -> set[str]:
-        commands: set[str] = set()
-        for key in process_keys:
-            process = self.graph.processes.get(key)
-            if process is not None:
-                commands |= process.uses
-        return commands
+    def _forget_spec(self, key: str) -> None:
+        """Drop a spec's entries from the command-users index (and the spec, if present)."""
+        spec = self.specs.pop(key, None)
+        self.expansion.pop(key, None)
+        if spec is None:
+            return
+        for users in self.users.values():
+            users.discard(key)
 
     def _outputs_of(self, process_keys: Iterable[str]) -> list[str]:
         return [d for key in process_keys for d in self.graph.processes[key].outputs.values()]
@@ -437,6 +450,21 @@ class Namespace:
             "tasks": {key: task.to_dict() for key, task in self.tasks.items()},
             "waiting": self.waiting(),
         }
+
+    def adopt(self, process: str, run: int, handle: Mapping[str, Any]) -> bool:
+        """After a restart: a task found still running (a Job) becomes the live run, so
+        that it is followed rather than started twice. False if it is not adoptable."""
+        if run < self.runs.get(process, 0) or process not in self.graph.processes:
+            return False
+        if process in self.active:
+            return self.tasks[process].run == run
+        self.runs[process] = run
+        now = self.clock()
+        self.tasks[process] = Task(
+            process, run, TaskState.RUNNING, queued=now, started=now, handle=dict(handle)
+        )
+        self.active.add(process)
+        return True
 
     def restore_tasks(self, tasks: Iterable[Task], runs: Mapping[str, int]) -> None:
         """Reload task records after a restart; tasks that were live died with the host."""
