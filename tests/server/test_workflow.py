@@ -91,15 +91,20 @@ def test_a_changed_source_recomputes_exactly_its_downstream(
     assert status["tasks"]["md5-rabbit"]["run"] == 1
 
 
-def test_halt_kills_a_running_task_and_publishes_nothing(server: Server) -> None:
-    flow = server.client()
+def start_sleeping(flow: gaia.Gaia) -> int:
+    """Merge a long task into namespace 'sleepy'; return its pid once it runs."""
     flow.command([SLEEPER])
     flow.merge("sleepy", [{"key": "nap", "command": "sleeper", "outputs": {"O": "rested"}}])
     status = wait_for(flow, "sleepy", ("running",))
     while status["tasks"]["nap"]["state"] != "running":
         time.sleep(0.05)
         status = flow.status("sleepy")["status"]
-    pid = status["tasks"]["nap"]["handle"]["pid"]
+    return int(status["tasks"]["nap"]["handle"]["pid"])
+
+
+def test_halt_kills_a_running_task_and_publishes_nothing(server: Server) -> None:
+    flow = server.client()
+    pid = start_sleeping(flow)
     assert pid_alive(pid)
     assert flow.halt("sleepy") == {"halt": "sleepy"}
     deadline = time.monotonic() + 10
@@ -168,13 +173,7 @@ def test_a_restart_keeps_commands_processes_and_results(
 
 def test_tasks_that_died_with_the_server_run_again(server: Server) -> None:
     flow = server.client()
-    flow.command([SLEEPER])
-    flow.merge("sleepy", [{"key": "nap", "command": "sleeper", "outputs": {"O": "rested"}}])
-    status = wait_for(flow, "sleepy", ("running",))
-    while status["tasks"]["nap"]["state"] != "running":
-        time.sleep(0.05)
-        status = flow.status("sleepy")["status"]
-    pid = status["tasks"]["nap"]["handle"]["pid"]
+    pid = start_sleeping(flow)
     server.stop(signal.SIGTERM)
     assert not pid_alive(pid)
     server.start()
