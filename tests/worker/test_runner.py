@@ -260,6 +260,59 @@ def test_container_paths_under_tmp(sandbox: str, tmp_path: Path, rabbit: Path) -
     assert result.staged["/tmp/gaia-out/out"].is_relative_to(tmp_path / "work")
 
 
+@SANDBOXES
+def test_a_writable_bind_is_written_in_place(sandbox: str, tmp_path: Path, rabbit: Path) -> None:
+    host = tmp_path / "volume" / "out"
+    host.mkdir(parents=True)
+    (host / "before").write_text("kept\n")
+    script = 'cat /in/in > /out/copy && cat /out/before > "$COPY_TO" && echo "$GREETING"'
+    task = spec(
+        ("sh", "-c", script),
+        inputs={"/in/in": rabbit},
+        binds={"/out": host},
+        env={"COPY_TO": "/out/again", "GREETING": "hello from env"},
+    )
+    result = run(task, tmp_path / "work", sandbox)
+
+    assert result.ok, result.error
+    assert (host / "copy").read_bytes() == rabbit.read_bytes()
+    # Environment values are container paths too: rewrite mode maps them like arguments.
+    assert (host / "again").read_text() == "kept\n"
+    assert result.log_tail == ("hello from env",)
+    assert sorted(p.name for p in host.iterdir()) == ["again", "before", "copy"]
+    assert not (host / "copy").is_symlink()
+
+
+@SANDBOXES
+def test_a_failed_task_keeps_what_it_wrote_to_a_bind(sandbox: str, tmp_path: Path) -> None:
+    host = tmp_path / "volume"
+    host.mkdir()
+    task = spec(("sh", "-c", "echo partial > /data/rw/part; exit 2"), binds={"/data/rw/": host})
+    result = run(task, tmp_path / "work", sandbox)
+
+    assert not result.ok and result.exit_code == 2
+    assert (host / "part").read_text() == "partial\n"
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"binds": {"/out": Path("/no/such/dir")}}, "writable bind /out needs /no/such/dir"),
+        ({"binds": {"/out": Path("/")}, "outputs": ("/out/x",)}, "overlaps container path /out/x"),
+        ({"binds": {"/a/b": Path("/"), "/a": Path("/")}}, "writable bind /a/b overlaps"),
+        ({"binds": {"/dev/x": Path("/")}}, "is under /dev"),
+    ],
+)
+def test_a_bad_bind_fails_before_starting(
+    tmp_path: Path, fields: dict[str, Any], reason: str
+) -> None:
+    started: list[int] = []
+    result = run(spec(("true",), **fields), tmp_path, "rewrite", on_start=started.append)
+
+    assert not result.ok and started == []
+    assert result.error is not None and reason in result.error
+
+
 @pytest.mark.parametrize(
     ("fields", "reason"),
     [

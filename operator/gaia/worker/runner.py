@@ -3,7 +3,8 @@
 :func:`run_task` starts the command in its own session (so that its whole process group
 can be signalled), reads standard output and standard error concurrently and line by line,
 and on success hands back where each declared output was staged. Everything the task
-writes stays under its private ``workdir``::
+writes stays under its private ``workdir``, except what it writes into ``TaskSpec.binds``
+(host directories bound read-write, like a pod's writable volumes)::
 
     workdir/log     every line the command printed, stdout and stderr, in arrival order
     workdir/fs/...  the staging root: container path /out/out is workdir/fs/out/out
@@ -59,6 +60,10 @@ class TaskSpec:
     outputs: tuple[str, ...]  # container paths the task must produce ("/" ending = directory)
     stdout: str | None = None  # container path that receives standard output
     timeout: float | None = None  # seconds; None = no limit
+    # container path -> existing host directory, bound read-write at that exact path (as a
+    # pod's writable volume mount); what the command writes there goes straight to the host
+    binds: Mapping[str, Path] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)  # set on top of the inherited env
 
     def describe(self) -> str:
         return f"process {self.process!r} (run {self.run}) in namespace {self.root!r}"
@@ -150,12 +155,19 @@ async def _start(
     """Lay out the task's files and start its command; TaskFailed says why it cannot."""
     if not spec.command:
         raise TaskFailed("its command line is empty")
-    problem = sandboxes.check(spec.inputs, spec.outputs, spec.stdout)
+    problem = sandboxes.check(spec.inputs, spec.outputs, spec.stdout, spec.binds)
     if problem is not None:
         raise TaskFailed(problem)
     try:
-        argv, cwd = sandboxes.prepare(
-            mode, spec.command, spec.inputs, spec.outputs, spec.stdout, workdir
+        argv, cwd, env = sandboxes.prepare(
+            mode,
+            spec.command,
+            spec.inputs,
+            spec.outputs,
+            spec.stdout,
+            workdir,
+            binds=spec.binds,
+            env=spec.env,
         )
         copy = None
         if spec.stdout is not None:
@@ -168,6 +180,7 @@ async def _start(
         proc = await asyncio.create_subprocess_exec(
             *argv,
             cwd=cwd,
+            env={**os.environ, **env} if env else None,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

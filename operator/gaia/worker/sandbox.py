@@ -11,7 +11,9 @@ container path ``/a/b`` lives at ``<workdir>/fs/a/b``.
     the writable staging directory ``<workdir>/fs/<name>``, and every input is bound
     read-only at its exact container path on top. The command sees exactly the paths it
     was written for, inputs cannot be modified, and it runs in its own pid namespace, so
-    killing bubblewrap kills everything the command started.
+    killing bubblewrap kills everything the command started. Writable binds (a host
+    directory bound read-write at its container path, as a pod's writable volume mount)
+    are bound after the inputs; a bind may not overlap any other container path.
 
 ``rewrite``
     No isolation. Inputs are symlinked into the staging root and every container path
@@ -21,7 +23,8 @@ container path ``/a/b`` lives at ``<workdir>/fs/a/b``.
     path the command builds at run time (from a shell variable, say) is not rewritten.
     A parent directory that exists on the host (``/tmp`` for ``/tmp/out/x``) is only
     rewritten when it stands alone, never as the start of a longer path, so that host
-    paths such as ``/tmp/other`` keep working.
+    paths such as ``/tmp/other`` keep working. Writable binds are symlinked like inputs,
+    and the values of the task's environment variables are rewritten like arguments.
 
 ``auto`` picks ``bwrap`` when bubblewrap is installed and works here, else ``rewrite``.
 """
@@ -37,10 +40,20 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from gaia.errors import TaskFailed
 
-__all__ = ["MODES", "check", "collect", "host_path", "path_rewriter", "prepare", "resolve_mode"]
+__all__ = [
+    "MODES",
+    "Launch",
+    "check",
+    "collect",
+    "host_path",
+    "path_rewriter",
+    "prepare",
+    "resolve_mode",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +67,24 @@ _NOT_BOUND = RESERVED | {"tmp"}
 _NAME_CHARS = r"\w.\-"
 
 
-def check(inputs: Mapping[str, Path], outputs: Iterable[str], stdout: str | None) -> str | None:
+class Launch(NamedTuple):
+    """How to start a prepared task: its argv, host working directory and extra env."""
+
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str]  # variables to set on top of the inherited environment
+
+
+def check(
+    inputs: Mapping[str, Path],
+    outputs: Iterable[str],
+    stdout: str | None,
+    binds: Mapping[str, Path] | None = None,
+) -> str | None:
     """Return why these files cannot be laid out, or None when they can."""
-    for path in [*inputs, *outputs, *([stdout] if stdout else [])]:
+    binds = binds or {}
+    outputs = list(outputs)
+    for path in [*inputs, *outputs, *([stdout] if stdout else []), *binds]:
         segments = path.rstrip("/").split("/")
         if not path.startswith("/") or len(segments) < 2:
             return f"container path {path!r} must be absolute and not the root"
@@ -68,6 +96,23 @@ def check(inputs: Mapping[str, Path], outputs: Iterable[str], stdout: str | None
         if not (source.is_dir() if path.endswith("/") else source.is_file()):
             kind = "directory" if path.endswith("/") else "file"
             return f"input {path} needs the {kind} {source}, which does not exist"
+    return _check_binds(binds, [*inputs, *outputs, *([stdout] if stdout else [])])
+
+
+def _check_binds(binds: Mapping[str, Path], others: Sequence[str]) -> str | None:
+    """Binds must exist and overlap no other container path (nor each other).
+
+    Nothing may be staged inside a bind (it would not be collected), and in rewrite mode a
+    symlink laid out inside a bound host directory would land in the host's data.
+    """
+    for path, source in binds.items():
+        if not source.exists():
+            return f"writable bind {path} needs {source}, which does not exist"
+    bound = [path.rstrip("/") for path in binds]
+    for index, path in enumerate(bound):
+        for other in [*bound[index + 1 :], *(p.rstrip("/") for p in others)]:
+            if other == path or other.startswith(path + "/") or path.startswith(other + "/"):
+                return f"writable bind {path} overlaps container path {other}"
     return None
 
 
@@ -129,12 +174,18 @@ def prepare(
     outputs: Sequence[str],
     stdout: str | None,
     workdir: Path,
-) -> tuple[list[str], Path]:
-    """Lay out the staging root under ``workdir`` and return the argv and host cwd to run.
+    *,
+    binds: Mapping[str, Path] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Launch:
+    """Lay out the staging root under ``workdir`` and return how to start the command.
 
-    Raises TaskFailed when ``mode`` is ``bwrap`` and bubblewrap is not installed, and
-    OSError when the staging root cannot be laid out.
+    ``binds`` (container path -> existing host path) are bound read-write; ``env`` holds
+    the task's own environment variables. Raises TaskFailed when ``mode`` is ``bwrap`` and
+    bubblewrap is not installed, and OSError when the staging root cannot be laid out.
     """
+    binds = binds or {}
+    env = dict(env or {})
     fs = workdir / "fs"
     scratch = workdir / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
@@ -143,18 +194,24 @@ def prepare(
     # command, so that "not produced" stays detectable.
     for path in written:
         host_path(fs, path.rstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+    paths = [*inputs, *written, *binds]
     if mode == "bwrap":
-        return _bwrap_argv(command, inputs, [*inputs, *written], fs), scratch
-    for path, source in inputs.items():
+        return Launch(_bwrap_argv(command, inputs, binds, paths, fs), scratch, env)
+    for path, source in [*inputs.items(), *binds.items()]:
         link = host_path(fs, path)
         link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(source.absolute(), target_is_directory=path.endswith("/"))
-    rewrite = path_rewriter([*inputs, *written], fs)
-    return [rewrite(arg) for arg in command], scratch
+        link.symlink_to(source.absolute(), target_is_directory=source.is_dir())
+    rewrite = path_rewriter(paths, fs)
+    rewritten = {name: rewrite(value) for name, value in env.items()}
+    return Launch([rewrite(arg) for arg in command], scratch, rewritten)
 
 
 def _bwrap_argv(
-    command: Sequence[str], inputs: Mapping[str, Path], paths: Sequence[str], fs: Path
+    command: Sequence[str],
+    inputs: Mapping[str, Path],
+    binds: Mapping[str, Path],
+    paths: Sequence[str],
+    fs: Path,
 ) -> list[str]:
     exe = shutil.which("bwrap")
     if exe is None:
@@ -179,6 +236,9 @@ def _bwrap_argv(
     # Parents before children, so that an input inside an input directory stays visible.
     for path in sorted(inputs, key=lambda p: p.rstrip("/").count("/")):
         argv += ["--ro-bind", str(inputs[path].absolute()), path.rstrip("/")]
+    # check() keeps binds apart from every other path, so their order does not matter.
+    for path, source in binds.items():
+        argv += ["--bind", str(source.absolute()), path.rstrip("/")]
     return [*argv, "--chdir", "/tmp", "--", *command]
 
 
