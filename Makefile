@@ -14,7 +14,7 @@ help:  ## list the targets
 run: deps sandbox  ## run the triangle workflow on the embedded server, with live progress
 	$(BIN)/gaia run examples/triangle --data $(DATA)
 
-test: deps sandbox lint typecheck  ## lint, type-check and run the whole test suite
+test: deps sandbox components lint typecheck  ## lint, type-check and run the whole test suite
 	$(BIN)/pytest
 
 unit: deps  ## only the fast engine tests
@@ -49,3 +49,6 @@ sandbox:
 
 clean:  ## remove the virtualenv, caches and the run's data
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(DATA)
+
+components:  ## build the real Kubernetes test components (cached in .cache/)
+	tests/components/build.sh

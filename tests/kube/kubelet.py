@@ -1,0 +1,846 @@
+"""A stand-in for the kubelet: it runs the containers of Pods as local processes.
+
+There is no kubelet (nor container engine) on a test machine, so :class:`FakeKubelet`
+plays the node. It watches Pods, runs each new one's containers through Gaia's own task
+runner (:func:`gaia.worker.runner.run_task`), and reports to the API server what a kubelet
+would: phase ``Running`` with running container statuses once the processes started, then
+``Succeeded`` or ``Failed`` with terminated container statuses. The real Job controller
+reads those to count active, ready, succeeded and failed pods.
+
+Volume mounts are mapped to host paths: a ``persistentVolumeClaim`` volume through the
+``volumes`` argument (claim name -> host directory), ``hostPath`` as is, ``emptyDir`` as a
+fresh directory per pod. A read-only mount becomes a runner input; a writable one a
+read-write bind (its missing subPath directory is created first, as a kubelet does). Other
+volume types (such as the projected service-account token) are not mounted. Environment
+variables with a value or a simple ``fieldRef`` are set, and ``$(NAME)`` references in the
+command, args and values are expanded as Kubernetes does (``$$`` is a single ``$``). The
+image is ignored, as are ``workingDir`` and probes; a pod with init containers, or without
+a ``command``, fails with reason ``StartError``, as does one whose claim is unknown.
+
+A pod that another kubelet started (its status already shows a container ID) is not run
+again: restartPolicy Never. It is reported ``Failed`` with ``ContainerStatusUnknown``, as a
+kubelet reports a container it lost.
+
+Deleting a running Pod (or the Job that owns it) kills its whole process tree; the pod is
+then reported ``Failed`` and, if it still exists, deleted with grace period 0, as a kubelet
+finalizes a pod. Pods are never bound to a node (there is no scheduler either), so the API
+server deletes them without a grace period; the Job controller's tracking finalizer keeps a
+deleted Pod visible (with a ``deletionTimestamp``) until the controller has counted it.
+
+    with FakeKubelet(api, {"gaia-data": data_dir}, namespace=ns) as kubelet:
+        ...  # create Jobs; kubelet.running(), kubelet.logs(ns, pod), kubelet.wait_idle()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import random
+import re
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import urllib3.exceptions
+from kubernetes import client
+
+from gaia.worker.runner import TaskResult, TaskSpec, run_task
+
+__all__ = ["FakeKubelet", "PodKey"]
+
+logger = logging.getLogger(__name__)
+
+PodKey = tuple[str, str]  # (namespace, name)
+Pod = dict[str, Any]  # a Pod as the API server sends it (camelCase JSON)
+
+DEFAULT_SELECTOR = "app.kubernetes.io/managed-by=gaia"
+WATCH_SECONDS = (20, 40)  # the server ends each watch after a random time in this range
+READ_TIMEOUT = 60.0  # seconds without a byte before a watch connection counts as dead
+BACKOFF = (0.2, 5.0)  # first and longest wait after an API error
+API_ATTEMPTS = 5  # tries of a status patch or delete before giving up
+API_TIMEOUT = (5.0, 30.0)  # connect and read timeouts of one request
+STOP_TIMEOUT = 10.0
+KILLED_EXIT_CODE = 128 + signal.SIGTERM  # a container stopped because its pod was deleted
+START_ERROR_EXIT_CODE = 128  # what a kubelet reports when a container cannot start
+LOST_EXIT_CODE = 128 + signal.SIGKILL
+LOST_MESSAGE = "The container could not be located when the pod was terminated"  # kubelet's
+NEVER = "1970-01-01T00:00:00Z"  # startedAt of a container that never started
+FALLBACK_LOG_LINES, FALLBACK_LOG_BYTES = 80, 2048  # terminationMessagePolicy limits
+
+
+class _Expired(Exception):
+    """The watch's resourceVersion is too old (410 Gone): list again."""
+
+
+class _PodError(Exception):
+    """The pod cannot be run here; the message says why (it becomes the pod's message)."""
+
+
+@dataclass
+class _Container:
+    name: str
+    image: str
+    spec: TaskSpec | None  # None: cannot run (see error)
+    error: str | None = None
+    fallback_to_logs: bool = False
+    workdir: Path | None = None
+    task: asyncio.Task[TaskResult] | None = None
+    pid: int | None = None
+    exit_code: int | None = None  # None: killed, or never started
+    lost_id: str | None = None  # started by another kubelet (containerID): not run again
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+@dataclass
+class _PodRun:
+    """One pod this kubelet runs: its containers and why it may have been stopped."""
+
+    key: PodKey
+    uid: str
+    workdir: Path
+    containers: list[_Container] = field(default_factory=list)
+    future: concurrent.futures.Future[None] | None = None
+    stop_reason: str | None = None  # "deleted" or "stopping" once cancelled
+    gone: bool = False  # the pod no longer exists in the API server
+
+    def cancel(self) -> None:
+        """Kill every container (call on the event loop)."""
+        for container in self.containers:
+            if container.task is not None:
+                container.task.cancel()
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class FakeKubelet:
+    """Run the Pods that match ``label_selector`` as local processes (see module docs).
+
+    ``volumes`` maps a PersistentVolumeClaim name to the host directory that holds its
+    data. ``namespace`` None watches every namespace. ``workdir`` (default: a temporary
+    directory removed by :meth:`stop`) receives the runner's per-container directories.
+    """
+
+    def __init__(
+        self,
+        api_client: Any,
+        volumes: Mapping[str, Path],
+        namespace: str | None = None,
+        label_selector: str | None = DEFAULT_SELECTOR,
+        *,
+        workdir: Path | None = None,
+        sandbox: str = "auto",
+    ) -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.volumes = {claim: Path(path).absolute() for claim, path in volumes.items()}
+        self.namespace = namespace
+        self.label_selector = label_selector
+        self.sandbox = sandbox
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="gaia-kubelet-")).absolute()
+        self.errors: list[str] = []  # every unexpected exception, for tests to check
+        self._lock = threading.Condition()
+        self._runs: dict[str, _PodRun] = {}  # by pod uid
+        self._handled: set[str] = set()  # uids of pods started (or refused) once
+        self._logs: dict[tuple[str, str, str], str] = {}  # (ns, pod, container) -> text
+        self._last: dict[PodKey, list[_Container]] = {}  # the latest run's containers
+        self._stopping = threading.Event()
+        self._synced = threading.Event()
+        self._response: Any = None  # the open watch response, shut down by stop()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads: list[threading.Thread] = []
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self, sync_timeout: float = 10.0) -> FakeKubelet:
+        """Start watching; returns once the first list of pods was handled (or timed out)."""
+        if self._threads:
+            raise RuntimeError("this FakeKubelet was already started")
+        self._loop = asyncio.new_event_loop()
+        loop_thread = threading.Thread(
+            target=self._loop.run_forever, name="fake-kubelet-loop", daemon=True
+        )
+        watch_thread = threading.Thread(
+            target=self._watch_forever, name="fake-kubelet-watch", daemon=True
+        )
+        self._threads = [loop_thread, watch_thread]
+        for thread in self._threads:
+            thread.start()
+        if not self._synced.wait(sync_timeout):
+            logger.warning("fake kubelet: no pod list within %ss; still trying", sync_timeout)
+        return self
+
+    def stop(self) -> None:
+        """Stop watching and kill every process this kubelet runs (no status is reported)."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        if self._loop is None:  # never started
+            if self._own_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+            return
+        self._shutdown_watch()
+        loop = self._loop
+        try:
+            asyncio.run_coroutine_threadsafe(self._kill_all(), loop).result(STOP_TIMEOUT)
+        except Exception:
+            self._error("stopping the running pods failed")
+        with contextlib.suppress(Exception):
+            future = asyncio.run_coroutine_threadsafe(loop.shutdown_default_executor(), loop)
+            future.result(STOP_TIMEOUT)
+        loop.call_soon_threadsafe(loop.stop)
+        for thread in self._threads:
+            thread.join(STOP_TIMEOUT)
+            if thread.is_alive():
+                self._error(f"thread {thread.name} did not stop within {STOP_TIMEOUT}s")
+        if not self._threads[0].is_alive():
+            loop.close()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> FakeKubelet:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- what tests use -------------------------------------------------------------------
+
+    def running(self) -> dict[PodKey, int]:
+        """The pods whose processes run now: (namespace, name) -> pid of the first container."""
+        with self._lock:
+            found = {}
+            for run in self._runs.values():
+                pids = [
+                    c.pid for c in run.containers if c.pid is not None and c.finished_at is None
+                ]
+                if pids and (run.key not in found or run.stop_reason is None):
+                    found[run.key] = pids[0]
+            return found
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no pod is being run or reported; False if that took too long."""
+        with self._lock:
+            return self._lock.wait_for(lambda: not self._runs, timeout)
+
+    def logs(self, namespace: str, pod: str, container: str | None = None) -> str:
+        """What the container printed (stdout and stderr, in arrival order) so far.
+
+        The latest run of the pod of that name; ``container`` defaults to the first one.
+        Raises KeyError for a pod this kubelet has not run.
+        """
+        with self._lock:
+            containers = self._last.get((namespace, pod))
+            if not containers:
+                raise KeyError(f"the fake kubelet has not run pod {namespace}/{pod}")
+            chosen = containers[0] if container is None else None
+            for candidate in containers:
+                if candidate.name == container:
+                    chosen = candidate
+            if chosen is None:
+                raise KeyError(f"pod {namespace}/{pod} has no container {container!r}")
+            kept = self._logs.get((namespace, pod, chosen.name))
+            if kept is not None:
+                return kept
+            workdir = chosen.workdir
+        return _read_log(workdir)
+
+    # --- the watch ------------------------------------------------------------------------
+
+    def _watch_forever(self) -> None:
+        """List, then watch from the list's resourceVersion; never raise."""
+        delay = BACKOFF[0]
+        version: str | None = None
+        while not self._stopping.is_set():
+            try:
+                if version is None:
+                    version = self._relist()
+                    self._synced.set()
+                version = self._watch(version)
+                delay = BACKOFF[0]
+            except _Expired as exc:
+                logger.info("fake kubelet: watch expired (%s); listing again", exc)
+                version = None
+            except Exception as exc:
+                if self._stopping.is_set():
+                    break
+                if isinstance(exc, client.ApiException) or _is_connection_error(exc):
+                    logger.warning("fake kubelet: watch failed (%s); retrying in %.1fs", exc, delay)
+                else:
+                    self._error("fake kubelet: the watch failed; retrying")
+                self._stopping.wait(delay)
+                delay = min(delay * 2, BACKOFF[1])
+        logger.debug("fake kubelet: watch stopped")
+
+    def _list_call(self, **kwargs: Any) -> Any:
+        kwargs.update(label_selector=self.label_selector, _preload_content=False)
+        if self.namespace is None:
+            return self.core.list_pod_for_all_namespaces(**kwargs)
+        return self.core.list_namespaced_pod(self.namespace, **kwargs)
+
+    def _relist(self) -> str:
+        response = self._list_call(_request_timeout=(10, READ_TIMEOUT))
+        listed = json.loads(response.data)
+        pods: list[Pod] = listed.get("items") or []
+        present = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in pods}
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:  # deleted while the watch was down
+            pod = present.get(run.key)
+            if pod is None or pod["metadata"]["uid"] != run.uid:
+                self._on_event("DELETED", {"metadata": {"uid": run.uid}}, run.key)
+        for key, pod in present.items():
+            self._on_event("ADDED", pod, key)
+        version: str = listed["metadata"]["resourceVersion"]
+        logger.debug("fake kubelet: listed %d pods at resourceVersion %s", len(pods), version)
+        return version
+
+    def _watch(self, version: str) -> str:
+        """Follow one watch request; return the resourceVersion to resume from."""
+        response = self._list_call(
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=random.randint(*WATCH_SECONDS),
+            _request_timeout=(10, READ_TIMEOUT),
+        )
+        self._response = response
+        try:
+            if self._stopping.is_set():
+                return version
+            for line in _lines(response):
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise _Expired(obj.get("message", "410 Gone"))
+                    raise client.ApiException(status=obj.get("code"), reason=obj.get("message"))
+                version = obj.get("metadata", {}).get("resourceVersion") or version
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    meta = obj["metadata"]
+                    self._on_event(kind, obj, (meta["namespace"], meta["name"]))
+        finally:
+            self._response = None
+            with contextlib.suppress(Exception):
+                response.close()
+                response.release_conn()
+        return version
+
+    def _shutdown_watch(self) -> None:
+        """Wake the watch thread from its blocking read."""
+        response = self._response
+        sock = getattr(getattr(response, "connection", None), "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    # --- reacting to pods -----------------------------------------------------------------
+
+    def _on_event(self, kind: str, pod: Pod, key: PodKey) -> None:
+        try:
+            self._react(kind, pod, key)
+        except Exception:
+            self._error(f"fake kubelet: handling {kind} of pod {key[0]}/{key[1]} failed")
+
+    def _react(self, kind: str, pod: Pod, key: PodKey) -> None:
+        meta = pod["metadata"]
+        uid = meta["uid"]
+        logger.debug(
+            "fake kubelet: %s pod %s/%s phase=%s deleting=%s finalizers=%s",
+            kind,
+            *key,
+            pod.get("status", {}).get("phase"),
+            bool(meta.get("deletionTimestamp")),
+            meta.get("finalizers"),
+        )
+        with self._lock:
+            for other in self._runs.values():
+                # Deleted, or replaced by a new pod of the same name: the old one is over.
+                replaced = other.key == key and other.uid != uid
+                if replaced or (kind == "DELETED" and other.uid == uid):
+                    other.gone = True
+                    self._cancel(other, "deleted")
+            if kind == "DELETED" or self._stopping.is_set():
+                return
+            run = self._runs.get(uid)
+            if meta.get("deletionTimestamp"):
+                if run is not None:
+                    self._cancel(run, "deleted")
+                return
+            if run is not None or uid in self._handled:
+                return
+            if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+                return
+            self._handled.add(uid)
+            run = _PodRun(key, uid, self.workdir / key[0] / f"{key[1]}-{uid[:8]}")
+            self._runs[uid] = run
+            logger.info("fake kubelet: starting pod %s/%s", *key)
+            assert self._loop is not None
+            run.future = asyncio.run_coroutine_threadsafe(self._run_pod(run, pod), self._loop)
+
+    def _cancel(self, run: _PodRun, reason: str) -> None:
+        """Kill a pod's processes (thread-safe; holds the lock)."""
+        if run.stop_reason is not None:
+            return
+        run.stop_reason = reason
+        logger.info("fake kubelet: pod %s/%s %s, killing its processes", *run.key, reason)
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(run.cancel)
+
+    async def _kill_all(self) -> None:
+        with self._lock:
+            runs = list(self._runs.values())
+            for run in runs:
+                if run.stop_reason is None:
+                    run.stop_reason = "stopping"
+                run.cancel()
+        futures = [asyncio.wrap_future(run.future) for run in runs if run.future is not None]
+        await asyncio.gather(*futures, return_exceptions=True)
+
+    # --- running one pod (on the event loop) ----------------------------------------------
+
+    async def _run_pod(self, run: _PodRun, pod: Pod) -> None:
+        try:
+            run.containers = self._containers(pod, run)
+            with self._lock:
+                self._last[run.key] = run.containers
+                if run.stop_reason is not None:
+                    return  # deleted before it started
+                # No await from the check above to here: a later run.cancel() sees the tasks.
+                waiting = [self._launch(c) for c in run.containers if c.spec is not None]
+            await asyncio.gather(*waiting)
+            if any(c.pid is not None for c in run.containers):
+                await self._patch_status(run, _running_status(pod, run.containers))
+            await asyncio.gather(
+                *(self._finish_container(c) for c in run.containers if c.task is not None)
+            )
+            if run.stop_reason == "stopping":
+                return
+            if not run.gone:
+                await self._patch_status(run, _finished_status(pod, run.containers))
+            if run.stop_reason == "deleted" and not run.gone:
+                await asyncio.to_thread(self._delete_now, run)
+        except Exception:
+            self._error(f"fake kubelet: running pod {run.key[0]}/{run.key[1]} failed")
+        finally:
+            with self._lock:
+                for container in run.containers:
+                    if container.workdir is not None:
+                        key = (*run.key, container.name)
+                        self._logs[key] = _read_log(container.workdir)
+                self._runs.pop(run.uid, None)
+                self._lock.notify_all()
+            logger.info("fake kubelet: pod %s/%s is done", *run.key)
+
+    def _launch(self, container: _Container) -> Coroutine[Any, Any, None]:
+        """Start the container's process now; await the result until it runs (or ended)."""
+        assert container.spec is not None and container.workdir is not None
+        began = asyncio.Event()
+
+        def on_start(pid: int) -> None:
+            container.pid = pid
+            container.started_at = now()
+            began.set()
+
+        task = asyncio.create_task(
+            run_task(container.spec, container.workdir, on_start=on_start, sandbox=self.sandbox)
+        )
+        container.task = task
+
+        async def started() -> None:
+            waiter = asyncio.create_task(began.wait())
+            try:
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+
+        return started()
+
+    async def _finish_container(self, container: _Container) -> None:
+        assert container.task is not None
+        try:
+            result = await container.task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this coroutine itself is cancelled, not just the container
+            container.error = "killed: its pod was deleted"
+        else:
+            if not result.ok:
+                container.error = result.error
+            container.exit_code = _exit_code(result, container.pid is not None)
+        container.finished_at = now()
+
+    def _containers(self, pod: Pod, run: _PodRun) -> list[_Container]:
+        spec = pod.get("spec", {})
+        containers = []
+        init = [c.get("name") for c in spec.get("initContainers") or []]
+        before = {s["name"]: s for s in pod.get("status", {}).get("containerStatuses") or []}
+        for raw in spec.get("containers") or []:
+            container = _Container(
+                name=raw["name"],
+                image=raw.get("image", ""),
+                spec=None,
+                fallback_to_logs=raw.get("terminationMessagePolicy") == "FallbackToLogsOnError",
+            )
+            previous = before.get(container.name, {})
+            if previous.get("containerID") or "running" in (previous.get("state") or {}):
+                # A kubelet that lost a container (restarted, say) reports it so, never
+                # runs it again: restartPolicy Never.
+                container.lost_id = previous.get("containerID") or ""
+                running = (previous.get("state") or {}).get("running") or {}
+                container.started_at = running.get("startedAt")
+                container.error = LOST_MESSAGE
+                logger.warning(
+                    "fake kubelet: pod %s/%s container %s was started by another kubelet",
+                    *run.key,
+                    container.name,
+                )
+                containers.append(container)
+                continue
+            try:
+                if init:
+                    raise _PodError(f"init containers ({', '.join(init)}) are not supported")
+                container.workdir = run.workdir / container.name
+                container.spec = self._task_spec(pod, raw, run)
+            except _PodError as exc:
+                container.error = str(exc)
+                logger.warning(
+                    "fake kubelet: pod %s/%s container %s cannot run: %s",
+                    *run.key,
+                    container.name,
+                    exc,
+                )
+            containers.append(container)
+        return containers
+
+    def _task_spec(self, pod: Pod, raw: dict[str, Any], run: _PodRun) -> TaskSpec:
+        if not raw.get("command"):
+            raise _PodError("it has no command, and the image's entrypoint is unknown here")
+        env = self._env(pod, raw)
+        command = [_expand(arg, env) for arg in [*raw["command"], *(raw.get("args") or [])]]
+        env.setdefault("HOSTNAME", pod["metadata"]["name"])
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+        inputs: dict[str, Path] = {}
+        binds: dict[str, Path] = {}
+        for mount in raw.get("volumeMounts") or []:
+            volume = volumes.get(mount["name"])
+            if volume is None:
+                raise _PodError(f"volume mount {mount['name']!r} names no volume of the pod")
+            source = self._volume_source(volume, run)
+            if source is None:
+                logger.debug("fake kubelet: %s is not mounted (unsupported type)", mount["name"])
+                continue
+            if mount.get("subPathExpr"):
+                raise _PodError(f"volume mount {mount['name']!r}: subPathExpr is not supported")
+            host = _under(source, mount.get("subPath") or "", mount["name"])
+            target = mount["mountPath"].rstrip("/") or "/"
+            if not host.exists():
+                host.mkdir(parents=True)  # as a kubelet creates a missing subPath
+            if mount.get("readOnly"):
+                inputs[target + "/" if host.is_dir() else target] = host
+            else:
+                binds[target] = host
+        return TaskSpec(
+            root=run.key[0],
+            process=run.key[1],
+            run=1,
+            image=raw.get("image"),
+            command=tuple(command),
+            inputs=inputs,
+            outputs=(),
+            binds=binds,
+            env=env,
+        )
+
+    def _volume_source(self, volume: dict[str, Any], run: _PodRun) -> Path | None:
+        if "persistentVolumeClaim" in volume:
+            claim = volume["persistentVolumeClaim"]["claimName"]
+            if claim not in self.volumes:
+                known = ", ".join(sorted(self.volumes)) or "none"
+                raise _PodError(f"claim {claim!r} is not one of the fake kubelet's ({known})")
+            return self.volumes[claim]
+        if "hostPath" in volume:
+            return Path(volume["hostPath"]["path"])
+        if "emptyDir" in volume:
+            path = run.workdir / "volumes" / volume["name"]
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+        return None
+
+    def _env(self, pod: Pod, raw: dict[str, Any]) -> dict[str, str]:
+        """The container's variables; a value's $(NAME) refers to the ones before it."""
+        meta = pod["metadata"]
+        fields = {
+            "metadata.name": meta["name"],
+            "metadata.namespace": meta["namespace"],
+            "metadata.uid": meta["uid"],
+            "spec.nodeName": pod["spec"].get("nodeName", ""),
+            "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
+        }
+        env: dict[str, str] = {}
+        for var in raw.get("env") or []:
+            if "value" in var or "valueFrom" not in var:
+                env[var["name"]] = _expand(var.get("value", ""), env)
+                continue
+            path = var["valueFrom"].get("fieldRef", {}).get("fieldPath")
+            if path in fields:
+                env[var["name"]] = fields[path]
+            else:
+                logger.warning("fake kubelet: env %s: only simple fieldRefs work", var["name"])
+        return env
+
+    # --- talking to the API server --------------------------------------------------------
+
+    async def _patch_status(self, run: _PodRun, status: dict[str, Any]) -> None:
+        await asyncio.to_thread(self._patch_status_now, run, status)
+
+    def _patch_status_now(self, run: _PodRun, status: dict[str, Any]) -> None:
+        namespace, name = run.key
+        body = {"metadata": {"uid": run.uid}, "status": status}  # uid: only this very pod
+        if self._call(
+            lambda: self.core.patch_namespaced_pod_status(
+                name, namespace, body, _request_timeout=API_TIMEOUT
+            )
+        ):
+            logger.info("fake kubelet: pod %s/%s is %s", namespace, name, status["phase"])
+        else:
+            logger.info("fake kubelet: pod %s/%s is gone, not reported", namespace, name)
+            run.gone = True
+
+    def _delete_now(self, run: _PodRun) -> None:
+        """Delete the pod with grace period 0, as a kubelet does once its containers are dead."""
+        namespace, name = run.key
+        options = client.V1DeleteOptions(
+            grace_period_seconds=0, preconditions=client.V1Preconditions(uid=run.uid)
+        )
+        if self._call(
+            lambda: self.core.delete_namespaced_pod(
+                name, namespace, body=options, _request_timeout=API_TIMEOUT
+            )
+        ):
+            logger.info("fake kubelet: deleted pod %s/%s", namespace, name)
+
+    def _call(self, request: Callable[[], object]) -> bool:
+        """Make an API request, retrying transient errors; False when the pod is gone.
+
+        404 (deleted) and 409 (the uid precondition failed: a new pod of the same name)
+        both mean that the pod this kubelet ran no longer exists.
+        """
+        delay = BACKOFF[0]
+        for attempt in range(1, API_ATTEMPTS + 1):
+            try:
+                request()
+                return True
+            except client.ApiException as exc:
+                if exc.status in (404, 409):
+                    return False
+                transient = exc.status is None or exc.status >= 500 or exc.status == 429
+                if not transient or attempt == API_ATTEMPTS:
+                    raise
+                error: Exception = exc
+            except (OSError, urllib3.exceptions.HTTPError) as exc:
+                if attempt == API_ATTEMPTS or self._stopping.is_set():
+                    raise
+                error = exc
+            logger.warning("fake kubelet: API request failed (%s); retrying in %.1fs", error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, BACKOFF[1])
+        return False
+
+    def _error(self, message: str) -> None:
+        """Log the exception being handled and keep its text for tests to assert on."""
+        logger.exception("%s", message)
+        self.errors.append(message)
+
+
+# --- pod status, as a kubelet reports it --------------------------------------------------
+
+
+def _condition(kind: str, status: bool, at: str, reason: str | None = None) -> dict[str, Any]:
+    condition = {"type": kind, "status": "True" if status else "False", "lastTransitionTime": at}
+    if reason:
+        condition["reason"] = reason
+    return condition
+
+
+def _container_id(container: _Container) -> str:
+    if container.lost_id is not None:
+        return container.lost_id
+    return f"fake://{container.pid}" if container.pid is not None else ""
+
+
+def _running_status(pod: Pod, containers: list[_Container]) -> dict[str, Any]:
+    at = now()
+    ready = all(c.pid is not None for c in containers)
+    statuses = []
+    for container in containers:
+        status: dict[str, Any] = {
+            "name": container.name,
+            "image": container.image,
+            "imageID": "",
+            "restartCount": 0,
+            "ready": container.pid is not None,
+            "started": container.pid is not None,
+        }
+        if container.pid is not None:
+            status["containerID"] = _container_id(container)
+            status["state"] = {"running": {"startedAt": container.started_at}}
+        else:
+            status["state"] = {"waiting": {"reason": "ContainerCreating"}}
+        statuses.append(status)
+    reason = None if ready else "ContainersNotReady"
+    return {
+        "phase": "Running",
+        "startTime": pod.get("status", {}).get("startTime") or at,
+        "conditions": [
+            _condition("PodReadyToStartContainers", True, at),
+            _condition("Initialized", True, at),
+            _condition("ContainersReady", ready, at, reason),
+            _condition("Ready", ready, at, reason),
+        ],
+        "containerStatuses": statuses,
+    }
+
+
+def _finished_status(pod: Pod, containers: list[_Container]) -> dict[str, Any]:
+    at = now()
+    ok = bool(containers) and all(c.exit_code == 0 for c in containers)
+    phase = "Succeeded" if ok else "Failed"
+    reason = "PodCompleted" if ok else "PodFailed"
+    statuses = []
+    for container in containers:
+        code = container.exit_code
+        if code is None and container.lost_id is not None:
+            code = LOST_EXIT_CODE
+        elif code is None:
+            code = KILLED_EXIT_CODE if container.pid is not None else START_ERROR_EXIT_CODE
+        terminated: dict[str, Any] = {
+            "exitCode": code,
+            "reason": _termination_reason(container, code),
+            "startedAt": container.started_at or NEVER,
+            "finishedAt": container.finished_at or at,
+        }
+        if _container_id(container):
+            terminated["containerID"] = _container_id(container)
+        message = _termination_message(container, code)
+        if message:
+            terminated["message"] = message
+        status: dict[str, Any] = {
+            "name": container.name,
+            "image": container.image,
+            "imageID": "",
+            "restartCount": 0,
+            "ready": False,
+            "started": False,
+            "state": {"terminated": terminated},
+        }
+        if _container_id(container):
+            status["containerID"] = _container_id(container)
+        statuses.append(status)
+    return {
+        "phase": phase,
+        "startTime": pod.get("status", {}).get("startTime") or at,
+        "conditions": [
+            _condition("PodReadyToStartContainers", False, at),
+            _condition("Initialized", True, at, "PodCompleted"),
+            _condition("ContainersReady", False, at, reason),
+            _condition("Ready", False, at, reason),
+        ],
+        "containerStatuses": statuses,
+    }
+
+
+def _termination_reason(container: _Container, code: int) -> str:
+    if container.lost_id is not None:
+        return "ContainerStatusUnknown"
+    if container.pid is None:
+        return "StartError"
+    return "Completed" if code == 0 else "Error"
+
+
+def _termination_message(container: _Container, code: int) -> str | None:
+    if container.pid is None:  # never started here: says why
+        return container.error
+    if code != 0 and container.fallback_to_logs and container.workdir is not None:
+        lines = _read_log(container.workdir).splitlines()[-FALLBACK_LOG_LINES:]
+        return "\n".join(lines)[-FALLBACK_LOG_BYTES:]
+    return None
+
+
+def _exit_code(result: TaskResult, started: bool) -> int:
+    """The container's exit code as a kubelet reports it (128 + n for signal n)."""
+    if result.exit_code is not None:
+        return result.exit_code
+    if not started:
+        return START_ERROR_EXIT_CODE
+    found = re.search(r"killed by signal (\w+)$", result.error or "")
+    if found:
+        with contextlib.suppress(KeyError, ValueError):
+            name = found.group(1)
+            number = signal.Signals[name] if not name.isdigit() else int(name)
+            return 128 + int(number)
+    return KILLED_EXIT_CODE
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+_REFERENCE = re.compile(r"\$(\$|\(([^)]*)\))")
+
+
+def _expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' $(NAME) expansion: an unknown name stays as is, and $$ is a single $."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(1) == "$":
+            return "$"
+        return env.get(match.group(2), match.group(0))
+
+    return _REFERENCE.sub(replace, text)
+
+
+def _under(root: Path, sub_path: str, mount: str) -> Path:
+    """``root/sub_path``, refusing a subPath that leaves the volume."""
+    if sub_path.startswith("/") or ".." in Path(sub_path).parts:
+        raise _PodError(f"volume mount {mount!r}: subPath {sub_path!r} leaves the volume")
+    return root / sub_path if sub_path else root
+
+
+def _read_log(workdir: Path | None) -> str:
+    if workdir is None:
+        return ""
+    try:
+        return (workdir / "log").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _lines(response: Any) -> Iterator[str]:
+    """The lines of a streamed response, as they arrive."""
+    pending = b""
+    for chunk in response.stream(amt=None, decode_content=False):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            if line.strip():
+                yield line.decode("utf-8", errors="replace")
+    if pending.strip():
+        yield pending.decode("utf-8", errors="replace")
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError | urllib3.exceptions.HTTPError)
