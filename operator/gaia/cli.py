@@ -55,6 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _operator(args: argparse.Namespace) -> int:
+    from gaia.kube.operator import main as run_operator
+
+    run_operator()
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from gaia.api.server import serve  # it says where it serves
 
@@ -317,6 +324,15 @@ def _parser() -> argparse.ArgumentParser:
         default=workers,
         metavar="N",
         help="tasks run at once (default: CPU count, %(default)s)",
+    )
+
+    add(
+        "operator",
+        _operator,
+        "run the Kubernetes operator (kopf) against the current kubeconfig's cluster; "
+        "configured by GAIA_STORE_PATH, GAIA_STORE_CLAIM, GAIA_API_PORT, ... (docs/kubernetes.md)",
+        "GAIA_STORE_PATH=/data gaia operator",
+        remote_=False,
     )
 
     sub = add(

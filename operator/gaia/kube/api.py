@@ -1,0 +1,197 @@
+"""The HTTP API of SPEC.md served by the operator: writes become resource changes (so
+kubectl, GitOps and the client see one truth), reads come from the engine that mirrors
+the resources. The change is applied to the engine straight away too (the watch event
+that follows finds nothing left to do), so replies are exact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+from kubernetes.client.exceptions import ApiException
+
+from gaia.api.server import build_app
+from gaia.engine.keys import root_problem
+from gaia.engine.namespace import Namespace
+from gaia.errors import InvalidRequest, NotFound
+from gaia.kube.cluster import Resources
+from gaia.kube.config import OperatorConfig
+from gaia.kube.host import KubeHost, Tracked
+from gaia.kube.resources import GROUP, VERSION
+
+__all__ = ["KubeApi", "serve_api"]
+
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+
+
+def _token() -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+
+
+def _api_error(exc: ApiException) -> InvalidRequest:
+    """The API server's refusal (schema, admission) as the client's error."""
+    message = exc.reason or "refused"
+    with contextlib.suppress(ValueError):
+        message = json.loads(exc.body or "{}").get("message") or message
+    return InvalidRequest(f"the Kubernetes API refused the change: {message}")
+
+
+class KubeApi:
+    def __init__(self, host: KubeHost, config: OperatorConfig) -> None:
+        self.host = host
+        self.bus = host.bus
+        self.resources = Resources(host.cluster)
+        self.default_namespace = config.default_namespace
+
+    def _tracked(self, root: object) -> Tracked:
+        if problem := root_problem(root):
+            raise InvalidRequest(problem)
+        tracked = self.host.tracked.get(str(root))
+        if tracked is None:
+            known = ", ".join(sorted(self.host.tracked)) or "none yet"
+            raise NotFound(
+                f"no namespace {root!r} (namespaces: {known}); merge processes into it first"
+            )
+        return tracked
+
+    async def command(self, raw_commands: object) -> dict[str, Any]:
+        merged, changed = self.host.registry.prepare(raw_commands)
+        for tracked in self.host.tracked.values():
+            tracked.engine.prepare_command_change(changed, merged)
+        assert isinstance(raw_commands, list)
+        for raw in raw_commands:
+            key = raw["key"]
+            if key not in changed:
+                continue
+            if len(key) > 253 or not DNS_SUBDOMAIN.fullmatch(key):
+                raise InvalidRequest(
+                    f"command {key!r} cannot be a GaiaCommand name: use lowercase letters, "
+                    "digits, '-' and '.'"
+                )
+            spec = {k: v for k, v in raw.items() if k != "key"}
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "GaiaCommand",
+                "metadata": {"name": key},
+                "spec": spec,
+            }
+            try:
+                resource = await self.resources.put_command(body)
+            except ApiException as exc:
+                raise _api_error(exc) from None
+            await self.host.apply_command(resource)
+        return {"commands": [c.to_dict() for c in self.host.registry.commands.values()]}
+
+    async def merge(self, root: object, raw_processes: object) -> dict[str, Any]:
+        if problem := root_problem(root):
+            raise InvalidRequest(problem)
+        assert isinstance(root, str)
+        tracked = self.host.tracked.get(root)
+        engine = tracked.engine if tracked else Namespace(root)
+        plan = engine.prepare_merge(raw_processes, self.host.registry.commands)
+        assert isinstance(raw_processes, list)
+        incoming = {p["key"]: p for p in raw_processes}
+        try:
+            if tracked is None:
+                body = {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "GaiaNamespace",
+                    "metadata": {"name": root, "namespace": self.default_namespace},
+                    "spec": {"processes": list(incoming.values())},
+                }
+                resource = await self.resources.create_namespace(self.default_namespace, body)
+            else:
+                current = list((tracked.resource.get("spec") or {}).get("processes") or [])
+                merged = [incoming.pop(p["key"], p) for p in current] + list(incoming.values())
+                resource = await self.resources.patch_namespace_spec(
+                    tracked.k8s_namespace, root, {"processes": merged}
+                )
+        except ApiException as exc:
+            raise _api_error(exc) from None
+        await self.host.apply_namespace(resource)
+        return {"processes": {root: plan.changed}}
+
+    async def _patch(self, tracked: Tracked, spec: dict[str, Any]) -> dict[str, Any]:
+        try:
+            resource = await self.resources.patch_namespace_spec(
+                tracked.k8s_namespace, tracked.engine.root, spec
+            )
+        except ApiException as exc:
+            raise _api_error(exc) from None
+        return await self.host.apply_namespace(resource)
+
+    async def trigger(self, root: object) -> dict[str, Any]:
+        tracked = self._tracked(root)
+        await self._patch(tracked, {"halted": False, "trigger": _token()})
+        return {"trigger": tracked.engine.root}
+
+    async def halt(self, root: object) -> dict[str, Any]:
+        tracked = self._tracked(root)
+        await self._patch(tracked, {"halted": True})
+        return {"halt": tracked.engine.root}
+
+    def status(self, root: object) -> dict[str, Any]:
+        tracked = self._tracked(root)
+        return {"root": tracked.engine.root, "status": tracked.engine.status()}
+
+    async def expire(self, root: object, keys: object) -> dict[str, Any]:
+        tracked = self._tracked(root)
+        engine = tracked.engine
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise InvalidRequest("'expire' must be a list of process or data keys")
+        unknown = sorted(
+            k
+            for k in keys
+            if k not in engine.graph.processes
+            and k not in engine.expansion
+            and k not in engine.graph
+        )
+        if unknown:
+            raise NotFound(f"namespace {engine.root!r} has no process or data key {unknown}")
+        token = _token()
+        # The watch may carry the change into the engine before this call returns.
+        await self._patch(tracked, {"expire": {"token": token, "keys": keys}})
+        return {"expire": tracked.expired.get(token) or {"process": [], "data": []}}
+
+    def launch(self, keys: object) -> dict[str, Any]:
+        raise InvalidRequest(
+            "launch: long-lived workers are not available on Kubernetes yet; "
+            "every task runs as its own Job"
+        )
+
+    async def logs(self, root: object, process: object) -> dict[str, Any]:
+        tracked = self._tracked(root)
+        task = tracked.engine.tasks.get(str(process))
+        if str(process) not in tracked.engine.graph.processes:
+            raise NotFound(f"namespace {tracked.engine.root!r} has no process {process!r}")
+        if task is None:
+            return {"root": tracked.engine.root, "process": process, "run": None, "log": ""}
+        pod = await self.host.cluster.pod_of(tracked.k8s_namespace, task.handle.get("job", ""))
+        lines = []
+        if pod is not None:
+            lines = await self.host.cluster.pod_log_tail(
+                tracked.k8s_namespace, pod["metadata"]["name"], lines=10_000
+            )
+        text = "\n".join(lines) or "\n".join(task.log_tail)
+        return {"root": tracked.engine.root, "process": process, "run": task.run, "log": text}
+
+    def workflows(self) -> dict[str, Any]:
+        return {
+            "workflows": {r: t.engine.state().value for r, t in sorted(self.host.tracked.items())}
+        }
+
+    def events_since(self, after: int, root: str | None) -> list[dict[str, Any]]:
+        return []  # the operator keeps no event history; live events only
+
+
+async def serve_api(host: KubeHost, config: OperatorConfig) -> web.AppRunner:
+    runner = web.AppRunner(build_app(KubeApi(host, config)))
+    await runner.setup()
+    await web.TCPSite(runner, config.api_host, config.api_port).start()
+    return runner

@@ -1,0 +1,236 @@
+"""The operator's calls to the Kubernetes API, as plain dicts, with Job creation and
+status writes rate-limited (the Python clients have no limiter of their own).
+
+The kubernetes client is synchronous; every call here runs in a worker thread so the
+operator's event loop (kopf's) never blocks on the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, cast
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from gaia.kube.resources import COMMANDS, GROUP, NAMESPACES, ROOT_LABEL, VERSION
+
+__all__ = ["Cluster", "RateLimit"]
+
+logger = logging.getLogger(__name__)
+JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class RateLimit:
+    """At most ``per_second`` calls per second, spread evenly (a leaky bucket)."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1.0 / per_second
+        self.next = 0.0
+        self.lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        async with self.lock:
+            now = time.monotonic()
+            if self.next > now:
+                await asyncio.sleep(self.next - now)
+            self.next = max(now, self.next) + self.interval
+
+
+class Cluster:
+    def __init__(
+        self, api: k8s.ApiClient, *, jobs_per_second: float = 20, writes_per_second: float = 20
+    ) -> None:
+        self.api = api
+        self.batch = k8s.BatchV1Api(api)
+        self.core = k8s.CoreV1Api(api)
+        self.custom = k8s.CustomObjectsApi(api)
+        self.job_limit = RateLimit(jobs_per_second)
+        self.write_limit = RateLimit(writes_per_second)
+
+    def _plain(self, obj: Any) -> Any:
+        return self.api.sanitize_for_serialization(obj)
+
+    async def create_job(self, manifest: dict[str, Any]) -> bool:
+        """Create a Job; False if one of that name exists already (idempotent retries)."""
+        await self.job_limit.wait()
+        namespace = manifest["metadata"]["namespace"]
+        try:
+            await asyncio.to_thread(
+                self.batch.create_namespaced_job, namespace, cast(k8s.V1Job, manifest)
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        await self.write_limit.wait()
+        try:
+            await asyncio.to_thread(
+                self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background"
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def jobs(self, namespace: str, root: str) -> list[dict[str, Any]]:
+        reply = await asyncio.to_thread(
+            self.batch.list_namespaced_job, namespace, label_selector=f"{ROOT_LABEL}={root}"
+        )
+        return list(self._plain(reply).get("items") or [])
+
+    async def pod_of(self, namespace: str, job: str) -> dict[str, Any] | None:
+        reply = await asyncio.to_thread(
+            self.core.list_namespaced_pod,
+            namespace,
+            label_selector=f"batch.kubernetes.io/job-name={job}",
+        )
+        items = self._plain(reply).get("items") or []
+        return items[-1] if items else None
+
+    async def pod_log_tail(self, namespace: str, pod: str, lines: int = 20) -> list[str]:
+        """The pod's last log lines, or nothing when no kubelet can serve them."""
+        try:
+            text = await asyncio.to_thread(
+                self.core.read_namespaced_pod_log,
+                pod,
+                namespace,
+                tail_lines=lines,
+                _request_timeout=5,
+            )
+        except Exception as exc:  # no kubelet, pod gone: the log is a nicety
+            logger.debug("no log for pod %s/%s: %s", namespace, pod, exc)
+            return []
+        return str(text).splitlines()[-lines:]
+
+    async def gaia_commands(self) -> list[dict[str, Any]]:
+        reply = await asyncio.to_thread(
+            self.custom.list_cluster_custom_object, GROUP, VERSION, COMMANDS
+        )
+        return list(cast(dict[str, Any], reply).get("items") or [])
+
+    async def write_namespace_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> None:
+        await self.write_limit.wait()
+        patch = [{"op": "add", "path": "/status", "value": status}]  # replaces it whole
+        try:
+            await asyncio.to_thread(
+                self.custom.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                namespace,
+                NAMESPACES,
+                name,
+                patch,
+                _content_type=JSON_PATCH,
+            )
+        except ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile
+                raise
+
+    async def write_command_status(self, name: str, status: dict[str, Any]) -> None:
+        await self.write_limit.wait()
+        patch = [{"op": "add", "path": "/status", "value": status}]
+        try:
+            await asyncio.to_thread(
+                self.custom.patch_cluster_custom_object_status,
+                GROUP,
+                VERSION,
+                COMMANDS,
+                name,
+                patch,
+                _content_type=JSON_PATCH,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def event(
+        self, involved: dict[str, Any], reason: str, message: str, warning: bool
+    ) -> None:
+        """A Kubernetes Event on a resource, so `kubectl describe` shows what happened."""
+        meta = involved["metadata"]
+        namespace = meta.get("namespace") or "default"
+        body = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion"),
+                "kind": involved.get("kind"),
+                "name": meta["name"],
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": "gaia-operator"},
+            "firstTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "count": 1,
+        }
+        try:
+            await asyncio.to_thread(
+                self.core.create_namespaced_event, namespace, cast(k8s.CoreV1Event, body)
+            )
+        except ApiException as exc:
+            logger.warning("could not post event %s on %s: %s", reason, meta["name"], exc.reason)
+
+
+class Resources:
+    """Reading and writing the custom resources themselves (for the HTTP API)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.custom = cluster.custom
+        self.limit = cluster.write_limit
+
+    async def put_command(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a GaiaCommand, or replace the one of that name."""
+        await self.limit.wait()
+        name = body["metadata"]["name"]
+        try:
+            current = await asyncio.to_thread(
+                self.custom.get_cluster_custom_object, GROUP, VERSION, COMMANDS, name
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            created = await asyncio.to_thread(
+                self.custom.create_cluster_custom_object, GROUP, VERSION, COMMANDS, body
+            )
+            return cast(dict[str, Any], created)
+        body["metadata"]["resourceVersion"] = cast(dict[str, Any], current)["metadata"][
+            "resourceVersion"
+        ]
+        replaced = await asyncio.to_thread(
+            self.custom.replace_cluster_custom_object, GROUP, VERSION, COMMANDS, name, body
+        )
+        return cast(dict[str, Any], replaced)
+
+    async def create_namespace(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        await self.limit.wait()
+        created = await asyncio.to_thread(
+            self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, NAMESPACES, body
+        )
+        return cast(dict[str, Any], created)
+
+    async def patch_namespace_spec(
+        self, namespace: str, name: str, spec: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A merge patch of spec fields (lists are replaced whole)."""
+        await self.limit.wait()
+        patched = await asyncio.to_thread(
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            NAMESPACES,
+            name,
+            {"spec": spec},
+            _content_type=MERGE_PATCH,
+        )
+        return cast(dict[str, Any], patched)

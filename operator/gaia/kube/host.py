@@ -1,0 +1,423 @@
+"""The engine's host on a cluster: each GaiaNamespace resource drives one engine
+namespace; the engine's instructions become Jobs, deletions, store changes and events;
+finished Jobs become completions. Every entry point is idempotent, so a watch event seen
+twice, a periodic re-check or a restart never runs a task twice or loses a completion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gaia.bus import EventBus
+from gaia.engine.instructions import CancelTask, DeleteData, Emit, Instruction, StartTask
+from gaia.engine.keys import root_problem
+from gaia.engine.namespace import Namespace
+from gaia.engine.registry import Registry
+from gaia.engine.states import Mode, TaskState
+from gaia.errors import GaiaError
+from gaia.kube.cluster import Cluster
+from gaia.kube.jobs import JobOutcome, build_job, job_name, outcome_of, staging_dir
+from gaia.kube.resources import command_of, processes_of
+from gaia.kube.status import summary
+from gaia.store import LocalStore
+
+__all__ = ["KubeHost", "Tracked"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Tracked:
+    """One GaiaNamespace resource and the engine namespace it drives."""
+
+    engine: Namespace
+    resource: dict[str, Any]
+    generation: int | None = None
+    handled: dict[str, Any] = field(default_factory=dict)  # trigger / expire tokens done
+    problem: str | None = None  # why the current spec was rejected
+    expired: dict[str, Any] = field(default_factory=dict)  # expire token -> what it expired
+
+    @property
+    def k8s_namespace(self) -> str:
+        return str(self.resource["metadata"]["namespace"])
+
+
+class KubeHost:
+    def __init__(self, cluster: Cluster, store_path: Path, claim: str) -> None:
+        self.cluster = cluster
+        self.store = LocalStore(store_path)
+        self.claim = claim
+        self.registry = Registry()
+        self.command_generations: dict[str, tuple[Any, Any]] = {}
+        self.tracked: dict[str, Tracked] = {}
+        self.bus = EventBus()
+        self.dirty: set[str] = set()
+        self.pending: set[asyncio.Task[Any]] = set()
+
+    # -- commands ----------------------------------------------------------------------
+
+    async def load_commands(self) -> None:
+        """Before any namespace: every GaiaCommand, composites after what they use."""
+        resources = await self.cluster.gaia_commands()
+        resources.sort(key=lambda r: bool((r.get("spec") or {}).get("steps")))
+        for resource in resources:
+            await self.apply_command(resource)
+
+    async def apply_command(self, resource: dict[str, Any]) -> None:
+        """Register a GaiaCommand; if it is invalid or would break a namespace, say so on
+        the resource and change nothing. Our own status writes come back as events: a
+        generation already seen is skipped."""
+        meta = resource["metadata"]
+        if self.command_generations.get(meta["name"]) == (meta.get("uid"), meta.get("generation")):
+            return
+        self.command_generations[meta["name"]] = (meta.get("uid"), meta.get("generation"))
+        try:
+            merged, changed = self.registry.prepare([command_of(resource)])
+            plans = {
+                root: tracked.engine.prepare_command_change(changed, merged)
+                for root, tracked in self.tracked.items()
+            }
+        except GaiaError as exc:
+            await self._command_status(resource, str(exc))
+            return
+        self.registry.commit(merged)
+        for root, plan in plans.items():
+            if plan.specs:
+                tracked = self.tracked[root]
+                self.carry_out(tracked, tracked.engine.apply(plan, self._exists(root)))
+        await self._command_status(resource, None)
+
+    def forget_command(self, resource: dict[str, Any]) -> None:
+        self.command_generations.pop(resource["metadata"]["name"], None)
+        key = command_of(resource)["key"]
+        if any(key in t.engine.users and t.engine.users[key] for t in self.tracked.values()):
+            logger.warning("GaiaCommand %s deleted while processes use it; keeping it", key)
+            return
+        self.registry.commands.pop(key, None)
+
+    async def _command_status(self, resource: dict[str, Any], problem: str | None) -> None:
+        status = {
+            "observedGeneration": resource["metadata"].get("generation"),
+            "conditions": [
+                {
+                    "type": "Valid",
+                    "status": "False" if problem else "True",
+                    "reason": "Invalid" if problem else "Accepted",
+                    "message": problem or "the command is valid",
+                    "lastTransitionTime": _now(),
+                }
+            ],
+        }
+        await self.cluster.write_command_status(resource["metadata"]["name"], status)
+        if problem:
+            await self.cluster.event(resource, "Invalid", problem, warning=True)
+
+    # -- namespaces --------------------------------------------------------------------
+
+    async def apply_namespace(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """Bring the engine in line with a GaiaNamespace's spec; idempotent. Returns what
+        an expire request in the spec expired (for the HTTP API)."""
+        root = resource["metadata"]["name"]
+        tracked = self.tracked.get(root)
+        if tracked is None:
+            if problem := root_problem(root):
+                await self.cluster.event(resource, "Invalid", problem, warning=True)
+                return {}
+            tracked = await self._adopt(resource)
+        elif tracked.k8s_namespace != resource["metadata"]["namespace"]:
+            message = (
+                f"Gaia namespace {root!r} is already defined in Kubernetes namespace "
+                f"{tracked.k8s_namespace!r}; names are unique across the cluster"
+            )
+            if resource["metadata"].get("generation") != (resource.get("status") or {}).get(
+                "observedGeneration"
+            ):
+                await self.cluster.event(resource, "Conflict", message, warning=True)
+                await self.cluster.write_namespace_status(
+                    resource["metadata"]["namespace"], root, _rejected(resource, message)
+                )
+            return {}
+        tracked.resource = resource
+        generation = resource["metadata"].get("generation")
+        if generation == tracked.generation:
+            return {}
+        tracked.generation = generation
+        return await self._reconcile_spec(tracked)
+
+    async def _adopt(self, resource: dict[str, Any]) -> Tracked:
+        """First sight of a resource (created, or met again after a restart): rebuild the
+        engine from the spec, the store and the Jobs that exist, then resume."""
+        root = resource["metadata"]["name"]
+        engine = Namespace(root)
+        engine.command_lookup = lambda key: self.registry.commands[key]
+        status = resource.get("status") or {}
+        tracked = Tracked(engine, resource, handled=dict(status.get("handled") or {}))
+        self.tracked[root] = tracked
+        try:
+            plan = engine.prepare_merge(processes_of(resource), self.registry.commands)
+        except GaiaError:
+            pass  # _reconcile_spec, which runs next, reports it on the resource
+        else:
+            engine.mode = Mode.HALTED  # add without starting; Jobs are adopted first
+            engine.apply(plan, self._exists(root))
+        jobs = [
+            o for j in await self.cluster.jobs(tracked.k8s_namespace, root) if (o := outcome_of(j))
+        ]
+        finished = []
+        for outcome in sorted(jobs, key=lambda o: o.run):
+            if engine.adopt(outcome.process, outcome.run, {"job": outcome.name}):
+                if outcome.finished:
+                    finished.append(outcome)
+            else:
+                self._spawn(self.cluster.delete_job(tracked.k8s_namespace, outcome.name))
+        engine.mode = Mode.HALTED if (resource.get("spec") or {}).get("halted") else Mode.ACTIVE
+        self.carry_out(tracked, engine.resume())
+        for outcome in finished:
+            await self.job_event(outcome)
+        self.dirty.add(root)
+        return tracked
+
+    async def _reconcile_spec(self, tracked: Tracked) -> dict[str, Any]:
+        engine, resource = tracked.engine, tracked.resource
+        spec = resource.get("spec") or {}
+        root = engine.root
+        try:
+            plan = engine.prepare_merge(
+                processes_of(resource), self.registry.commands, replace_all=True
+            )
+        except GaiaError as exc:
+            if tracked.problem != str(exc):
+                await self.cluster.event(resource, "Invalid", str(exc), warning=True)
+            tracked.problem = str(exc)
+            self.dirty.add(root)
+            return {}
+        tracked.problem = None
+        self.carry_out(tracked, engine.apply(plan, self._exists(root)))
+        halted = bool(spec.get("halted"))
+        if halted and engine.mode is not Mode.HALTED:
+            self.carry_out(tracked, engine.halt())
+        elif not halted and engine.mode is Mode.HALTED:
+            self.carry_out(tracked, engine.trigger(self._exists(root)))
+        token = spec.get("trigger")
+        if token and token != tracked.handled.get("trigger"):
+            tracked.handled["trigger"] = token
+            if not halted:
+                self.carry_out(tracked, engine.trigger(self._exists(root)))
+        expired: dict[str, Any] = {}
+        request = spec.get("expire") or {}
+        if request.get("token") and request["token"] != tracked.handled.get("expire"):
+            tracked.handled["expire"] = request["token"]
+            try:
+                processes, data, instructions = engine.expire(list(request.get("keys") or []))
+            except GaiaError as exc:
+                tracked.problem = f"expire {request['token']!r}: {exc}"
+                await self.cluster.event(resource, "Invalid", tracked.problem, warning=True)
+            else:
+                self.carry_out(tracked, instructions)
+                expired = {"process": processes, "data": data}
+                tracked.expired = {request["token"]: expired}  # for the API, whoever ran it
+        self.dirty.add(root)
+        return expired
+
+    def forget_namespace(self, resource: dict[str, Any]) -> None:
+        """The resource is gone; its Jobs go with it (owner references)."""
+        tracked = self.tracked.get(resource["metadata"]["name"])
+        if tracked and tracked.resource["metadata"].get("uid") == resource["metadata"].get("uid"):
+            del self.tracked[tracked.engine.root]
+
+    # -- instructions ------------------------------------------------------------------
+
+    def carry_out(self, tracked: Tracked, instructions: list[Instruction]) -> None:
+        root = tracked.engine.root
+        for instruction in instructions:
+            if isinstance(instruction, StartTask):
+                self._start(tracked, instruction)
+            elif isinstance(instruction, CancelTask):
+                name = job_name(root, instruction.process, instruction.run)
+                self._spawn(self._cancel(tracked.k8s_namespace, root, name))
+            elif isinstance(instruction, DeleteData):
+                self.store.delete(root, instruction.keys)
+            elif isinstance(instruction, Emit):
+                self.bus.publish(instruction.event)
+        self.dirty.add(root)
+
+    def _start(self, tracked: Tracked, start: StartTask) -> None:
+        name = job_name(start.root, start.process.key, start.run)
+        task = tracked.engine.tasks[start.process.key]
+        task.handle = {"job": name}
+        try:
+            manifest = build_job(start, claim=self.claim, owner=tracked.resource)
+        except GaiaError as exc:
+            self.carry_out(
+                tracked, tracked.engine.task_failed(start.process.key, start.run, str(exc))
+            )
+            return
+        self._spawn(self._create(tracked, start, manifest))
+
+    async def _create(self, tracked: Tracked, start: StartTask, manifest: dict[str, Any]) -> None:
+        try:
+            await self.cluster.create_job(manifest)
+        except Exception as exc:  # the periodic re-check creates it again
+            logger.warning("could not create Job %s: %s", manifest["metadata"]["name"], exc)
+
+    async def _cancel(self, namespace: str, root: str, job: str) -> None:
+        await self.cluster.delete_job(namespace, job)
+        self._clear_staging(root, job)
+
+    def _clear_staging(self, root: str, job: str) -> None:
+        shutil.rmtree(self.store.base / staging_dir(root, job), ignore_errors=True)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    def _exists(self, root: str) -> Any:
+        return lambda key: self.store.exists(root, key)
+
+    # -- Jobs --------------------------------------------------------------------------
+
+    async def job_event(self, outcome: JobOutcome, job: dict[str, Any] | None = None) -> None:
+        """A Job changed: note its start, or carry its end into the engine (once)."""
+        tracked = self.tracked.get(outcome.root)
+        if tracked is None:
+            return
+        engine = tracked.engine
+        task = engine.tasks.get(outcome.process)
+        if task is None or task.run > outcome.run or outcome.process not in engine.graph.processes:
+            self._spawn(
+                self._cancel(tracked.k8s_namespace, outcome.root, outcome.name)
+            )  # superseded
+            return
+        if task.run != outcome.run or not task.state.active:
+            return  # already handled, or not ours yet
+        if task.state is TaskState.QUEUED and (
+            job is None or (job.get("status") or {}).get("active") or outcome.finished
+        ):
+            self.carry_out(
+                tracked, engine.task_started(outcome.process, outcome.run, {"job": outcome.name})
+            )
+        if not outcome.finished:
+            return
+        if outcome.succeeded:
+            instructions = self._publish(tracked, outcome)
+        else:
+            exit_code, tail = await self._failure_detail(tracked, outcome)
+            error = f"Job {outcome.name} failed: {outcome.error}"
+            if exit_code is not None:
+                error = f"exit code {exit_code} (Job {outcome.name}: {outcome.error})"
+            instructions = engine.task_failed(outcome.process, outcome.run, error, exit_code, tail)
+            self._clear_staging(outcome.root, outcome.name)
+        self.carry_out(tracked, instructions)
+
+    def _publish(self, tracked: Tracked, outcome: JobOutcome) -> list[Instruction]:
+        engine, root = tracked.engine, tracked.engine.root
+        leaf = engine.graph.processes[outcome.process]
+        command = self.registry.commands[leaf.command]
+        staging = self.store.base / staging_dir(root, outcome.name)
+        staged = {
+            key: staging / command.outputs[name].strip("/") for name, key in leaf.outputs.items()
+        }
+        missing = sorted(
+            command.outputs[n] for n, k in leaf.outputs.items() if not staged[k].exists()
+        )
+        if missing:
+            self._clear_staging(root, outcome.name)
+            return engine.task_failed(
+                outcome.process, outcome.run, f"declared outputs {missing} were not produced", 0
+            )
+        try:
+            self.store.publish(root, staged)
+        except GaiaError as exc:
+            return engine.task_failed(outcome.process, outcome.run, str(exc), 0)
+        self._spawn(self._cancel(tracked.k8s_namespace, root, outcome.name))  # done with it
+        return engine.task_succeeded(outcome.process, outcome.run)
+
+    async def _failure_detail(
+        self, tracked: Tracked, outcome: JobOutcome
+    ) -> tuple[int | None, list[str]]:
+        try:
+            pod = await self.cluster.pod_of(tracked.k8s_namespace, outcome.name)
+        except Exception:
+            return None, []
+        if pod is None:
+            return None, []
+        exit_code = None
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (container.get("state") or {}).get("terminated")
+            if container.get("name") == "main" and terminated:
+                exit_code = terminated.get("exitCode")
+        tail = await self.cluster.pod_log_tail(tracked.k8s_namespace, pod["metadata"]["name"])
+        return exit_code, tail
+
+    async def recheck(self, root: str) -> None:
+        """The safety net against missed watch events: compare Jobs with the engine."""
+        tracked = self.tracked.get(root)
+        if tracked is None:
+            return
+        jobs = {
+            o.name: (o, j)
+            for j in await self.cluster.jobs(tracked.k8s_namespace, root)
+            if (o := outcome_of(j))
+        }
+        for outcome, job in jobs.values():
+            await self.job_event(outcome, job)
+        engine = tracked.engine
+        for process in sorted(engine.active):
+            task = engine.tasks[process]
+            name = job_name(root, process, task.run)
+            if name not in jobs:  # lost on creation (API error): create it again
+                leaf = engine.graph.processes[process]
+                start = StartTask(root, leaf, self.registry.commands[leaf.command], task.run)
+                manifest = build_job(start, claim=self.claim, owner=tracked.resource)
+                self._spawn(self._create(tracked, start, manifest))
+
+    # -- status ------------------------------------------------------------------------
+
+    async def flush_status(self) -> None:
+        roots, self.dirty = self.dirty, set()
+        for root in sorted(roots):
+            tracked = self.tracked.get(root)
+            if tracked is None:
+                continue
+            status = summary(
+                tracked.engine,
+                handled=tracked.handled,
+                generation=tracked.generation,
+                problem=tracked.problem,
+            )
+            try:
+                await self.cluster.write_namespace_status(
+                    tracked.k8s_namespace, tracked.resource["metadata"]["name"], status
+                )
+            except Exception as exc:
+                logger.warning("could not write the status of %s: %s", root, exc)
+                self.dirty.add(root)
+
+
+def _rejected(resource: dict[str, Any], message: str) -> dict[str, Any]:
+    """The status of a resource the operator will not run."""
+    return {
+        "state": "error",
+        "message": message,
+        "observedGeneration": resource["metadata"].get("generation"),
+        "conditions": [
+            {
+                "type": "Valid",
+                "status": "False",
+                "reason": "Conflict",
+                "message": message,
+                "lastTransitionTime": _now(),
+            }
+        ],
+    }
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,67 @@
+"""`gaia operator` as a real subprocess against the test cluster, with its HTTP API.
+
+(A module of its own, not conftest.py: tests import from it by name.)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from cluster import Cluster, free_port
+
+
+class OperatorProcess:
+    def __init__(self, cluster: Cluster, store: Path, namespace: str, log: Path) -> None:
+        self.cluster, self.store, self.namespace, self.log = cluster, store, namespace, log
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> OperatorProcess:
+        env = {
+            **os.environ,
+            **self.cluster.env,
+            "GAIA_STORE_PATH": str(self.store),
+            "GAIA_STORE_CLAIM": "gaia-data",
+            "GAIA_API_HOST": "127.0.0.1",
+            "GAIA_API_PORT": str(self.port),
+            "GAIA_K8S_NAMESPACE": self.namespace,
+            "GAIA_RECHECK_SECONDS": "2",
+            "GAIA_STATUS_SECONDS": "0.2",
+        }
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gaia.cli", "operator", "--verbose"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gaia operator exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                urllib.request.urlopen(f"http://{self.address}/health", timeout=1).read()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"gaia operator's API did not answer:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None

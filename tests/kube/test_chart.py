@@ -1,0 +1,476 @@
+"""The Helm chart (charts/gaia) against a real kube-apiserver: it lints, renders, passes the
+API server's own validation (server-side dry-run), installs, and its ServiceAccount is
+enough for the operator to compute a workflow.
+
+helm is the binary `make components` builds (HELM= in .cache/components/components.env).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cluster import CRDS, REPO, Cluster, free_port
+from kubelet import FakeKubelet
+
+import gaia
+
+pytestmark = pytest.mark.slow
+
+CHART = REPO / "charts" / "gaia"
+TRIANGLE = REPO / "examples" / "triangle"
+TEMPLATE_KINDS = Counter(
+    [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Service",
+        "Deployment",
+        "PersistentVolumeClaim",
+    ]
+)
+
+Helm = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="module")
+def helm(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    """Run helm against the test cluster, its cache and config in a temporary directory."""
+    binary = cluster.components.get("HELM", "")
+    if not os.access(binary, os.X_OK):
+        pytest.skip("helm is not built (no HELM= in components.env): run `make components`")
+    home = tmp_path_factory.mktemp("helm")
+    env = {
+        **os.environ,
+        **cluster.env,
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [binary, *args], capture_output=True, text=True, env=env, timeout=120, cwd=REPO
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"`helm {' '.join(args)}` failed with exit {result.returncode}:\n"
+                f"{result.stderr}{result.stdout}"
+            )
+        return result
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def crds(cluster: Cluster) -> list[str]:
+    return cluster.apply_crds()
+
+
+def render(helm: Helm, *args: str, namespace: str = "gaia", release: str = "gaia") -> str:
+    return helm("template", release, str(CHART), "-n", namespace, *args).stdout
+
+
+def documents(text: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (found,) = (d for d in docs if d["kind"] == kind)
+    return found
+
+
+def allowed(role: dict[str, Any], group: str, resource: str, verb: str) -> bool:
+    return any(
+        group in rule.get("apiGroups", [])
+        and resource in rule.get("resources", [])
+        and verb in rule.get("verbs", [])
+        for rule in role["rules"]
+    )
+
+
+# --- offline: lint, render ------------------------------------------------------------
+
+
+def test_lint_passes_also_strict(helm: Helm) -> None:
+    for strict in ([], ["--strict"]):
+        result = helm("lint", str(CHART), *strict)
+        assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+        assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
+
+
+def test_template_renders_the_operator(helm: Helm) -> None:
+    docs = documents(render(helm))
+    assert Counter(d["kind"] for d in docs) == TEMPLATE_KINDS
+    assert all(d["metadata"]["name"] for d in docs)
+
+    deployment = one(docs, "Deployment")
+    assert deployment["metadata"]["namespace"] == "gaia"
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "gaia:0.1.0"
+    assert container["command"] == ["gaia", "operator"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["GAIA_STORE_PATH"] == "/data"
+    assert env["GAIA_STORE_CLAIM"] == "gaia-data"
+    assert env["GAIA_API_HOST"] == "0.0.0.0"
+    assert env["GAIA_API_PORT"] == "24442"
+    assert env["GAIA_K8S_NAMESPACE"] == "gaia"
+    assert (env["GAIA_RECHECK_SECONDS"], env["GAIA_STATUS_SECONDS"]) == ("10", "1")
+    assert env["GAIA_JOBS_PER_SECOND"] == "20"
+    assert container["ports"] == [{"name": "http", "containerPort": 24442, "protocol": "TCP"}]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["runAsUser"] == 10001
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts["/data"]]["persistentVolumeClaim"] == {"claimName": "gaia-data"}
+    assert volumes[mounts["/tmp"]]["emptyDir"] == {}
+    assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
+    assert pod["enableServiceLinks"] is False
+
+    service = one(docs, "Service")
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"][0]["port"] == 24442
+    assert service["spec"]["selector"].items() <= pod_labels(deployment).items()
+
+    claim = one(docs, "PersistentVolumeClaim")
+    assert claim["metadata"]["name"] == "gaia-data"
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert "storageClassName" not in claim["spec"]  # the cluster's default class
+
+    binding = one(docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == one(docs, "ClusterRole")["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "gaia", "namespace": "gaia"}]
+
+    with_crds = documents(render(helm, "--include-crds"))
+    crd_names = sorted(d["metadata"]["name"] for d in with_crds if d["kind"].startswith("Custom"))
+    assert crd_names == ["gaiacommands.gaia.dev", "gaianamespaces.gaia.dev"]
+
+
+def pod_labels(deployment: dict[str, Any]) -> dict[str, str]:
+    return dict(deployment["spec"]["template"]["metadata"]["labels"])
+
+
+def test_template_follows_the_values(helm: Helm) -> None:
+    docs = documents(
+        render(
+            helm,
+            "--set",
+            "store.create=false,store.claimName=shared,serviceAccount.create=false",
+            "--set",
+            "rbac.create=false,api.port=8080,api.service.type=NodePort",
+            "--set",
+            "operator.statusSeconds=0.5,image.repository=registry.example/gaia,image.tag=dev",
+            namespace="elsewhere",
+            release="prod",
+        )
+    )
+    assert Counter(d["kind"] for d in docs) == Counter(["Service", "Deployment"])
+    deployment = one(docs, "Deployment")
+    assert deployment["metadata"]["name"] == "prod-gaia"
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["GAIA_STORE_CLAIM"] == "shared" and env["GAIA_API_PORT"] == "8080"
+    assert env["GAIA_K8S_NAMESPACE"] == "elsewhere" and env["GAIA_STATUS_SECONDS"] == "0.5"
+    assert container["image"] == "registry.example/gaia:dev"
+    assert pod["volumes"][0]["persistentVolumeClaim"] == {"claimName": "shared"}
+    assert pod["serviceAccountName"] == "default"
+    assert one(docs, "Service")["spec"]["type"] == "NodePort"
+
+    unbound = documents(render(helm, "--set-string", "store.storageClassName=-"))
+    assert one(unbound, "PersistentVolumeClaim")["spec"]["storageClassName"] == ""
+
+
+@pytest.mark.parametrize(
+    "setting, complaint",
+    [
+        ("replicaCount=2", "replicaCount"),
+        ("store.claimname=typo", "claimname"),
+        ("operator.jobsPerSecond=0", "jobsPerSecond"),
+        ("api.port=0", "api.port"),
+        ("store.accessModes={ReadWriteAlways}", "accessModes"),
+    ],
+)
+def test_template_refuses_bad_values(helm: Helm, setting: str, complaint: str) -> None:
+    result = helm("template", "gaia", str(CHART), "--set", setting, check=False)
+    assert result.returncode != 0, result.stdout
+    assert complaint in result.stderr
+
+
+def test_cluster_role_grants_what_the_operator_does(helm: Helm) -> None:
+    role = one(documents(render(helm)), "ClusterRole")
+    for group, resource, verbs in [
+        ("gaia.dev", "gaiacommands", "get list watch create update patch"),
+        ("gaia.dev", "gaianamespaces", "get list watch create update patch"),
+        ("gaia.dev", "gaiacommands/status", "patch update"),
+        ("gaia.dev", "gaianamespaces/status", "patch update"),
+        ("batch", "jobs", "create delete get list watch"),
+        ("", "pods", "get list watch"),
+        ("", "pods/log", "get"),
+        ("", "events", "create patch"),
+        ("events.k8s.io", "events", "create patch"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "get list watch"),
+        ("", "namespaces", "list watch"),
+    ]:
+        for verb in verbs.split():
+            assert allowed(role, group, resource, verb), (group, resource, verb)
+    for group, resource, verb in [
+        ("", "secrets", "get"),
+        ("batch", "jobs", "patch"),
+        ("gaia.dev", "gaianamespaces", "delete"),
+        ("", "pods", "delete"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "create"),
+    ]:
+        assert not allowed(role, group, resource, verb), (group, resource, verb)
+    assert all("*" not in rule[key] for rule in role["rules"] for key in rule)
+
+
+def test_chart_crds_are_copies_of_the_top_level_crds() -> None:
+    top = {p.name: p.read_bytes() for p in sorted(CRDS.glob("*.yaml"))}
+    chart = {p.name: p.read_bytes() for p in sorted((CHART / "crds").glob("*.yaml"))}
+    assert top, f"no CRDs in {CRDS}"
+    assert sorted(chart) == sorted(top), "charts/gaia/crds/ and crds/ hold different files"
+    stale = [name for name in top if chart[name] != top[name]]
+    assert not stale, f"charts/gaia/crds/ is stale: cp crds/*.yaml charts/gaia/crds/ ({stale})"
+
+
+# --- against the API server -----------------------------------------------------------
+
+
+def test_server_side_dry_run_accepts_every_object(
+    cluster: Cluster, crds: list[str], helm: Helm
+) -> None:
+    namespace = cluster.new_namespace("chart")
+    variants = [
+        [],
+        [
+            "--set",
+            "api.service.type=NodePort,store.size=1Ti,serviceAccount.name=gaia-op",
+            "--set-string",
+            "store.storageClassName=-,nodeSelector.disk=ssd",
+            "--set",
+            "tolerations[0].key=dedicated,tolerations[0].operator=Exists",
+            "--set",
+            "operator.extraEnv[0].name=LOG,operator.extraEnv[0].value=debug",
+        ],
+    ]
+    for index, args in enumerate(variants):
+        text = render(helm, *args, namespace=namespace, release=f"gaia-v{index}")
+        result = cluster.kubectl(
+            "apply", "--server-side", "--dry-run=server", "-n", namespace, "-f", "-", input=text
+        )
+        lines = result.stdout.strip().splitlines()
+        assert len(lines) == len(documents(text)) == 6, result.stdout
+        assert all(line.endswith("serverside-applied (server dry run)") for line in lines)
+
+
+def test_helm_install_dry_run_against_the_server(
+    cluster: Cluster, crds: list[str], helm: Helm
+) -> None:
+    namespace = cluster.new_namespace("chart")
+    result = helm("install", "gaia", str(CHART), "-n", namespace, "--dry-run=server")
+    assert "STATUS: pending-install" in result.stdout
+    assert f"kubectl port-forward -n {namespace} svc/gaia 24442:24442" in result.stdout
+    assert "gaia.Gaia({'gaia_host': 'localhost:24442'})" in result.stdout
+    assert "kubectl get gaians -A" in result.stdout
+    assert helm("list", "-n", namespace, "-q").stdout.strip() == ""  # nothing was installed
+
+
+# --- installed for real, the operator running as its ServiceAccount ---------------------
+
+
+@pytest.fixture
+def release(cluster: Cluster, crds: list[str], helm: Helm) -> Iterator[dict[str, Any]]:
+    """`helm install` into a fresh namespace (no kubelet: the chart's pod never starts)."""
+    namespace = cluster.new_namespace("chart")
+    name = f"gaia-{secrets.token_hex(3)}"
+    helm(
+        "install",
+        name,
+        str(CHART),
+        "-n",
+        namespace,
+        "--set",
+        "operator.recheckSeconds=2",
+        "--set",
+        "operator.statusSeconds=0.2",
+    )
+    try:
+        yield {"name": name, "namespace": namespace}
+    finally:
+        helm("uninstall", name, "-n", namespace, "--wait", check=False)
+
+
+def service_account_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
+    token = cluster.kubectl(
+        "create", "token", account, "-n", namespace, "--duration=1h"
+    ).stdout.strip()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "test",
+                "cluster": {
+                    "server": cluster.server,
+                    "certificate-authority": str(cluster.dir / "ca.crt"),
+                },
+            }
+        ],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": account, "context": {"cluster": "test", "user": account}}],
+        "current-context": account,
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
+def can(cluster: Cluster, account: str, *args: str) -> bool:
+    result = cluster.kubectl("auth", "can-i", f"--as={account}", *args, check=False)
+    return result.stdout.strip() == "yes"
+
+
+def test_the_installed_service_account_runs_the_operator(
+    cluster: Cluster, helm: Helm, release: dict[str, Any], tmp_path: Path
+) -> None:
+    namespace, name = release["namespace"], release["name"]
+    installed = documents(helm("get", "manifest", name, "-n", namespace).stdout)
+    assert Counter(d["kind"] for d in installed) == TEMPLATE_KINDS
+    deployment = one(installed, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    cluster.kubectl("get", "deployment", name, "-n", namespace)
+    cluster.kubectl("get", "pvc", "gaia-data", "-n", namespace)
+
+    # The API server's authorizer, for the service account the chart binds.
+    who = f"system:serviceaccount:{namespace}:{account}"
+    elsewhere = ["-n", "default"]  # a ClusterRole: any namespace
+    assert can(cluster, who, "create", "jobs.batch", *elsewhere)
+    assert can(cluster, who, "delete", "jobs.batch", *elsewhere)
+    assert can(cluster, who, "patch", "gaianamespaces.gaia.dev", "--subresource=status", *elsewhere)
+    assert can(cluster, who, "update", "gaiacommands.gaia.dev", "--subresource=status")
+    assert can(cluster, who, "get", "pods", "--subresource=log", *elsewhere)
+    assert can(cluster, who, "create", "events.events.k8s.io", *elsewhere)
+    assert can(cluster, who, "watch", "customresourcedefinitions.apiextensions.k8s.io")
+    assert can(cluster, who, "list", "namespaces")
+    assert not can(cluster, who, "get", "secrets", *elsewhere)
+    assert not can(cluster, who, "delete", "gaianamespaces.gaia.dev", *elsewhere)
+
+    # The operator as the chart runs it (its command and environment), but as a local
+    # process with that service account's token, its store a local directory that the
+    # fake kubelet mounts for the claim.
+    store = tmp_path / "store"
+    shutil.copytree(TRIANGLE / "data", store / "charted")
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["GAIA_K8S_NAMESPACE"] == namespace
+    assert (env["GAIA_RECHECK_SECONDS"], env["GAIA_STATUS_SECONDS"]) == ("2", "0.2")
+    port = free_port()
+    env |= {"GAIA_STORE_PATH": str(store), "GAIA_API_HOST": "127.0.0.1"}
+    env |= {"GAIA_API_PORT": str(port)}
+    kubeconfig = service_account_kubeconfig(cluster, namespace, account, tmp_path / "sa.yaml")
+    assert container["command"][0] == "gaia"
+    log = tmp_path / "operator.log"
+    api = cluster.api_client()
+    kubelet = FakeKubelet(api, {env["GAIA_STORE_CLAIM"]: store}, namespace=namespace).start()
+    with log.open("ab") as out:
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "gaia.cli", *container["command"][1:]],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env, "KUBECONFIG": str(kubeconfig)},
+        )
+    try:
+        wait_healthy(operator, port, log)
+        flow = gaia.Gaia({"gaia_host": f"127.0.0.1:{port}", "timeout": 30})
+        flow.command(gaia.load_yaml(TRIANGLE / "commands.yaml"))
+        flow.merge("charted", gaia.load_yaml(TRIANGLE / "processes.yaml"))
+        status = wait_complete(cluster, namespace, "charted", log)
+        assert status["counts"]["complete"] == 10
+        assert (store / "charted" / "hello" / "snake").read_text() == "hello snake world\n"
+
+        # A spec the engine rejects: the operator posts a Warning event on it.
+        bad = {
+            "apiVersion": "gaia.dev/v1alpha1",
+            "kind": "GaiaNamespace",
+            "metadata": {"name": "refused"},
+            "spec": {"processes": [{"key": "x", "command": "no-such-command"}]},
+        }
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(bad))
+        wait_for_event(cluster, namespace, "refused", log)
+    finally:
+        operator.terminate()
+        try:
+            operator.wait(30)
+        except subprocess.TimeoutExpired:
+            operator.kill()
+            operator.wait()
+        kubelet.stop()
+        api.close()
+        cluster.kubectl("delete", "gaianamespaces", "--all", "-n", namespace, check=False)
+    text = log.read_text(errors="replace")
+    assert "forbidden" not in text.lower(), text[-3000:]
+    assert "could not post event" not in text, text[-3000:]
+
+
+def wait_healthy(operator: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        if operator.poll() is not None:
+            raise AssertionError(f"the operator exited:\n{log.read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no API after 60 s:\n{log.read_text()[-3000:]}") from None
+            time.sleep(0.1)
+
+
+def wait_complete(cluster: Cluster, namespace: str, name: str, log: Path) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while True:
+        out = cluster.kubectl("get", "gaians", name, "-n", namespace, "-o", "json").stdout
+        found = json.loads(out)
+        status = found.get("status") or {}
+        if (
+            status.get("state") == "complete"
+            and status.get("observedGeneration") == found["metadata"]["generation"]
+        ):
+            return dict(status)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} is {status.get('state')!r}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+def wait_for_event(cluster: Cluster, namespace: str, name: str, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    selector = f"involvedObject.name={name}"
+    while True:
+        out = cluster.kubectl(
+            "get", "events", "-n", namespace, "--field-selector", selector, "-o", "json"
+        ).stdout
+        reasons = {e.get("reason") for e in json.loads(out)["items"]}
+        if "Invalid" in reasons:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no Invalid event on {name}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)

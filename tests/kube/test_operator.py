@@ -1,0 +1,286 @@
+"""The operator for real: kopf watching a real API server, the real Job controller, and a
+fake kubelet running the Jobs' pods as local processes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster import Cluster
+from gaia_operator import OperatorProcess
+from kubelet import FakeKubelet
+
+import gaia
+
+TRIANGLE = Path(__file__).resolve().parents[2] / "examples" / "triangle"
+SLEEPER = {
+    "key": "sleeper",
+    "image": "ubuntu",
+    "command": ["sh", "-c", "sleep {{SECONDS}}; echo rested > /out/o"],
+    "vars": {"SECONDS": "60"},
+    "outputs": {"O": "/out/o"},
+}
+
+
+@pytest.fixture(scope="module")
+def crds(cluster: Cluster) -> None:
+    cluster.apply_crds()
+
+
+@pytest.fixture
+def world(cluster: Cluster, crds: None, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A fresh Kubernetes namespace, store, fake kubelet and operator."""
+    namespace = cluster.new_namespace("gaia")
+    store = tmp_path / "store"
+    store.mkdir()
+    api = cluster.api_client()
+    kubelet = FakeKubelet(api, {"gaia-data": store}, namespace=namespace)
+    kubelet.start()
+    operator = OperatorProcess(cluster, store, namespace, tmp_path / "operator.log").start()
+    try:
+        yield {
+            "namespace": namespace,
+            "store": store,
+            "kubelet": kubelet,
+            "operator": operator,
+            "client": gaia.Gaia({"gaia_host": operator.address, "timeout": 30}),
+        }
+    finally:
+        cluster.kubectl(
+            "delete", "gaianamespaces", "--all", "-n", namespace, "--wait=false", check=False
+        )
+        operator.stop()
+        kubelet.stop()
+        api.close()
+
+
+def resource(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    out = cluster.kubectl("get", "gaians", name, "-n", namespace, "-o", "json").stdout
+    return json.loads(out)
+
+
+def wait_state(
+    cluster: Cluster, namespace: str, name: str, states: tuple[str, ...], timeout: float = 60
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = resource(cluster, namespace, name)
+        status = found.get("status") or {}
+        if (
+            status.get("state") in states
+            and status.get("observedGeneration") == found["metadata"]["generation"]
+        ):
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{name} is {status.get('state')!r}, not {states}: {status.get('message')}"
+            )
+        time.sleep(0.2)
+
+
+def jobs(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl(
+        "get", "jobs", "-n", namespace, "-l", "app.kubernetes.io/managed-by=gaia", "-o", "json"
+    ).stdout
+    return list(json.loads(out)["items"])
+
+
+def seed(store: Path, root: str) -> None:
+    shutil.copytree(TRIANGLE / "data", store / root, dirs_exist_ok=True)
+
+
+def test_kubectl_apply_computes_the_triangle(cluster: Cluster, world: dict[str, Any]) -> None:
+    ns, store = world["namespace"], world["store"]
+    seed(store, "triangle")
+    cluster.kubectl("apply", "-n", ns, "-f", str(TRIANGLE / "kubernetes"))
+    status = wait_state(cluster, ns, "triangle", ("complete",))
+    assert status["counts"]["processes"] == 10 and status["counts"]["complete"] == 10
+    assert status["counts"]["missing"] == 0
+    space = store / "triangle"
+    digest = hashlib.md5((space / "animals/rabbit").read_bytes()).hexdigest()
+    assert (space / "md5/rabbit").read_text().split()[0] == digest
+    assert (space / "hello/snake").read_text() == "hello snake world\n"
+    both = (space / "cat/rabbit").read_text() + (space / "cat/snake").read_text()
+    assert (space / "wc/both").read_text().split()[:3] == [
+        str(both.count("\n")),
+        str(len(both.split())),
+        str(len(both.encode())),
+    ]
+    assert status["tasks"]["both:wc-ab"]["state"] == "complete"
+    table = cluster.kubectl("get", "gaians", "-n", ns).stdout
+    assert "triangle" in table and "complete" in table
+    assert not list((store / ".gaia" / "staging" / "triangle").glob("*/*"))  # all published
+
+
+def test_the_client_drives_the_operator_like_gaia_serve(
+    cluster: Cluster, world: dict[str, Any]
+) -> None:
+    flow, ns, store = world["client"], world["namespace"], world["store"]
+    seed(store, "viaclient")
+    commands = gaia.load_yaml(TRIANGLE / "commands.yaml")
+    assert {c["key"] for c in flow.command(commands)["commands"]} >= {"md5", "cat-wc"}
+    reply = flow.merge("viaclient", gaia.load_yaml(TRIANGLE / "processes.yaml"))
+    assert len(reply["processes"]["viaclient"]) == 10
+    wait_state(cluster, ns, "viaclient", ("complete",))
+    assert flow.status("viaclient")["status"]["state"] == "complete"
+    assert resource(cluster, ns, "viaclient")["spec"]["processes"][0]["key"] == "md5-rabbit"
+
+    before = {k: t["run"] for k, t in flow.status("viaclient")["status"]["tasks"].items()}
+    (store / "viaclient/animals/snake").write_text("A different snake.\n")
+    expired = flow.expire("viaclient", ["animals/snake"])["expire"]
+    assert expired["process"] == ["both:cat-ab", "both:wc-ab", "cat-snake", "md5-snake", "wc-snake"]
+    wait_state(cluster, ns, "viaclient", ("complete",))
+    after = {k: t["run"] for k, t in flow.status("viaclient")["status"]["tasks"].items()}
+    rerun = sorted(k for k in after if after[k] != before[k])
+    assert rerun == expired["process"]
+    digest = hashlib.md5(b"A different snake.\n").hexdigest()
+    assert (store / "viaclient/md5/snake").read_text().split()[0] == digest
+
+    with pytest.raises(gaia.InvalidRequest, match="unknown command 'nope'"):
+        flow.merge("viaclient", [{"key": "x", "command": "nope"}])
+    with pytest.raises(gaia.NotFound, match="no process or data key"):
+        flow.expire("viaclient", ["nope"])
+
+
+def test_halt_deletes_running_jobs_and_trigger_resumes(
+    cluster: Cluster, world: dict[str, Any]
+) -> None:
+    flow, ns, kubelet = world["client"], world["namespace"], world["kubelet"]
+    flow.command([SLEEPER])
+    flow.merge("sleepy", [{"key": "nap", "command": "sleeper", "outputs": {"O": "rested"}}])
+    deadline = time.monotonic() + 30
+    while not kubelet.running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (pid,) = kubelet.running().values()
+    flow.halt("sleepy")
+    status = wait_state(cluster, ns, "sleepy", ("halted",))
+    assert status["counts"]["running"] == 0
+    deadline = time.monotonic() + 30
+    while (jobs(cluster, ns) or kubelet.running()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert jobs(cluster, ns) == [] and kubelet.running() == {}
+    assert (
+        not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    )
+    assert not (world["store"] / "sleepy" / "rested").exists()
+    flow.trigger("sleepy")
+    wait_state(cluster, ns, "sleepy", ("running",))
+    assert flow.status("sleepy")["status"]["tasks"]["nap"]["run"] == 2
+
+
+def test_a_restarted_operator_neither_duplicates_nor_loses_a_task(
+    cluster: Cluster, world: dict[str, Any]
+) -> None:
+    flow, ns, kubelet, operator = (
+        world["client"],
+        world["namespace"],
+        world["kubelet"],
+        world["operator"],
+    )
+    flow.command([SLEEPER])
+    flow.merge(
+        "restart",
+        [
+            {
+                "key": "nap",
+                "command": "sleeper",
+                "vars": {"SECONDS": "4"},
+                "outputs": {"O": "rested"},
+            }
+        ],
+    )
+    deadline = time.monotonic() + 30
+    while not kubelet.running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert kubelet.running()
+    operator.stop(signal.SIGKILL)  # mid-run, no goodbye
+    time.sleep(6)  # the task finishes while no operator watches
+    operator.start()
+    status = wait_state(cluster, ns, "restart", ("complete",))
+    assert (world["store"] / "restart" / "rested").read_text() == "rested\n"
+    assert status["tasks"]["nap"]["run"] == 1  # followed, not started again
+    names = {
+        e["metadata"]["name"]
+        for e in json.loads(cluster.kubectl("get", "events", "-n", ns, "-o", "json").stdout)[
+            "items"
+        ]
+        if e.get("involvedObject", {}).get("kind") == "Job"
+    }
+    assert len({n.split(".")[0] for n in names}) <= 1  # one Job ever existed for it
+
+
+def test_an_invalid_namespace_is_reported_and_changes_nothing(
+    cluster: Cluster, world: dict[str, Any]
+) -> None:
+    ns = world["namespace"]
+    manifest = {
+        "apiVersion": "gaia.dev/v1alpha1",
+        "kind": "GaiaNamespace",
+        "metadata": {"name": "broken", "namespace": ns},
+        "spec": {"processes": [{"key": "x", "command": "nope", "outputs": {"O": "o"}}]},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    deadline = time.monotonic() + 30
+    while True:
+        status = resource(cluster, ns, "broken").get("status") or {}
+        valid = [c for c in status.get("conditions") or [] if c["type"] == "Valid"]
+        if valid and valid[0]["status"] == "False":
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+    assert "unknown command 'nope'" in valid[0]["message"]
+    assert jobs(cluster, ns) == []
+    events = cluster.kubectl(
+        "get", "events", "-n", ns, "--field-selector", "involvedObject.name=broken", "-o", "json"
+    ).stdout
+    assert "unknown command 'nope'" in events
+
+
+def test_a_failed_job_reports_its_exit_code_and_publishes_nothing(
+    cluster: Cluster, world: dict[str, Any]
+) -> None:
+    flow, ns = world["client"], world["namespace"]
+    failer = {
+        "key": "failer",
+        "image": "ubuntu",
+        "command": ["sh", "-c", "echo half > /out/o; exit 3"],
+        "outputs": {"O": "/out/o"},
+    }
+    flow.command([failer])
+    flow.merge("failing", [{"key": "bad", "command": "failer", "outputs": {"O": "never"}}])
+    status = wait_state(cluster, ns, "failing", ("error",))
+    (failure,) = status["failures"]
+    assert failure["process"] == "bad" and failure["exitCode"] == 3
+    assert "exit code 3" in failure["error"]
+    assert status["waiting"] == ["never"]
+    assert not (world["store"] / "failing" / "never").exists()
+    assert not list((world["store"] / ".gaia" / "staging" / "failing").glob("*/*"))
+    table = cluster.kubectl("get", "gaians", "failing", "-n", ns).stdout
+    assert "error" in table
+
+
+def test_a_gaia_namespace_name_is_unique_across_the_cluster(
+    cluster: Cluster, world: dict[str, Any]
+) -> None:
+    first, second = world["namespace"], cluster.new_namespace("gaia-other")
+    manifest = {
+        "apiVersion": "gaia.dev/v1alpha1",
+        "kind": "GaiaNamespace",
+        "metadata": {"name": "twice"},
+        "spec": {"processes": []},
+    }
+    cluster.kubectl("apply", "-n", first, "-f", "-", input=json.dumps(manifest))
+    wait_state(cluster, first, "twice", ("complete", "initialized"))
+    cluster.kubectl("apply", "-n", second, "-f", "-", input=json.dumps(manifest))
+    try:
+        status = wait_state(cluster, second, "twice", ("error",))
+        assert f"already defined in Kubernetes namespace '{first}'" in status["message"]
+    finally:
+        cluster.kubectl("delete", "gaians", "twice", "-n", second, check=False)
