@@ -16,8 +16,10 @@ from gaia.engine.states import TaskState
 __all__ = ["DETAIL_LIMIT", "summary"]
 
 DETAIL_LIMIT = 200  # processes; above it, per-key and per-task maps are left out
-LIST_LIMIT = 50
-LOG_LINES = 20
+LIST_LIMIT = 50  # waiting keys
+FAILURE_LIMIT = 20  # failures listed, each with at most LOG_LINES lines of LINE_CHARS
+LOG_LINES = 10
+LINE_CHARS = 200
 
 
 def summary(
@@ -33,7 +35,7 @@ def summary(
             "job": task.handle.get("job"),
             "exitCode": task.exit_code,
             "error": task.error,
-            "logTail": list(task.log_tail)[-LOG_LINES:],
+            "logTail": [line[:LINE_CHARS] for line in task.log_tail[-LOG_LINES:]],
         }
         for key, task in sorted(namespace.tasks.items())
         if task.state is TaskState.ERROR
@@ -43,7 +45,7 @@ def summary(
         "state": namespace.state().value,
         "counts": counts,
         "waiting": waiting[:LIST_LIMIT],
-        "failures": failures[:LIST_LIMIT],
+        "failures": failures[:FAILURE_LIMIT],
         "handled": handled,
         "observedGeneration": generation,
         "conditions": [
