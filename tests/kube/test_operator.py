@@ -136,7 +136,10 @@ def test_the_client_drives_the_operator_like_gaia_serve(
     (store / "viaclient/animals/snake").write_text("A different snake.\n")
     expired = flow.expire("viaclient", ["animals/snake"])["expire"]
     assert expired["process"] == ["both:cat-ab", "both:wc-ab", "cat-snake", "md5-snake", "wc-snake"]
-    wait_state(cluster, ns, "viaclient", ("complete",))
+    deadline = time.monotonic() + 60
+    while flow.status("viaclient")["status"]["state"] != "complete":  # live, not the resource
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
     after = {k: t["run"] for k, t in flow.status("viaclient")["status"]["tasks"].items()}
     rerun = sorted(k for k in after if after[k] != before[k])
     assert rerun == expired["process"]
@@ -284,3 +287,38 @@ def test_a_gaia_namespace_name_is_unique_across_the_cluster(
         assert f"already defined in Kubernetes namespace '{first}'" in status["message"]
     finally:
         cluster.kubectl("delete", "gaians", "twice", "-n", second, check=False)
+
+
+def test_changing_a_command_recomputes_its_users(cluster: Cluster, world: dict[str, Any]) -> None:
+    ns, store = world["namespace"], world["store"]
+    seed(store, "triangle")
+    cluster.kubectl("apply", "-n", ns, "-f", str(TRIANGLE / "kubernetes"))
+    before = wait_state(cluster, ns, "triangle", ("complete",))
+    hello = json.loads(cluster.kubectl("get", "gaiacmd", "hello", "-o", "json").stdout)
+    hello["spec"]["command"] = ["echo", "goodbye", "{{BETWEEN}}"]
+    del hello["metadata"]["resourceVersion"]
+    try:
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(hello))
+        expected = [
+            "both:cat-ab",
+            "both:wc-ab",
+            "cat-rabbit",
+            "cat-snake",
+            "hello-rabbit",
+            "hello-snake",
+            "wc-rabbit",
+            "wc-snake",
+        ]
+        deadline = time.monotonic() + 60
+        while True:
+            after = resource(cluster, ns, "triangle").get("status") or {}
+            tasks = after.get("tasks") or {}
+            rerun = sorted(k for k, t in tasks.items() if t["run"] != before["tasks"][k]["run"])
+            if after.get("state") == "complete" and rerun == expected:
+                break
+            assert time.monotonic() < deadline, (after.get("state"), rerun)
+            time.sleep(0.2)
+        assert (store / "triangle/hello/snake").read_text() == "goodbye snake\n"
+        assert "goodbye snake" in (store / "triangle/cat/snake").read_text()
+    finally:
+        cluster.kubectl("apply", "-f", str(TRIANGLE / "kubernetes" / "commands.yaml"))
