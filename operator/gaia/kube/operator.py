@@ -17,6 +17,7 @@ from typing import Any
 import kopf
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
 
 from gaia.kube.cluster import Cluster
 from gaia.kube.config import OperatorConfig
@@ -52,7 +53,15 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         config.store_path,
         config.claim,
     )
-    await host.load_commands()
+    try:
+        await host.load_commands()
+    except ApiException as exc:
+        if exc.status == 404:
+            raise kopf.PermanentError(  # stops the operator, with this message in its log
+                "the GaiaCommand and GaiaNamespace CRDs are not installed; "
+                "run: kubectl apply --server-side -f crds/"
+            ) from None
+        raise
     memo["host"] = host
     memo["loops"] = [
         asyncio.create_task(_every(config.status_seconds, host.flush_status)),
