@@ -59,6 +59,9 @@ class KubeHost:
         self.bus = EventBus()
         self.dirty: set[str] = set()
         self.pending: set[asyncio.Task[Any]] = set()
+        # One namespace's resource events, Job events, re-checks and API calls take turns:
+        # a Job seen while its namespace is being adopted must wait for the adoption.
+        self.locks: dict[str, asyncio.Lock] = {}
 
     # -- commands ----------------------------------------------------------------------
 
@@ -120,9 +123,16 @@ class KubeHost:
 
     # -- namespaces --------------------------------------------------------------------
 
+    def _lock(self, root: str) -> asyncio.Lock:
+        return self.locks.setdefault(root, asyncio.Lock())
+
     async def apply_namespace(self, resource: dict[str, Any]) -> dict[str, Any]:
         """Bring the engine in line with a GaiaNamespace's spec; idempotent. Returns what
         an expire request in the spec expired (for the HTTP API)."""
+        async with self._lock(resource["metadata"]["name"]):
+            return await self._apply_namespace(resource)
+
+    async def _apply_namespace(self, resource: dict[str, Any]) -> dict[str, Any]:
         root = resource["metadata"]["name"]
         tracked = self.tracked.get(root)
         if tracked is None:
@@ -179,7 +189,7 @@ class KubeHost:
         engine.mode = Mode.HALTED if (resource.get("spec") or {}).get("halted") else Mode.ACTIVE
         self.carry_out(tracked, engine.resume())
         for outcome in finished:
-            await self.job_event(outcome)
+            await self._job_event(outcome, None)
         self.dirty.add(root)
         return tracked
 
@@ -285,11 +295,17 @@ class KubeHost:
 
     async def job_event(self, outcome: JobOutcome, job: dict[str, Any] | None = None) -> None:
         """A Job changed: note its start, or carry its end into the engine (once)."""
+        async with self._lock(outcome.root):
+            await self._job_event(outcome, job)
+
+    async def _job_event(self, outcome: JobOutcome, job: dict[str, Any] | None) -> None:
         tracked = self.tracked.get(outcome.root)
         if tracked is None:
             return
         engine = tracked.engine
         task = engine.tasks.get(outcome.process)
+        if task is None and engine.adopt(outcome.process, outcome.run, {"job": outcome.name}):
+            task = engine.tasks[outcome.process]  # ours from before a restart, unknown so far
         if task is None or task.run > outcome.run or outcome.process not in engine.graph.processes:
             self._spawn(
                 self._cancel(tracked.k8s_namespace, outcome.root, outcome.name)
@@ -358,6 +374,10 @@ class KubeHost:
 
     async def recheck(self, root: str) -> None:
         """The safety net against missed watch events: compare Jobs with the engine."""
+        async with self._lock(root):
+            await self._recheck(root)
+
+    async def _recheck(self, root: str) -> None:
         tracked = self.tracked.get(root)
         if tracked is None:
             return
@@ -367,7 +387,7 @@ class KubeHost:
             if (o := outcome_of(j))
         }
         for outcome, job in jobs.values():
-            await self.job_event(outcome, job)
+            await self._job_event(outcome, job)
         engine = tracked.engine
         for process in sorted(engine.active):
             task = engine.tasks[process]
