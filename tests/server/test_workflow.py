@@ -188,3 +188,17 @@ def test_launch_starts_named_workers_once(server: Server) -> None:
     assert flow.launch(["worker-a", "worker-b"])["launch"] == ["worker-a", "worker-b"]
     reply = flow.launch(["worker-a"])
     assert reply["launch"] == [] and reply["running"] == ["worker-a"]
+
+
+def test_expiring_a_running_task_kills_it_and_starts_it_again(server: Server) -> None:
+    flow = server.client()
+    pid = start_sleeping(flow)
+    reply = flow.expire("sleepy", ["nap"])
+    assert reply["expire"] == {"process": ["nap"], "data": ["rested"]}
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(pid)
+    status = flow.status("sleepy")["status"]
+    assert status["tasks"]["nap"]["run"] == 2 and status["state"] == "running"
+    flow.halt("sleepy")
