@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   ?= gaia-data
 
-.PHONY: run test lint typecheck unit bench deps sandbox clean help
+.PHONY: run test lint typecheck unit bench deps sandbox clean help components kafka
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 14
@@ -14,7 +14,7 @@ help:  ## list the targets
 run: deps sandbox  ## run the triangle workflow on the embedded server, with live progress
 	$(BIN)/gaia run examples/triangle --data $(DATA)
 
-test: deps sandbox components lint typecheck  ## lint, type-check and run the whole test suite
+test: deps sandbox components kafka lint typecheck  ## lint, type-check and run the whole test suite
 	$(BIN)/pytest
 
 unit: deps  ## only the fast engine tests
@@ -52,3 +52,6 @@ clean:  ## remove the virtualenv, caches and the run's data
 
 components:  ## build the real Kubernetes test components (cached in .cache/)
 	tests/components/build.sh
+
+kafka:  ## fetch the Apache Kafka broker jars for the event-bus tests (cached in .cache/)
+	tests/components/kafka.sh

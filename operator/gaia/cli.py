@@ -42,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.DEBUG if args.verbose else logging.INFO if args.func is _serve else logging.WARNING
     )
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # kafka-python narrates every connection at INFO
+        logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
         code: int = args.func(args)
         return code
@@ -62,11 +64,33 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _task_fetch(args: argparse.Namespace) -> int:
+    from gaia.worker.transfer import main_fetch  # boto3: only task pods on S3 need it
+
+    return main_fetch(args.root, Path(args.work), [tuple(pair) for pair in args.input or []])
+
+
+def _task_upload(args: argparse.Namespace) -> int:
+    from gaia.worker.transfer import main_upload
+
+    exit_file = Path(args.exit_file) if args.exit_file else None
+    return main_upload(
+        args.root, args.job, Path(args.work), args.output or [], exit_file, args.timeout
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     from gaia.api.server import serve  # it says where it serves
 
     with contextlib.suppress(KeyboardInterrupt):
-        serve(host=args.host, port=args.port, data_dir=Path(args.data), workers=args.workers)
+        serve(
+            host=args.host,
+            port=args.port,
+            data_dir=Path(args.data),
+            workers=args.workers,
+            kafka=args.kafka,
+            kafka_topics={"log": args.kafka_log_topic, "status": args.kafka_status_topic},
+        )
     return 0
 
 
@@ -325,6 +349,24 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="tasks run at once (default: CPU count, %(default)s)",
     )
+    sub.add_argument(
+        "--kafka",
+        metavar="HOST:PORT",
+        default=os.environ.get("GAIA_KAFKA_HOST"),
+        help="also publish events to this Kafka broker ($GAIA_KAFKA_HOST)",
+    )
+    sub.add_argument(
+        "--kafka-log-topic",
+        metavar="TOPIC",
+        default="sisyphus-log",
+        help="Kafka topic of log lines (default: %(default)s)",
+    )
+    sub.add_argument(
+        "--kafka-status-topic",
+        metavar="TOPIC",
+        default="sisyphus-status",
+        help="Kafka topic of every other event (default: %(default)s)",
+    )
 
     add(
         "operator",
@@ -334,6 +376,68 @@ def _parser() -> argparse.ArgumentParser:
         "GAIA_STORE_PATH=/data gaia operator",
         remote_=False,
     )
+
+    task = add(
+        "task",
+        None,
+        "inside a task pod on the S3 store: fetch inputs, upload outputs (used by the operator)",
+        "gaia task fetch --root triangle --input /in/in animals/rabbit",
+        remote_=False,
+    )
+    task.set_defaults(func=lambda args: _usage(task))
+    steps = task.add_subparsers(title="steps", metavar="STEP")
+    where = argparse.ArgumentParser(add_help=False, parents=[verbose])
+    where.add_argument("--root", required=True, metavar="NS", help="the Gaia namespace")
+    where.add_argument(
+        "--work",
+        default="/gaia/work",
+        metavar="DIR",
+        help="the pod's shared folder; container path /p is DIR/fs/p (default: %(default)s)",
+    )
+    bucket = (
+        "The bucket is $GAIA_S3_BUCKET (keys under $GAIA_S3_PREFIX, server $GAIA_S3_ENDPOINT, "
+        "region $GAIA_S3_REGION); credentials are the standard AWS variables."
+    )
+    step = steps.add_parser(
+        "fetch",
+        help="download each input object (or directory key) to its container path",
+        description="Download each input key to DIR/fs/PATH. " + bucket,
+        epilog="example:\n  gaia task fetch --root triangle --input /in/in animals/rabbit",
+        parents=[where],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    step.add_argument(
+        "--input",
+        nargs=2,
+        action="append",
+        metavar=("PATH", "KEY"),
+        help="container path and the data key to put there (repeatable)",
+    )
+    step.set_defaults(func=_task_fetch)
+    step = steps.add_parser(
+        "upload",
+        help="wait for the command's exit code; if 0, upload the outputs to staging",
+        description="Wait for DIR/run/exit; if it holds 0 upload each output DIR/fs/PATH to "
+        "<prefix>/.gaia/staging/NS/JOB/PATH. Exits with the command's code. " + bucket,
+        epilog="example:\n  gaia task upload --root triangle --job gaia-triangle-md5-1 "
+        "--output /out/out",
+        parents=[where],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    step.add_argument("--job", required=True, help="the Job's name (the staging folder)")
+    step.add_argument(
+        "--output",
+        action="append",
+        metavar="PATH",
+        help="a declared output's container path, '/' ending for a directory (repeatable)",
+    )
+    step.add_argument(
+        "--exit-file", metavar="FILE", help="where the exit code appears (default: DIR/run/exit)"
+    )
+    step.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="give up waiting after this long"
+    )
+    step.set_defaults(func=_task_upload)
 
     sub = add(
         "run",

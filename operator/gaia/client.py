@@ -304,13 +304,18 @@ class _KafkaEvents:
     def __iter__(self) -> Iterator[Event]:
         from kafka import KafkaConsumer
         from kafka.errors import KafkaError
+        from kafka.serializer import Deserializer
+
+        class JsonValues(Deserializer):
+            def deserialize(self, topic: str, headers: Any, data: bytes) -> Any:
+                return _json_value(data)
 
         try:
             consumer = KafkaConsumer(
                 *self._topics,
                 bootstrap_servers=self._kafka_host,
                 bootstrap_timeout_ms=self._timeout_ms,
-                value_deserializer=_json_value,
+                value_deserializer=JsonValues(),
             )
         except KafkaError as exc:
             raise ConnectionFailed(

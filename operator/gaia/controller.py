@@ -8,11 +8,12 @@ interleave.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gaia.bus import EventBus
 from gaia.engine.instructions import CancelTask, DeleteData, Emit, Instruction, StartTask
@@ -25,6 +26,9 @@ from gaia.executors import LocalExecutor
 from gaia.statedb import StateDB
 from gaia.store import LocalStore
 from gaia.worker.runner import TaskResult, TaskSpec
+
+if TYPE_CHECKING:
+    from gaia.bus.kafka import KafkaPublisher
 
 __all__ = ["Controller"]
 
@@ -40,12 +44,23 @@ class Controller:
         workers: int = 2,
         idle_timeout: float = 300.0,
         sandbox: str = "auto",
+        kafka: str | None = None,
+        kafka_topics: Mapping[str, str] | None = None,
     ) -> None:
+        """``kafka`` (HOST:PORT) also publishes every event to Kafka, on ``kafka_topics``
+        (``{"log": ..., "status": ...}``); an unreachable broker raises ConnectionFailed."""
+        self.kafka: KafkaPublisher | None = None
+        if kafka:
+            from gaia.bus.kafka import KafkaPublisher  # kafka-python: only when asked for
+
+            self.kafka = KafkaPublisher(kafka, kafka_topics)
         self.data_dir = data_dir.resolve()
         state_dir = self.data_dir / ".gaia"
         self.db = StateDB(state_dir / "state.db")
         self.store = LocalStore(self.data_dir)
         self.bus = EventBus(sink=self.db.save_event, first_id=self.db.last_event_id() + 1)
+        if self.kafka is not None:
+            self.bus.add_sink(self.kafka.publish)
         self.executor = LocalExecutor(
             state_dir / "work", self, workers=workers, idle_timeout=idle_timeout, sandbox=sandbox
         )
@@ -71,6 +86,8 @@ class Controller:
     async def close(self) -> None:
         await self.executor.close()
         self.db.close()
+        if self.kafka is not None:
+            await asyncio.to_thread(self.kafka.close)
 
     def _new_namespace(self, root: str) -> Namespace:
         namespace = Namespace(root)

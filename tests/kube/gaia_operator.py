@@ -11,14 +11,24 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from cluster import Cluster, free_port
 
 
 class OperatorProcess:
-    def __init__(self, cluster: Cluster, store: Path, namespace: str, log: Path) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        store: Path,
+        namespace: str,
+        log: Path,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        """``extra_env`` is set last (e.g. GAIA_STORE=s3 and the bucket's settings)."""
         self.cluster, self.store, self.namespace, self.log = cluster, store, namespace, log
+        self.extra_env = dict(extra_env or {})
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -37,6 +47,7 @@ class OperatorProcess:
             "GAIA_K8S_NAMESPACE": self.namespace,
             "GAIA_RECHECK_SECONDS": "2",
             "GAIA_STATUS_SECONDS": "0.2",
+            **self.extra_env,
         }
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(

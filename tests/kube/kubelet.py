@@ -12,10 +12,18 @@ Volume mounts are mapped to host paths: a ``persistentVolumeClaim`` volume throu
 fresh directory per pod. A read-only mount becomes a runner input; a writable one a
 read-write bind (its missing subPath directory is created first, as a kubelet does). Other
 volume types (such as the projected service-account token) are not mounted. Environment
-variables with a value or a simple ``fieldRef`` are set, and ``$(NAME)`` references in the
-command, args and values are expanded as Kubernetes does (``$$`` is a single ``$``). The
-image is ignored, as are ``workingDir`` and probes; a pod with init containers, or without
-a ``command``, fails with reason ``StartError``, as does one whose claim is unknown.
+variables with a value, a simple ``fieldRef`` or a ``secretKeyRef`` (the Secret is read
+through the API) are set, and ``$(NAME)`` references in the command, args and values are
+expanded as Kubernetes does (``$$`` is a single ``$``). The image is ignored, as are
+``workingDir`` and probes, except that a container of a ``gaia...`` image whose command
+starts with ``gaia`` runs this machine's ``gaia`` console script (Gaia's helper containers).
+A container without a ``command`` fails with reason ``StartError``, as does one whose claim
+or Secret is unknown.
+
+Init containers run first, one after the other, each to its end; the first that does not
+exit 0 fails the pod (the regular containers then stay ``PodInitializing``, never started).
+The regular containers then run concurrently. Their subPath mounts are resolved when they
+start, so an init container can create what they mount.
 
 A pod that another kubelet started (its status already shows a container ID) is not run
 again: restartPolicy Never. It is reported ``Failed`` with ``ContainerStatusUnknown``, as a
@@ -34,6 +42,7 @@ deleted Pod visible (with a ``deletionTimestamp``) until the controller has coun
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import contextlib
 import json
@@ -43,6 +52,7 @@ import re
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -94,6 +104,8 @@ class _Container:
     spec: TaskSpec | None  # None: cannot run (see error)
     error: str | None = None
     fallback_to_logs: bool = False
+    raw: dict[str, Any] = field(default_factory=dict)  # the container's spec
+    skipped: bool = False  # never started: an init container failed before it
     workdir: Path | None = None
     task: asyncio.Task[TaskResult] | None = None
     pid: int | None = None
@@ -111,13 +123,15 @@ class _PodRun:
     uid: str
     workdir: Path
     containers: list[_Container] = field(default_factory=list)
+    init: list[_Container] = field(default_factory=list)  # initContainers, in order
+    secrets: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> decoded data
     future: concurrent.futures.Future[None] | None = None
     stop_reason: str | None = None  # "deleted" or "stopping" once cancelled
     gone: bool = False  # the pod no longer exists in the API server
 
     def cancel(self) -> None:
         """Kill every container (call on the event loop)."""
-        for container in self.containers:
+        for container in [*self.init, *self.containers]:
             if container.task is not None:
                 container.task.cancel()
 
@@ -225,7 +239,9 @@ class FakeKubelet:
             found = {}
             for run in self._runs.values():
                 pids = [
-                    c.pid for c in run.containers if c.pid is not None and c.finished_at is None
+                    c.pid
+                    for c in [*run.containers, *run.init]
+                    if c.pid is not None and c.finished_at is None
                 ]
                 if pids and (run.key not in found or run.stop_reason is None):
                     found[run.key] = pids[0]
@@ -414,36 +430,117 @@ class FakeKubelet:
 
     async def _run_pod(self, run: _PodRun, pod: Pod) -> None:
         try:
-            run.containers = self._containers(pod, run)
+            run.init = self._containers(pod, run, "initContainers")
+            run.containers = self._containers(pod, run, "containers")
             with self._lock:
-                self._last[run.key] = run.containers
+                self._last[run.key] = [*run.containers, *run.init]
+            names = _secret_names(pod)
+            if names and not any(c.lost_id is not None for c in run.containers):
+                run.secrets = await asyncio.to_thread(self._read_secrets, run.key[0], names)
+            initialized = await self._run_init(pod, run)
+            if not initialized:
+                for container in run.containers:
+                    container.skipped = container.lost_id is None
+            else:
+                for container in run.containers:
+                    self._prepare(pod, run, container)
+            with self._lock:
                 if run.stop_reason is not None:
                     return  # deleted before it started
                 # No await from the check above to here: a later run.cancel() sees the tasks.
-                waiting = [self._launch(c) for c in run.containers if c.spec is not None]
+                waiting = [
+                    self._launch(c) for c in run.containers if c.spec is not None and initialized
+                ]
             await asyncio.gather(*waiting)
             if any(c.pid is not None for c in run.containers):
-                await self._patch_status(run, _running_status(pod, run.containers))
-            await asyncio.gather(
-                *(self._finish_container(c) for c in run.containers if c.task is not None)
-            )
+                await self._patch_status(run, _running_status(pod, run))
+            running = [c for c in run.containers if c.task is not None]
+
+            async def finish(container: _Container) -> None:
+                await self._finish_container(container)
+                if any(c.finished_at is None for c in running) and not run.gone:
+                    # As a kubelet does: one container ended while others run on.
+                    await self._patch_status(run, _running_status(pod, run))
+
+            await asyncio.gather(*(finish(c) for c in running))
             if run.stop_reason == "stopping":
                 return
             if not run.gone:
-                await self._patch_status(run, _finished_status(pod, run.containers))
+                await self._patch_status(run, _finished_status(pod, run))
             if run.stop_reason == "deleted" and not run.gone:
                 await asyncio.to_thread(self._delete_now, run)
         except Exception:
             self._error(f"fake kubelet: running pod {run.key[0]}/{run.key[1]} failed")
         finally:
             with self._lock:
-                for container in run.containers:
+                for container in [*run.containers, *run.init]:
                     if container.workdir is not None:
                         key = (*run.key, container.name)
                         self._logs[key] = _read_log(container.workdir)
                 self._runs.pop(run.uid, None)
                 self._lock.notify_all()
             logger.info("fake kubelet: pod %s/%s is done", *run.key)
+
+    async def _run_init(self, pod: Pod, run: _PodRun) -> bool:
+        """Run the init containers in order; False as soon as one does not exit 0.
+
+        A pod that another kubelet started (a lost container) is past its init phase.
+        """
+        if any(c.lost_id is not None for c in [*run.init, *run.containers]):
+            return all(c.lost_id is not None for c in run.init)
+        for container in run.init:
+            self._prepare(pod, run, container)
+            if container.spec is None:
+                return False
+            with self._lock:
+                if run.stop_reason is not None:
+                    return False
+                started = self._launch(container)
+            await started
+            await self._finish_container(container)
+            if container.exit_code != 0:
+                logger.info(
+                    "fake kubelet: pod %s/%s init container %s exited %s",
+                    *run.key,
+                    container.name,
+                    container.exit_code,
+                )
+                return False
+        return True
+
+    def _prepare(self, pod: Pod, run: _PodRun, container: _Container) -> None:
+        """Resolve a container's spec just before it starts (sets .spec, or .error)."""
+        if container.lost_id is not None:
+            return
+        try:
+            container.workdir = run.workdir / container.name
+            container.spec = self._task_spec(pod, container.raw, run)
+        except _PodError as exc:
+            container.error = str(exc)
+            logger.warning(
+                "fake kubelet: pod %s/%s container %s cannot run: %s",
+                *run.key,
+                container.name,
+                exc,
+            )
+
+    def _read_secrets(self, namespace: str, names: set[str]) -> dict[str, dict[str, str]]:
+        """The Secrets the pod's env refers to (decoded); a missing one is left out."""
+        found: dict[str, dict[str, str]] = {}
+        for name in sorted(names):
+            try:
+                secret = self.core.read_namespaced_secret(
+                    name, namespace, _request_timeout=API_TIMEOUT
+                )
+            except client.ApiException as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            found[name] = {
+                k: base64.b64decode(v).decode("utf-8", errors="replace")
+                for k, v in (secret.data or {}).items()
+            }
+        return found
 
     def _launch(self, container: _Container) -> Coroutine[Any, Any, None]:
         """Start the container's process now; await the result until it runs (or ended)."""
@@ -484,17 +581,19 @@ class FakeKubelet:
             container.exit_code = _exit_code(result, container.pid is not None)
         container.finished_at = now()
 
-    def _containers(self, pod: Pod, run: _PodRun) -> list[_Container]:
+    def _containers(self, pod: Pod, run: _PodRun, kind: str) -> list[_Container]:
+        """The pod's ``containers`` or ``initContainers``, not yet resolved (see _prepare)."""
         spec = pod.get("spec", {})
+        status_field = "initContainerStatuses" if kind == "initContainers" else "containerStatuses"
         containers = []
-        init = [c.get("name") for c in spec.get("initContainers") or []]
-        before = {s["name"]: s for s in pod.get("status", {}).get("containerStatuses") or []}
-        for raw in spec.get("containers") or []:
+        before = {s["name"]: s for s in pod.get("status", {}).get(status_field) or []}
+        for raw in spec.get(kind) or []:
             container = _Container(
                 name=raw["name"],
                 image=raw.get("image", ""),
                 spec=None,
                 fallback_to_logs=raw.get("terminationMessagePolicy") == "FallbackToLogsOnError",
+                raw=raw,
             )
             previous = before.get(container.name, {})
             if previous.get("containerID") or "running" in (previous.get("state") or {}):
@@ -509,29 +608,16 @@ class FakeKubelet:
                     *run.key,
                     container.name,
                 )
-                containers.append(container)
-                continue
-            try:
-                if init:
-                    raise _PodError(f"init containers ({', '.join(init)}) are not supported")
-                container.workdir = run.workdir / container.name
-                container.spec = self._task_spec(pod, raw, run)
-            except _PodError as exc:
-                container.error = str(exc)
-                logger.warning(
-                    "fake kubelet: pod %s/%s container %s cannot run: %s",
-                    *run.key,
-                    container.name,
-                    exc,
-                )
             containers.append(container)
         return containers
 
     def _task_spec(self, pod: Pod, raw: dict[str, Any], run: _PodRun) -> TaskSpec:
         if not raw.get("command"):
             raise _PodError("it has no command, and the image's entrypoint is unknown here")
-        env = self._env(pod, raw)
+        env = self._env(pod, raw, run)
         command = [_expand(arg, env) for arg in [*raw["command"], *(raw.get("args") or [])]]
+        if str(raw.get("image", "")).startswith("gaia") and command[0] == "gaia":
+            command[0] = _gaia_executable()  # Gaia's own helper containers
         env.setdefault("HOSTNAME", pod["metadata"]["name"])
         volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
         inputs: dict[str, Path] = {}
@@ -581,7 +667,7 @@ class FakeKubelet:
             return path
         return None
 
-    def _env(self, pod: Pod, raw: dict[str, Any]) -> dict[str, str]:
+    def _env(self, pod: Pod, raw: dict[str, Any], run: _PodRun) -> dict[str, str]:
         """The container's variables; a value's $(NAME) refers to the ones before it."""
         meta = pod["metadata"]
         fields = {
@@ -595,6 +681,15 @@ class FakeKubelet:
         for var in raw.get("env") or []:
             if "value" in var or "valueFrom" not in var:
                 env[var["name"]] = _expand(var.get("value", ""), env)
+                continue
+            ref = var["valueFrom"].get("secretKeyRef")
+            if ref is not None:
+                data = run.secrets.get(ref.get("name", ""))
+                if data is not None and ref.get("key") in data:
+                    env[var["name"]] = data[ref["key"]]
+                elif not ref.get("optional"):
+                    what = "has no key " + repr(ref.get("key")) if data is not None else "not found"
+                    raise _PodError(f"env {var['name']}: secret {ref.get('name')!r} {what}")
                 continue
             path = var["valueFrom"].get("fieldRef", {}).get("fieldPath")
             if path in fields:
@@ -683,11 +778,15 @@ def _container_id(container: _Container) -> str:
     return f"fake://{container.pid}" if container.pid is not None else ""
 
 
-def _running_status(pod: Pod, containers: list[_Container]) -> dict[str, Any]:
+def _running_status(pod: Pod, run: _PodRun) -> dict[str, Any]:
     at = now()
-    ready = all(c.pid is not None for c in containers)
-    statuses = []
+    containers = run.containers
+    ready = all(c.pid is not None and c.finished_at is None for c in containers)
+    statuses: list[dict[str, Any]] = []
     for container in containers:
+        if container.finished_at is not None:
+            statuses += _terminated_statuses([container], at)
+            continue
         status: dict[str, Any] = {
             "name": container.name,
             "image": container.image,
@@ -703,7 +802,7 @@ def _running_status(pod: Pod, containers: list[_Container]) -> dict[str, Any]:
             status["state"] = {"waiting": {"reason": "ContainerCreating"}}
         statuses.append(status)
     reason = None if ready else "ContainersNotReady"
-    return {
+    status: dict[str, Any] = {
         "phase": "Running",
         "startTime": pod.get("status", {}).get("startTime") or at,
         "conditions": [
@@ -714,15 +813,53 @@ def _running_status(pod: Pod, containers: list[_Container]) -> dict[str, Any]:
         ],
         "containerStatuses": statuses,
     }
+    if run.init:
+        status["initContainerStatuses"] = _terminated_statuses(run.init, at)
+    return status
 
 
-def _finished_status(pod: Pod, containers: list[_Container]) -> dict[str, Any]:
+def _finished_status(pod: Pod, run: _PodRun) -> dict[str, Any]:
     at = now()
-    ok = bool(containers) and all(c.exit_code == 0 for c in containers)
+    containers = run.containers
+    ok = bool(containers) and all(c.exit_code == 0 for c in [*run.init, *containers])
     phase = "Succeeded" if ok else "Failed"
     reason = "PodCompleted" if ok else "PodFailed"
+    initialized = not any(c.skipped for c in containers)
+    status: dict[str, Any] = {
+        "phase": phase,
+        "startTime": pod.get("status", {}).get("startTime") or at,
+        "conditions": [
+            _condition("PodReadyToStartContainers", False, at),
+            _condition("Initialized", initialized, at, "PodCompleted" if initialized else None),
+            _condition("ContainersReady", False, at, reason),
+            _condition("Ready", False, at, reason),
+        ],
+        "containerStatuses": _terminated_statuses(containers, at),
+    }
+    if run.init:
+        status["initContainerStatuses"] = _terminated_statuses(run.init, at)
+    return status
+
+
+def _terminated_statuses(containers: list[_Container], at: str) -> list[dict[str, Any]]:
+    """Each container's final status; one that never got to start is still waiting."""
     statuses = []
     for container in containers:
+        if container.skipped or (
+            container.spec is None and container.lost_id is None and container.error is None
+        ):
+            statuses.append(
+                {
+                    "name": container.name,
+                    "image": container.image,
+                    "imageID": "",
+                    "restartCount": 0,
+                    "ready": False,
+                    "started": False,
+                    "state": {"waiting": {"reason": "PodInitializing"}},
+                }
+            )
+            continue
         code = container.exit_code
         if code is None and container.lost_id is not None:
             code = LOST_EXIT_CODE
@@ -751,17 +888,7 @@ def _finished_status(pod: Pod, containers: list[_Container]) -> dict[str, Any]:
         if _container_id(container):
             status["containerID"] = _container_id(container)
         statuses.append(status)
-    return {
-        "phase": phase,
-        "startTime": pod.get("status", {}).get("startTime") or at,
-        "conditions": [
-            _condition("PodReadyToStartContainers", False, at),
-            _condition("Initialized", True, at, "PodCompleted"),
-            _condition("ContainersReady", False, at, reason),
-            _condition("Ready", False, at, reason),
-        ],
-        "containerStatuses": statuses,
-    }
+    return statuses
 
 
 def _termination_reason(container: _Container, code: int) -> str:
@@ -818,6 +945,27 @@ def _under(root: Path, sub_path: str, mount: str) -> Path:
     if sub_path.startswith("/") or ".." in Path(sub_path).parts:
         raise _PodError(f"volume mount {mount!r}: subPath {sub_path!r} leaves the volume")
     return root / sub_path if sub_path else root
+
+
+def _secret_names(pod: Pod) -> set[str]:
+    spec = pod.get("spec", {})
+    return {
+        ref["name"]
+        for raw in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+        for var in raw.get("env") or []
+        if (ref := (var.get("valueFrom") or {}).get("secretKeyRef")) and ref.get("name")
+    }
+
+
+def _gaia_executable() -> str:
+    """The ``gaia`` console script of the running Python (its venv), else the one on PATH."""
+    beside = Path(sys.executable).parent / "gaia"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("gaia")
+    if found is None:
+        raise _PodError("a gaia helper container needs the gaia console script; none found")
+    return found
 
 
 def _read_log(workdir: Path | None) -> str:

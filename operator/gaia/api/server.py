@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -215,12 +215,34 @@ def build_app(controller: Backend) -> web.Application:
     return app
 
 
-def serve(host: str, port: int, data_dir: Path, workers: int, idle_timeout: float = 300.0) -> None:
+def serve(
+    host: str,
+    port: int,
+    data_dir: Path,
+    workers: int,
+    idle_timeout: float = 300.0,
+    *,
+    kafka: str | None = None,
+    kafka_topics: Mapping[str, str] | None = None,
+) -> None:
     """Run the standalone server until SIGINT or SIGTERM (run_app handles both); running
-    tasks are killed on the way out and run again at the next start."""
-    controller = Controller(data_dir, workers=workers, idle_timeout=idle_timeout)
+    tasks are killed on the way out and run again at the next start. With ``kafka``
+    (HOST:PORT), events also go to Kafka topics; an unreachable broker raises at once."""
+    controller = Controller(
+        data_dir,
+        workers=workers,
+        idle_timeout=idle_timeout,
+        kafka=kafka,
+        kafka_topics=kafka_topics,
+    )
+    events = (
+        f"; events also on Kafka at {kafka} ({', '.join(controller.kafka.topics.values())})"
+        if controller.kafka is not None
+        else ""
+    )
     print(
-        f"gaia: serving {data_dir.resolve()} on http://{host}:{port} with {workers} workers",
+        f"gaia: serving {data_dir.resolve()} on http://{host}:{port} with {workers} workers"
+        + events,
         flush=True,
     )
     web.run_app(

@@ -50,6 +50,7 @@ class EventBus:
     def __init__(self, sink: Callable[[Event], None] | None = None, first_id: int = 1) -> None:
         """``sink`` records every event except log lines (they go to each task's log file)."""
         self.sink = sink
+        self.sinks: list[Callable[[Event], None]] = []
         self.ids = itertools.count(first_id)
         self.subscribers: set[Subscription] = set()
         self.dropped: set[Subscription] = set()
@@ -59,11 +60,18 @@ class EventBus:
         event.setdefault("time", time.time())
         if self.sink is not None and event.get("event") != "log":
             self.sink(event)
+        for extra in self.sinks:
+            extra(event)
         for subscriber in list(self.subscribers):
             if not subscriber.offer(event):
                 logger.warning("dropping an event listener that fell behind")
                 self.subscribers.discard(subscriber)
                 self.dropped.add(subscriber)
+
+    def add_sink(self, sink: Callable[[Event], None]) -> None:
+        """Also pass every event, log lines included, to ``sink`` (e.g. a KafkaPublisher).
+        A sink must return at once and never raise."""
+        self.sinks.append(sink)
 
     def subscribe(self, root: str | None = None, limit: int = 10_000) -> Subscription:
         subscription = Subscription(self, root, limit)

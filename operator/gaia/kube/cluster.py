@@ -93,6 +93,12 @@ class Cluster:
         items = self._plain(reply).get("items") or []
         return items[-1] if items else None
 
+    async def pods(self, namespace: str, root: str) -> list[dict[str, Any]]:
+        reply = await asyncio.to_thread(
+            self.core.list_namespaced_pod, namespace, label_selector=f"{ROOT_LABEL}={root}"
+        )
+        return list(self._plain(reply).get("items") or [])
+
     async def pod_log_tail(self, namespace: str, pod: str, lines: int = 20) -> list[str]:
         """The pod's last log lines, or nothing when no kubelet can serve them."""
         try:

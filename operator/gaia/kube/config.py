@@ -8,7 +8,10 @@ from pathlib import Path
 
 from gaia.errors import InvalidRequest
 
-__all__ = ["OperatorConfig"]
+__all__ = ["DEFAULT_IMAGE", "OperatorConfig", "S3Config"]
+
+STORES = ("pvc", "s3")
+DEFAULT_IMAGE = "gaia:0.1.0"
 
 
 def _number(name: str, default: float) -> float:
@@ -19,6 +22,41 @@ def _number(name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise InvalidRequest(f"{name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """The object store of ``GAIA_STORE=s3``. The operator authenticates with the standard
+    AWS variables (AWS_ACCESS_KEY_ID, ...); task pods with the Secret named ``secret``."""
+
+    bucket: str  # GAIA_S3_BUCKET
+    prefix: str = ""  # GAIA_S3_PREFIX: every key lives under it
+    endpoint: str | None = None  # GAIA_S3_ENDPOINT: an S3-compatible server's URL
+    region: str = "us-east-1"  # GAIA_S3_REGION
+    # GAIA_S3_SECRET: a Secret in each GaiaNamespace's Kubernetes namespace, with the keys
+    # AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, for the task pods' fetch and upload
+    secret: str = "gaia-s3"
+
+    @classmethod
+    def from_env(cls) -> S3Config:
+        bucket = os.environ.get("GAIA_S3_BUCKET", "")
+        if not bucket:
+            raise InvalidRequest("GAIA_STORE=s3 needs GAIA_S3_BUCKET (the bucket's name)")
+        return cls(
+            bucket=bucket,
+            prefix=os.environ.get("GAIA_S3_PREFIX", "").strip("/"),
+            endpoint=os.environ.get("GAIA_S3_ENDPOINT") or None,
+            region=os.environ.get("GAIA_S3_REGION") or "us-east-1",
+            secret=os.environ.get("GAIA_S3_SECRET") or "gaia-s3",
+        )
+
+    def env(self) -> dict[str, str]:
+        """The variables that ``gaia task fetch|upload`` read (credentials apart)."""
+        env = {"GAIA_S3_BUCKET": self.bucket, "GAIA_S3_PREFIX": self.prefix}
+        env["GAIA_S3_REGION"] = self.region
+        if self.endpoint:
+            env["GAIA_S3_ENDPOINT"] = self.endpoint
+        return env
 
 
 @dataclass(frozen=True)
@@ -33,9 +71,15 @@ class OperatorConfig:
         float  # GAIA_STATUS_SECONDS: at most one status write per namespace per interval
     )
     jobs_per_second: float  # GAIA_JOBS_PER_SECOND: Job creations per second, cluster-wide
+    store: str = "pvc"  # GAIA_STORE: "pvc" (the shared volume) or "s3" (an object store)
+    s3: S3Config | None = None  # the object store, when store is "s3"
+    image: str = DEFAULT_IMAGE  # GAIA_IMAGE: the Gaia image of the S3 pods' helpers
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
+        store = os.environ.get("GAIA_STORE", "pvc") or "pvc"
+        if store not in STORES:
+            raise InvalidRequest(f"GAIA_STORE={store!r}: use one of {', '.join(STORES)}")
         return cls(
             store_path=Path(os.environ.get("GAIA_STORE_PATH", "/data")),
             claim=os.environ.get("GAIA_STORE_CLAIM", "gaia-data"),
@@ -45,4 +89,7 @@ class OperatorConfig:
             recheck_seconds=_number("GAIA_RECHECK_SECONDS", 10.0),
             status_seconds=_number("GAIA_STATUS_SECONDS", 1.0),
             jobs_per_second=_number("GAIA_JOBS_PER_SECOND", 20.0),
+            store=store,
+            s3=S3Config.from_env() if store == "s3" else None,
+            image=os.environ.get("GAIA_IMAGE") or DEFAULT_IMAGE,
         )

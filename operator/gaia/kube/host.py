@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +21,11 @@ from gaia.engine.registry import Registry
 from gaia.engine.states import Mode, TaskState
 from gaia.errors import GaiaError
 from gaia.kube.cluster import Cluster
-from gaia.kube.jobs import JobOutcome, build_job, job_name, outcome_of, staging_dir
+from gaia.kube.config import DEFAULT_IMAGE, S3Config
+from gaia.kube.jobs import JobOutcome, build_job, job_name, outcome_of
 from gaia.kube.resources import command_of, processes_of
 from gaia.kube.status import summary
-from gaia.store import LocalStore
+from gaia.store import LocalStore, Store
 
 __all__ = ["KubeHost", "Tracked"]
 
@@ -49,10 +49,24 @@ class Tracked:
 
 
 class KubeHost:
-    def __init__(self, cluster: Cluster, store_path: Path, claim: str) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        store_path: Path,
+        claim: str,
+        *,
+        store: Store | None = None,
+        s3: S3Config | None = None,
+        image: str = DEFAULT_IMAGE,
+    ) -> None:
+        """``store`` defaults to the shared volume mounted at ``store_path`` (task pods
+        mount ``claim``); with ``s3`` set, ``store`` is that bucket and task pods copy
+        their data in and out with ``image``'s ``gaia task`` (see jobs.py)."""
         self.cluster = cluster
-        self.store = LocalStore(store_path)
+        self.store: Store = store if store is not None else LocalStore(store_path)
         self.claim = claim
+        self.s3 = s3
+        self.image = image
         self.registry = Registry()
         self.command_generations: dict[str, tuple[Any, Any]] = {}
         self.tracked: dict[str, Tracked] = {}
@@ -262,13 +276,18 @@ class KubeHost:
         task = tracked.engine.tasks[start.process.key]
         task.handle = {"job": name}
         try:
-            manifest = build_job(start, claim=self.claim, owner=tracked.resource)
+            manifest = self._manifest(tracked, start)
         except GaiaError as exc:
             self.carry_out(
                 tracked, tracked.engine.task_failed(start.process.key, start.run, str(exc))
             )
             return
         self._spawn(self._create(tracked, start, manifest))
+
+    def _manifest(self, tracked: Tracked, start: StartTask) -> dict[str, Any]:
+        return build_job(
+            start, claim=self.claim, owner=tracked.resource, s3=self.s3, image=self.image
+        )
 
     async def _create(self, tracked: Tracked, start: StartTask, manifest: dict[str, Any]) -> None:
         try:
@@ -281,7 +300,7 @@ class KubeHost:
         self._clear_staging(root, job)
 
     def _clear_staging(self, root: str, job: str) -> None:
-        shutil.rmtree(self.store.base / staging_dir(root, job), ignore_errors=True)
+        self.store.clear_staging(root, job)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -336,13 +355,13 @@ class KubeHost:
         engine, root = tracked.engine, tracked.engine.root
         leaf = engine.graph.processes[outcome.process]
         command = self.registry.commands[leaf.command]
-        staging = self.store.base / staging_dir(root, outcome.name)
-        staged = {
-            key: staging / command.outputs[name].strip("/") for name, key in leaf.outputs.items()
-        }
-        missing = sorted(
-            command.outputs[n] for n, k in leaf.outputs.items() if not staged[k].exists()
-        )
+        paths = {key: command.outputs[name] for name, key in leaf.outputs.items()}
+        try:
+            staged = self.store.staged_outputs(root, outcome.name, paths)
+            missing = sorted(paths[k] for k in staged if not self.store.is_staged(staged[k]))
+        except Exception as exc:  # the store cannot be read now: the re-check comes back
+            logger.warning("could not look at the outputs of Job %s: %s", outcome.name, exc)
+            return []
         if missing:
             self._clear_staging(root, outcome.name)
             return engine.task_failed(
@@ -388,6 +407,7 @@ class KubeHost:
         }
         for outcome, job in jobs.values():
             await self._job_event(outcome, job)
+        await self._fail_killed_commands(tracked)
         engine = tracked.engine
         for process in sorted(engine.active):
             task = engine.tasks[process]
@@ -395,8 +415,42 @@ class KubeHost:
             if name not in jobs:  # lost on creation (API error): create it again
                 leaf = engine.graph.processes[process]
                 start = StartTask(root, leaf, self.registry.commands[leaf.command], task.run)
-                manifest = build_job(start, claim=self.claim, owner=tracked.resource)
+                manifest = self._manifest(tracked, start)
                 self._spawn(self._create(tracked, start, manifest))
+
+    async def _fail_killed_commands(self, tracked: Tracked) -> None:
+        """On the object store a `wait` container uploads after the command; a command
+        killed by a signal (OOM, eviction) leaves no exit code, and `wait` would wait
+        forever. Such a pod's task fails, and its Job goes."""
+        engine, root = tracked.engine, tracked.engine.root
+        if not any(engine.active):
+            return
+        for pod in await self.cluster.pods(tracked.k8s_namespace, root):
+            statuses = {
+                c.get("name"): c for c in (pod.get("status") or {}).get("containerStatuses") or []
+            }
+            main, wait = statuses.get("main"), statuses.get("wait")
+            killed = ((main or {}).get("state") or {}).get("terminated") or {}
+            if wait is None or not killed or killed.get("exitCode", 0) < 128:
+                continue
+            if "running" not in (wait.get("state") or {}):
+                continue
+            outcome = outcome_of(
+                {
+                    "metadata": {
+                        **pod["metadata"],
+                        "name": pod["metadata"]["labels"].get("batch.kubernetes.io/job-name", ""),
+                    }
+                }
+            )
+            if outcome is None or engine.current(outcome.process, outcome.run) is None:
+                continue
+            reason = killed.get("reason") or "killed"
+            error = f"the command was killed ({reason}, exit code {killed['exitCode']})"
+            self.carry_out(
+                tracked, engine.task_failed(outcome.process, outcome.run, error, killed["exitCode"])
+            )
+            self._spawn(self._cancel(tracked.k8s_namespace, root, outcome.name))
 
     # -- status ------------------------------------------------------------------------
 

@@ -1,11 +1,16 @@
 """The Kubernetes Job that runs one task, and how to read its outcome back.
 
-The pod mounts the shared data volume (a PersistentVolumeClaim laid out like the
+With the shared-volume store (``GAIA_STORE=pvc``) the pod mounts the shared data volume (a PersistentVolumeClaim laid out like the
 standalone store): each input at its exact container path, read-only (a subPath of
 ``<root>/<key>``), and each output directory from a private staging area
 ``.gaia/staging/<root>/<job>/``. Nothing is copied in or out by the pod; after the Job
 succeeds the operator moves the declared outputs from staging into place, atomically and
 only if the run is still current, so a failed, killed or superseded pod publishes nothing.
+
+With the S3 store (``GAIA_STORE=s3``) the pod copies: an init container downloads the
+inputs into an emptyDir, the command runs on it, and a second container uploads the
+declared outputs to the staging prefix ``<prefix>/.gaia/staging/<root>/<job>/`` once the
+command exited 0. The operator publishes from there just as from the volume.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 from gaia.engine.instructions import StartTask
 from gaia.engine.keys import render
 from gaia.errors import TaskFailed
+from gaia.kube.config import DEFAULT_IMAGE, S3Config
 from gaia.kube.resources import (
     MANAGED_BY,
     PROCESS_ANNOTATION,
@@ -26,6 +32,7 @@ from gaia.kube.resources import (
     ROOT_LABEL,
     RUN_LABEL,
 )
+from gaia.store import STAGING
 
 __all__ = ["JobOutcome", "build_job", "job_name", "outcome_of", "staging_dir"]
 
@@ -35,6 +42,18 @@ MAX_NAME = 63
 STDOUT_WRAPPER = (
     'exec 3>&1; code=$( { { "$@"; echo $? >&4; } | tee "$GAIA_STDOUT" >&3; } 4>&1 ); exit "$code"'
 )
+# The S3 pod's main container also leaves its exit code in $GAIA_EXIT for the `wait`
+# container (written aside, then renamed, so that it is never read half-written).
+_RECORD_EXIT = 'echo "$code" > "$GAIA_EXIT.tmp"; mv "$GAIA_EXIT.tmp" "$GAIA_EXIT"; exit "$code"'
+EXIT_WRAPPER = '"$@"; code=$?; ' + _RECORD_EXIT
+STDOUT_EXIT_WRAPPER = (
+    'exec 3>&1; code=$( { { "$@"; echo $? >&4; } | tee "$GAIA_STDOUT" >&3; } 4>&1 ); '
+    + _RECORD_EXIT
+)
+WORK_VOLUME = "gaia-work"
+WORK = "/gaia/work"  # where fetch and wait mount the pod's emptyDir
+RUN_DIR = "/var/run/gaia"  # where main mounts its `run` folder (the exit code)
+SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
 def _dns(text: str) -> str:
@@ -55,8 +74,8 @@ def process_hash(root: str, process: str) -> str:
 
 
 def staging_dir(root: str, job: str) -> str:
-    """Where a Job's outputs land, relative to the data volume's root."""
-    return f".gaia/staging/{root}/{job}"
+    """Where a Job's outputs land, relative to the data volume's root (or S3 prefix)."""
+    return f"{STAGING}/{root}/{job}"
 
 
 def build_job(
@@ -65,59 +84,50 @@ def build_job(
     claim: str,
     owner: dict[str, Any],
     service_account: str | None = None,
+    s3: S3Config | None = None,
+    image: str = DEFAULT_IMAGE,
 ) -> dict[str, Any]:
-    """The Job manifest for one task. ``owner`` is the GaiaNamespace resource."""
+    """The Job manifest for one task. ``owner`` is the GaiaNamespace resource.
+
+    With ``s3`` the pod works on an emptyDir filled and emptied by Gaia's own helper
+    containers (``image``), see :func:`_s3_pod`; else it mounts the claim (:func:`_pvc_pod`).
+    """
     command, process, root = start.command, start.process, start.root
     if not command.image:
         raise TaskFailed(
             f"command {command.key!r} has no image; on Kubernetes every command needs one"
         )
     name = job_name(root, process.key, start.run)
-    staging = staging_dir(root, name)
     argv = [render(arg, process.vars) for arg in command.command]
-    mounts: list[dict[str, Any]] = []
-    for input_name, key in process.inputs.items():
-        path = command.inputs[input_name].rstrip("/")
-        mounts.append(
-            {"name": "gaia-data", "mountPath": path, "subPath": f"{root}/{key}", "readOnly": True}
-        )
+    inputs = {command.inputs[i].rstrip("/"): key for i, key in process.inputs.items()}
     writable = {posixpath.dirname(command.outputs[o].rstrip("/")) for o in process.outputs}
     if command.stdout:
         writable.add(posixpath.dirname(command.stdout))
-    for directory in _outermost(writable):
-        if directory == "/":
-            raise TaskFailed(
-                f"command {command.key!r}: outputs directly under '/' cannot be mounted; "
-                "put them in a directory such as /out/"
-            )
-        mounts.append(
-            {"name": "gaia-data", "mountPath": directory, "subPath": f"{staging}{directory}"}
+    directories = _outermost(writable)
+    if "/" in directories:
+        raise TaskFailed(
+            f"command {command.key!r}: outputs directly under '/' cannot be mounted; "
+            "put them in a directory such as /out/"
         )
-    container: dict[str, Any] = {
-        "name": "main",
-        "image": command.image,
-        "command": argv,
-        "volumeMounts": mounts,
-    }
-    if command.stdout:
-        container["command"] = ["/bin/sh", "-c", STDOUT_WRAPPER, "gaia-task", *argv]
-        container["env"] = [{"name": "GAIA_STDOUT", "value": command.stdout}]
+    if s3 is None:
+        pod_spec = _pvc_pod(start, name, argv, inputs, directories, claim)
+    else:
+        outputs = sorted(command.outputs[o] for o in process.outputs)
+        pod_spec = _s3_pod(start, name, argv, inputs, directories, outputs, s3, image)
     labels = {
         **MANAGED_BY,
         ROOT_LABEL: root,
         PROCESS_LABEL: process_hash(root, process.key),
         RUN_LABEL: str(start.run),
     }
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "containers": [container],
-        "volumes": [{"name": "gaia-data", "persistentVolumeClaim": {"claimName": claim}}],
-    }
     if service_account:
         pod_spec["serviceAccountName"] = service_account
     spec: dict[str, Any] = {
         "backoffLimit": 0,  # Gaia decides about retries (trigger), not the Job controller
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        "template": {
+            "metadata": {"labels": labels, "annotations": {PROCESS_ANNOTATION: process.key}},
+            "spec": pod_spec,
+        },
     }
     if command.timeout:
         spec["activeDeadlineSeconds"] = int(command.timeout + 0.999)
@@ -141,6 +151,113 @@ def build_job(
             ],
         },
         "spec": spec,
+    }
+
+
+def _pvc_pod(
+    start: StartTask,
+    name: str,
+    argv: list[str],
+    inputs: dict[str, str],
+    directories: list[str],
+    claim: str,
+) -> dict[str, Any]:
+    """Inputs in place on the claim, outputs into its staging area."""
+    root, command = start.root, start.command
+    staging = staging_dir(root, name)
+    mounts: list[dict[str, Any]] = [
+        {"name": "gaia-data", "mountPath": path, "subPath": f"{root}/{key}", "readOnly": True}
+        for path, key in inputs.items()
+    ]
+    mounts += [
+        {"name": "gaia-data", "mountPath": directory, "subPath": f"{staging}{directory}"}
+        for directory in directories
+    ]
+    container: dict[str, Any] = {
+        "name": "main",
+        "image": command.image,
+        "command": argv,
+        "volumeMounts": mounts,
+    }
+    if command.stdout:
+        container["command"] = ["/bin/sh", "-c", STDOUT_WRAPPER, "gaia-task", *argv]
+        container["env"] = [{"name": "GAIA_STDOUT", "value": command.stdout}]
+    return {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [{"name": "gaia-data", "persistentVolumeClaim": {"claimName": claim}}],
+    }
+
+
+def _s3_pod(
+    start: StartTask,
+    name: str,
+    argv: list[str],
+    inputs: dict[str, str],
+    directories: list[str],
+    outputs: list[str],
+    s3: S3Config,
+    image: str,
+) -> dict[str, Any]:
+    """An emptyDir ``gaia-work``: ``fetch`` (init) downloads the inputs to ``fs/``, ``main``
+    sees them at their container paths and writes its outputs to ``fs/`` too, and records
+    its exit code in ``run/exit``; ``wait`` then uploads the outputs to the staging prefix
+    (only after exit code 0) and exits with main's code."""
+    root, command = start.root, start.command
+    work = {"name": WORK_VOLUME, "mountPath": WORK}
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(s3.env().items())]
+    env += [
+        {"name": var, "valueFrom": {"secretKeyRef": {"name": s3.secret, "key": var}}}
+        for var in SECRET_KEYS
+    ]
+    fetch_args = ["gaia", "task", "fetch", "--root", root, "--work", WORK]
+    for path, key in inputs.items():
+        fetch_args += ["--input", path, key]
+    upload_args = ["gaia", "task", "upload", "--root", root, "--job", name, "--work", WORK]
+    for path in outputs:
+        upload_args += ["--output", path]
+    mounts: list[dict[str, Any]] = [
+        {"name": WORK_VOLUME, "mountPath": path, "subPath": f"fs{path}", "readOnly": True}
+        for path in inputs
+    ]
+    mounts += [
+        {"name": WORK_VOLUME, "mountPath": directory, "subPath": f"fs{directory}"}
+        for directory in directories
+    ]
+    mounts.append({"name": WORK_VOLUME, "mountPath": RUN_DIR, "subPath": "run"})
+    main_env = [{"name": "GAIA_EXIT", "value": f"{RUN_DIR}/exit"}]
+    script = EXIT_WRAPPER
+    if command.stdout:
+        script = STDOUT_EXIT_WRAPPER
+        main_env.append({"name": "GAIA_STDOUT", "value": command.stdout})
+    return {
+        "restartPolicy": "Never",
+        "initContainers": [
+            {
+                "name": "fetch",
+                "image": image,
+                "command": fetch_args,
+                "env": env,
+                "volumeMounts": [work],
+            }
+        ],
+        "containers": [
+            {
+                "name": "main",
+                "image": command.image,
+                "command": ["/bin/sh", "-c", script, "gaia-task", *argv],
+                "env": main_env,
+                "volumeMounts": mounts,
+            },
+            {
+                "name": "wait",
+                "image": image,
+                "command": upload_args,
+                "env": env,
+                "volumeMounts": [work],
+            },
+        ],
+        "volumes": [{"name": WORK_VOLUME, "emptyDir": {}}],
     }
 
 

@@ -48,10 +48,19 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     config = OperatorConfig.from_env()
+    store = None
+    if config.s3 is not None:
+        from gaia.store.s3 import S3Store, make_client
+
+        s3 = config.s3
+        store = S3Store(s3.bucket, s3.prefix, make_client(s3.endpoint, s3.region))
     host = KubeHost(
         Cluster(_api_client(), jobs_per_second=config.jobs_per_second),
         config.store_path,
         config.claim,
+        store=store,
+        s3=config.s3,
+        image=config.image,
     )
     try:
         await host.load_commands()
@@ -71,7 +80,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         from gaia.kube.api import serve_api
 
         memo["api"] = await serve_api(host, config)
-    logger.info("gaia operator ready: store %s (claim %s)", config.store_path, config.claim)
+    if config.s3 is not None:
+        where = f"s3://{config.s3.bucket}/{config.s3.prefix} (Secret {config.s3.secret})"
+        logger.info("gaia operator ready: store %s", where)
+    else:
+        logger.info("gaia operator ready: store %s (claim %s)", config.store_path, config.claim)
 
 
 @kopf.on.cleanup()

@@ -1,5 +1,36 @@
-"""Data stores: where a namespace's keys live. A key is complete iff its store holds it."""
+"""Data stores: where a namespace's keys live. A key is complete iff its store holds it.
 
-from gaia.store.local import LocalStore
+``LocalStore`` is a directory (the standalone server, and the operator's shared volume);
+``gaia.store.s3.S3Store`` is an S3 bucket (imported from there: it needs boto3). Both
+offer :class:`Store`, what the Kubernetes operator uses.
+"""
 
-__all__ = ["LocalStore"]
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from gaia.store.local import STAGING, LocalStore
+
+__all__ = ["STAGING", "LocalStore", "Store"]
+
+
+class Store(Protocol):
+    """What the operator needs of a store. A *staged* location (a path, an object prefix)
+    is where a Job left the output of one container path, under ``STAGING/<root>/<job>/``."""
+
+    def exists(self, root: str, key: str) -> bool: ...
+
+    def delete(self, root: str, keys: Iterable[str]) -> None: ...
+
+    def staged_outputs(self, root: str, job: str, outputs: Mapping[str, str]) -> dict[str, Any]:
+        """Data key -> the staged location of its container path ``outputs[key]``."""
+        ...
+
+    def is_staged(self, staged: Any) -> bool: ...
+
+    def publish(self, root: str, staged: Mapping[str, Any]) -> None:
+        """Move staged outputs (from :meth:`staged_outputs`) to their keys."""
+        ...
+
+    def clear_staging(self, root: str, job: str) -> None: ...

@@ -16,9 +16,14 @@ from pathlib import Path
 from gaia.engine.keys import data_key_problem, root_problem
 from gaia.errors import InvalidRequest, StoreError
 
-__all__ = ["LocalStore"]
+__all__ = ["STAGING", "LocalStore"]
 
 logger = logging.getLogger(__name__)
+
+# Where a Kubernetes task's outputs wait for publication, relative to the store's base:
+# STAGING/<root>/<job>/<container path>. Keys starting with '.gaia' are private, so no
+# namespace key can collide with it.
+STAGING = ".gaia/staging"
 
 
 class LocalStore:
@@ -57,6 +62,17 @@ class LocalStore:
                     path.unlink(missing_ok=True)
             except OSError as exc:
                 raise StoreError(f"namespace {root!r}: cannot delete {key!r}: {exc}") from exc
+
+    def staged_outputs(self, root: str, job: str, outputs: Mapping[str, str]) -> dict[str, Path]:
+        """Data key -> where a Job stages its container path ``outputs[key]``."""
+        staging = self.base / STAGING / root / job
+        return {key: staging / path.strip("/") for key, path in outputs.items()}
+
+    def is_staged(self, staged: Path) -> bool:
+        return staged.exists()
+
+    def clear_staging(self, root: str, job: str) -> None:
+        shutil.rmtree(self.base / STAGING / root / job, ignore_errors=True)
 
     def publish(self, root: str, staged: Mapping[str, Path]) -> None:
         """Move staged outputs (data key -> staged path) into place, each atomically."""

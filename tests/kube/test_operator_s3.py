@@ -1,0 +1,185 @@
+"""The operator on the S3 store: a real API server and Job controller, the fake kubelet
+running each task pod's three containers (fetch, main, wait) as local processes, and a
+real S3-compatible server (moto) that the operator and the pods talk to over HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster import Cluster
+from gaia_operator import OperatorProcess
+from kubelet import FakeKubelet
+from test_operator import TRIANGLE, jobs, wait_state
+
+import gaia
+
+PREFIX = "team/gaia"
+SECRET = "gaia-s3-test"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def crds(cluster: Cluster) -> None:
+    cluster.apply_crds()
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def world(
+    cluster: Cluster,
+    crds: None,
+    s3_endpoint: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[dict[str, Any]]:
+    """A fresh Kubernetes namespace with the S3 Secret, a fresh bucket, a fake kubelet
+    (no volumes: the pods only use emptyDirs) and an operator configured for S3."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    from gaia.store.s3 import make_client
+
+    s3 = make_client(s3_endpoint, "us-east-1")
+    bucket = f"gaia-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    namespace = cluster.new_namespace("gaia-s3")
+    cluster.kubectl(
+        "create",
+        "secret",
+        "generic",
+        SECRET,
+        "-n",
+        namespace,
+        "--from-literal=AWS_ACCESS_KEY_ID=testing",
+        "--from-literal=AWS_SECRET_ACCESS_KEY=testing",
+    )
+    store = tmp_path / "unused-store"
+    store.mkdir()
+    api = cluster.api_client()
+    kubelet = FakeKubelet(api, {}, namespace=namespace)
+    kubelet.start()
+    settings = {
+        "GAIA_STORE": "s3",
+        "GAIA_S3_BUCKET": bucket,
+        "GAIA_S3_PREFIX": PREFIX,
+        "GAIA_S3_ENDPOINT": s3_endpoint,
+        "GAIA_S3_REGION": "us-east-1",
+        "GAIA_S3_SECRET": SECRET,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    operator = OperatorProcess(
+        cluster, store, namespace, tmp_path / "operator.log", extra_env=settings
+    ).start()
+    try:
+        yield {
+            "namespace": namespace,
+            "s3": s3,
+            "bucket": bucket,
+            "kubelet": kubelet,
+            "operator": operator,
+            "client": gaia.Gaia({"gaia_host": operator.address, "timeout": 30}),
+        }
+    finally:
+        cluster.kubectl(
+            "delete", "gaianamespaces", "--all", "-n", namespace, "--wait=false", check=False
+        )
+        operator.stop()
+        kubelet.stop()
+        api.close()
+        assert not kubelet.errors, kubelet.errors
+
+
+def read(world: dict[str, Any], key: str) -> bytes:
+    reply = world["s3"].get_object(Bucket=world["bucket"], Key=f"{PREFIX}/{key}")
+    body: bytes = reply["Body"].read()
+    return body
+
+
+def names(world: dict[str, Any], under: str) -> list[str]:
+    reply = world["s3"].list_objects_v2(Bucket=world["bucket"], Prefix=f"{PREFIX}/{under}")
+    return sorted(item["Key"] for item in reply.get("Contents") or [])
+
+
+def test_the_triangle_runs_on_the_object_store(cluster: Cluster, world: dict[str, Any]) -> None:
+    ns = world["namespace"]
+    for source in sorted((TRIANGLE / "data").rglob("*")):
+        if source.is_file():
+            key = source.relative_to(TRIANGLE / "data").as_posix()
+            world["s3"].put_object(
+                Bucket=world["bucket"], Key=f"{PREFIX}/triangle/{key}", Body=source.read_bytes()
+            )
+    cluster.kubectl("apply", "-n", ns, "-f", str(TRIANGLE / "kubernetes"))
+    status = wait_state(cluster, ns, "triangle", ("complete", "error"), timeout=180)
+    assert status["state"] == "complete", status.get("failures")
+    assert status["counts"]["complete"] == 10
+    digest = hashlib.md5(read(world, "triangle/animals/rabbit")).hexdigest()
+    assert read(world, "triangle/md5/rabbit").split()[0].decode() == digest
+    assert read(world, "triangle/hello/snake") == b"hello snake world\n"
+    both = read(world, "triangle/cat/rabbit") + read(world, "triangle/cat/snake")
+    assert read(world, "triangle/wc/both").split()[:3] == [
+        str(both.count(b"\n")).encode(),
+        str(len(both.split())).encode(),
+        str(len(both)).encode(),
+    ]
+    assert names(world, ".gaia/staging/") == []  # everything published, nothing left behind
+
+
+def test_a_failing_command_publishes_nothing(cluster: Cluster, world: dict[str, Any]) -> None:
+    flow, ns = world["client"], world["namespace"]
+    failer = {
+        "key": "failer-s3",
+        "image": "ubuntu",
+        "command": ["sh", "-c", "echo half > /out/o; exit 3"],
+        "outputs": {"O": "/out/o"},
+    }
+    flow.command([failer])
+    flow.merge("failing", [{"key": "bad", "command": "failer-s3", "outputs": {"O": "never"}}])
+    status = wait_state(cluster, ns, "failing", ("error",), timeout=120)
+    (failure,) = status["failures"]
+    assert failure["process"] == "bad" and failure["exitCode"] == 3
+    assert "exit code 3" in failure["error"]
+    assert names(world, "failing/") == []
+    assert names(world, ".gaia/staging/") == []
+    assert jobs(cluster, ns)  # the failed Job stays for inspection (as with the volume)
+
+
+def test_a_command_killed_by_a_signal_fails_instead_of_hanging(
+    cluster: Cluster, world: dict[str, Any]
+) -> None:
+    """`kill -9 0` takes the whole container (the exit-code wrapper too): no exit code is
+    ever written, so only the operator's re-check can end the pod."""
+    flow, ns = world["client"], world["namespace"]
+    killed = {
+        "key": "killed-s3",
+        "image": "ubuntu",
+        "command": ["sh", "-c", "kill -9 0"],
+        "outputs": {"O": "/out/o"},
+    }
+    flow.command([killed])
+    flow.merge("killed", [{"key": "victim", "command": "killed-s3", "outputs": {"O": "never"}}])
+    status = wait_state(cluster, ns, "killed", ("error",), timeout=120)
+    (failure,) = status["failures"]
+    assert failure["process"] == "victim" and failure["exitCode"] == 137
+    assert "the command was killed" in failure["error"]
+    assert names(world, "killed/") == []
