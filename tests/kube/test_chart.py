@@ -208,12 +208,37 @@ def test_template_follows_the_values(helm: Helm) -> None:
         ("operator.jobsPerSecond=0", "jobsPerSecond"),
         ("api.port=0", "api.port"),
         ("store.accessModes={ReadWriteAlways}", "accessModes"),
+        ("store.type=s3", "store.s3.bucket is required"),
+        ("store.type=nfs", "store.type"),
     ],
 )
 def test_template_refuses_bad_values(helm: Helm, setting: str, complaint: str) -> None:
     result = helm("template", "gaia", str(CHART), "--set", setting, check=False)
     assert result.returncode != 0, result.stdout
     assert complaint in result.stderr
+
+
+def test_the_object_store_needs_no_claim_and_reads_its_secret(helm: Helm) -> None:
+    docs = documents(
+        render(
+            helm,
+            "--set",
+            "store.type=s3",
+            "--set",
+            "store.s3.bucket=results",
+            "--set",
+            "store.s3.endpoint=http://minio:9000",
+        )
+    )
+    assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["GAIA_STORE"]["value"] == "s3" and env["GAIA_S3_BUCKET"]["value"] == "results"
+    assert env["GAIA_S3_ENDPOINT"]["value"] == "http://minio:9000"
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "gaia-s3"
+    assert env["GAIA_IMAGE"]["value"] == "gaia:0.1.0"
+    assert "data" not in {v["name"] for v in pod["volumes"]}
 
 
 def test_cluster_role_grants_what_the_operator_does(helm: Helm) -> None:
