@@ -5,16 +5,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from cluster import Cluster, free_port
+from kubelet import FakeKubelet
+
+import gaia
 
 
 class OperatorProcess:
@@ -76,3 +81,36 @@ class OperatorProcess:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+@contextlib.contextmanager
+def operator_world(
+    cluster: Cluster,
+    namespace: str,
+    store: Path,
+    log: Path,
+    volumes: dict[str, Path],
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """A fake kubelet and a running operator for one Kubernetes namespace; on the way out
+    the namespace's GaiaNamespaces go, then the operator, then the kubelet."""
+    api = cluster.api_client()
+    kubelet = FakeKubelet(api, volumes, namespace=namespace)
+    kubelet.start()
+    operator = OperatorProcess(cluster, store, namespace, log, extra_env=extra_env).start()
+    try:
+        yield {
+            "namespace": namespace,
+            "store": store,
+            "kubelet": kubelet,
+            "operator": operator,
+            "client": gaia.Gaia({"gaia_host": operator.address, "timeout": 30}),
+        }
+    finally:
+        cluster.kubectl(
+            "delete", "gaianamespaces", "--all", "-n", namespace, "--wait=false", check=False
+        )
+        operator.stop()
+        kubelet.stop()
+        api.close()
+    assert not kubelet.errors, kubelet.errors

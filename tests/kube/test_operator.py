@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 from cluster import Cluster
-from gaia_operator import OperatorProcess
-from kubelet import FakeKubelet
+from gaia_operator import operator_world
 
 import gaia
 
@@ -40,25 +39,10 @@ def world(cluster: Cluster, crds: None, tmp_path: Path) -> Iterator[dict[str, An
     namespace = cluster.new_namespace("gaia")
     store = tmp_path / "store"
     store.mkdir()
-    api = cluster.api_client()
-    kubelet = FakeKubelet(api, {"gaia-data": store}, namespace=namespace)
-    kubelet.start()
-    operator = OperatorProcess(cluster, store, namespace, tmp_path / "operator.log").start()
-    try:
-        yield {
-            "namespace": namespace,
-            "store": store,
-            "kubelet": kubelet,
-            "operator": operator,
-            "client": gaia.Gaia({"gaia_host": operator.address, "timeout": 30}),
-        }
-    finally:
-        cluster.kubectl(
-            "delete", "gaianamespaces", "--all", "-n", namespace, "--wait=false", check=False
-        )
-        operator.stop()
-        kubelet.stop()
-        api.close()
+    with operator_world(
+        cluster, namespace, store, tmp_path / "operator.log", {"gaia-data": store}
+    ) as world:
+        yield world
 
 
 def resource(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@ real S3-compatible server (moto) that the operator and the pods talk to over HTT
 from __future__ import annotations
 
 import hashlib
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +12,8 @@ from typing import Any
 
 import pytest
 from cluster import Cluster
-from gaia_operator import OperatorProcess
-from kubelet import FakeKubelet
+from gaia_operator import operator_world
 from test_operator import TRIANGLE, jobs, wait_state
-
-import gaia
 
 PREFIX = "team/gaia"
 SECRET = "gaia-s3-test"
@@ -28,21 +24,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def crds(cluster: Cluster) -> None:
     cluster.apply_crds()
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -75,9 +56,6 @@ def world(
     )
     store = tmp_path / "unused-store"
     store.mkdir()
-    api = cluster.api_client()
-    kubelet = FakeKubelet(api, {}, namespace=namespace)
-    kubelet.start()
     settings = {
         "GAIA_STORE": "s3",
         "GAIA_S3_BUCKET": bucket,
@@ -88,26 +66,9 @@ def world(
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
     }
-    operator = OperatorProcess(
-        cluster, store, namespace, tmp_path / "operator.log", extra_env=settings
-    ).start()
-    try:
-        yield {
-            "namespace": namespace,
-            "s3": s3,
-            "bucket": bucket,
-            "kubelet": kubelet,
-            "operator": operator,
-            "client": gaia.Gaia({"gaia_host": operator.address, "timeout": 30}),
-        }
-    finally:
-        cluster.kubectl(
-            "delete", "gaianamespaces", "--all", "-n", namespace, "--wait=false", check=False
-        )
-        operator.stop()
-        kubelet.stop()
-        api.close()
-        assert not kubelet.errors, kubelet.errors
+    log = tmp_path / "operator.log"
+    with operator_world(cluster, namespace, store, log, {}, extra_env=settings) as world:
+        yield {**world, "s3": s3, "bucket": bucket}
 
 
 def read(world: dict[str, Any], key: str) -> bytes:
