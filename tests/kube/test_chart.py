@@ -136,9 +136,13 @@ def test_template_renders_the_operator(helm: Helm) -> None:
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert container["securityContext"]["runAsNonRoot"] is True
-    assert container["securityContext"]["runAsUser"] == 10001
-    assert pod["securityContext"]["runAsUser"] == 10001
+    # Root with only the capabilities that moving task outputs (any uid) needs.
+    assert container["securityContext"]["capabilities"] == {
+        "drop": ["ALL"],
+        "add": ["DAC_OVERRIDE", "FOWNER"],
+    }
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["securityContext"]["runAsUser"] == 0
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes[mounts["/data"]]["persistentVolumeClaim"] == {"claimName": "gaia-data"}
