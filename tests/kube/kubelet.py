@@ -552,8 +552,14 @@ class FakeKubelet:
             container.started_at = now()
             began.set()
 
+        # Gaia's helper containers run this checkout's own `gaia` (standing in for the
+        # image); bubblewrap gives tasks a private /tmp, which would hide a checkout
+        # that lives under /tmp, so they run with rewritten paths instead.
+        sandbox = (
+            "rewrite" if container.spec.command[0] == _gaia_executable_or_none() else self.sandbox
+        )
         task = asyncio.create_task(
-            run_task(container.spec, container.workdir, on_start=on_start, sandbox=self.sandbox)
+            run_task(container.spec, container.workdir, on_start=on_start, sandbox=sandbox)
         )
         container.task = task
 
@@ -955,6 +961,13 @@ def _secret_names(pod: Pod) -> set[str]:
         for var in raw.get("env") or []
         if (ref := (var.get("valueFrom") or {}).get("secretKeyRef")) and ref.get("name")
     }
+
+
+def _gaia_executable_or_none() -> str | None:
+    try:
+        return _gaia_executable()
+    except _PodError:
+        return None
 
 
 def _gaia_executable() -> str:
