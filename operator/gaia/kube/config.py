@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gaia.errors import InvalidRequest
@@ -67,13 +67,17 @@ class OperatorConfig:
     api_port: int  # GAIA_API_PORT: the HTTP API (0 turns it off)
     default_namespace: str  # GAIA_K8S_NAMESPACE: where the HTTP API creates GaiaNamespaces
     recheck_seconds: float  # GAIA_RECHECK_SECONDS: how often Jobs are compared with the engine
-    status_seconds: (
-        float  # GAIA_STATUS_SECONDS: at most one status write per namespace per interval
-    )
+    # GAIA_STATUS_SECONDS: at most one status write per namespace per interval
+    status_seconds: float
     jobs_per_second: float  # GAIA_JOBS_PER_SECOND: Job creations per second, cluster-wide
     store: str = "pvc"  # GAIA_STORE: "pvc" (the shared volume) or "s3" (an object store)
     s3: S3Config | None = None  # the object store, when store is "s3"
     image: str = DEFAULT_IMAGE  # GAIA_IMAGE: the Gaia image of the S3 pods' helpers
+    kafka_host: str | None = None  # GAIA_KAFKA_HOST: also publish events to this broker
+    # GAIA_KAFKA_LOG_TOPIC, GAIA_KAFKA_STATUS_TOPIC
+    kafka_topics: dict[str, str] = field(
+        default_factory=lambda: {"log": "sisyphus-log", "status": "sisyphus-status"}
+    )
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -92,4 +96,9 @@ class OperatorConfig:
             store=store,
             s3=S3Config.from_env() if store == "s3" else None,
             image=os.environ.get("GAIA_IMAGE") or DEFAULT_IMAGE,
+            kafka_host=os.environ.get("GAIA_KAFKA_HOST") or None,
+            kafka_topics={
+                "log": os.environ.get("GAIA_KAFKA_LOG_TOPIC") or "sisyphus-log",
+                "status": os.environ.get("GAIA_KAFKA_STATUS_TOPIC") or "sisyphus-status",
+            },
         )

@@ -71,6 +71,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
                 "run: kubectl apply --server-side -f crds/"
             ) from None
         raise
+    if config.kafka_host:
+        from gaia.bus.kafka import KafkaPublisher  # connects (or fails clearly) right away
+
+        publisher = await asyncio.to_thread(KafkaPublisher, config.kafka_host, config.kafka_topics)
+        host.bus.add_sink(publisher.publish)
+        memo["kafka"] = publisher
     memo["host"] = host
     memo["loops"] = [
         asyncio.create_task(_every(config.status_seconds, host.flush_status)),
@@ -96,6 +102,8 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     host: KubeHost | None = memo.get("host")
     if host is not None:
         await host.flush_status()
+    if "kafka" in memo:
+        await asyncio.to_thread(memo["kafka"].close)
 
 
 async def _every(seconds: float, action: Any) -> None:

@@ -16,7 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 VERSION = os.environ.get("GAIA_KAFKA_VERSION", "3.9.1")
 CACHE = Path(os.environ.get("GAIA_CACHE", REPO / ".cache"))
 HOME = CACHE / f"kafka-{VERSION}"
