@@ -21,7 +21,7 @@ unit: deps  ## only the fast engine tests
 	$(BIN)/pytest tests/engine -q
 
 lint: deps
-	$(BIN)/ruff check operator tests benchmarks
+	$(BIN)/ruff check --no-cache operator tests benchmarks
 	$(BIN)/ruff format --check operator tests benchmarks
 
 typecheck: deps

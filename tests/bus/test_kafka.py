@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
-from kafka_broker import Broker, free_port
 
 import gaia
+from kafka_broker import Broker, free_port
 
 TRIANGLE = Path(__file__).resolve().parents[2] / "examples" / "triangle"
 DEFAULT_TOPICS = ("sisyphus-log", "sisyphus-status")
