@@ -163,7 +163,8 @@ def test_serve_publishes_the_triangle_on_the_default_topics(
 
     kinds = [e["event"] for e in events]
     assert set(kinds) >= WANTED, kinds
-    assert kinds[-1] == "flow-complete"
+    # Order holds per topic: log lines (their own topic) may arrive after the flow's end.
+    assert [k for k in kinds if k != "log"][-1] == "flow-complete"
     assert all(e["root"] == "triangle" for e in events)
     tasks = flow.status("triangle")["status"]["tasks"]
     assert tasks
