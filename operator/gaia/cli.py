@@ -39,7 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``gaia`` command line; return its exit code."""
     args = _parser().parse_args(argv)
     level = (
-        logging.DEBUG if args.verbose else logging.INFO if args.func is _serve else logging.WARNING
+        logging.DEBUG
+        if args.verbose
+        else logging.INFO
+        if args.func in (_serve, _worker)
+        else logging.WARNING
     )
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # kafka-python narrates every connection at INFO
@@ -62,6 +66,12 @@ def _operator(args: argparse.Namespace) -> int:
 
     run_operator()
     return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from gaia.worker.remote import main as run_worker
+
+    return run_worker(args.key, args.api, args.idle)
 
 
 def _task_fetch(args: argparse.Namespace) -> int:
@@ -375,6 +385,26 @@ def _parser() -> argparse.ArgumentParser:
         "configured by GAIA_STORE_PATH, GAIA_STORE_CLAIM, GAIA_API_PORT, ... (docs/kubernetes.md)",
         "GAIA_STORE_PATH=/data gaia operator",
         remote_=False,
+    )
+
+    sub = add(
+        "worker",
+        _worker,
+        "inside a worker pod on Kubernetes: take tasks from the operator and run them "
+        "until idle (started by `gaia launch`; docs/kubernetes.md)",
+        "gaia worker --key w1 --api http://gaia.gaia.svc:24442 --idle 300",
+        remote_=False,
+    )
+    sub.add_argument("--key", required=True, help="this worker's name (a DNS label)")
+    sub.add_argument(
+        "--api", required=True, metavar="URL", help="the operator's HTTP API, e.g. http://HOST:PORT"
+    )
+    sub.add_argument(
+        "--idle",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="stop after this long without work (default: %(default)s)",
     )
 
     task = add(

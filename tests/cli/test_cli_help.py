@@ -20,6 +20,7 @@ ARGUMENTS = {
     "launch": ["KEY", "--host"],
     "commands": ["--host", "--json"],
     "listen": ["NS", "--host", "--kafka"],
+    "worker": ["--key", "--api", "--idle"],
 }
 
 

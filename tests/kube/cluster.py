@@ -4,8 +4,9 @@
 
 The binaries are the ones `make components` builds (tests/components/build.sh); their paths
 are in `.cache/components/components.env`. The flags are those of tests/components/smoke.sh.
-There is no kubelet: the controller-manager runs the real Job, ServiceAccount and garbage
-collector controllers, and a test that needs a Pod to finish plays the kubelet itself.
+There is no kubelet: the controller-manager runs the real Job, Deployment, ReplicaSet,
+ServiceAccount and garbage collector controllers, and a test that needs a Pod to finish
+plays the kubelet itself.
 
 Everything lives in one temporary directory (certificates, etcd data, kubeconfig and one log
 per component) on free ports of 127.0.0.1, so parallel sessions do not clash. Set
@@ -429,7 +430,7 @@ current-context: gaia-test
                 f"--authentication-kubeconfig={kubeconfig}",
                 f"--authorization-kubeconfig={kubeconfig}",
                 "--authentication-skip-lookup=true",
-                "--controllers=job,serviceaccount,garbagecollector",
+                "--controllers=job,deployment,replicaset,serviceaccount,garbagecollector",
                 "--use-service-account-credentials=false",
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",

@@ -52,6 +52,7 @@ class OperatorProcess:
             "GAIA_K8S_NAMESPACE": self.namespace,
             "GAIA_RECHECK_SECONDS": "2",
             "GAIA_STATUS_SECONDS": "0.2",
+            "GAIA_API_URL": f"http://{self.address}",  # for worker pods (fake kubelet)
             **self.extra_env,
         }
         with self.log.open("ab") as log:

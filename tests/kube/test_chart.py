@@ -253,6 +253,7 @@ def test_cluster_role_grants_what_the_operator_does(helm: Helm) -> None:
         ("gaia.dev", "gaiacommands/status", "patch update"),
         ("gaia.dev", "gaianamespaces/status", "patch update"),
         ("batch", "jobs", "create delete get list watch"),
+        ("apps", "deployments", "create delete get"),
         ("", "pods", "get list watch"),
         ("", "pods/log", "get"),
         ("", "events", "create patch"),

@@ -118,6 +118,10 @@ def _call(action: Callable[[Backend, dict[str, Any]], Any]) -> Handler:
     return handler
 
 
+def _on_body(call: Callable[[dict[str, Any]], Any]) -> Callable[[Backend, dict[str, Any]], Any]:
+    return lambda _backend, body: call(body)
+
+
 async def _upload(backend: Backend, body: dict[str, Any]) -> dict[str, Any]:
     reply: dict[str, Any] = {}
     for key, call in (
@@ -192,11 +196,18 @@ async def _awaited(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-def build_app(controller: Backend) -> web.Application:
+def build_app(
+    controller: Backend,
+    extra_routes: Mapping[str, Callable[[dict[str, Any]], Any]] | None = None,
+) -> web.Application:
+    """``extra_routes`` (path -> call on the JSON body) adds POST endpoints of a backend's
+    own, such as the operator's worker protocol (``/work/...``)."""
     app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY)
     app[CONTROLLER] = controller
     for path, action in ROUTES.items():
         app.router.add_post(path, _call(action))
+    for path, call in (extra_routes or {}).items():
+        app.router.add_post(path, _call(_on_body(call)))
     app.router.add_get("/events", events)
     app.router.add_get("/health", health)
 

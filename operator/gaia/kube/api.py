@@ -24,6 +24,7 @@ from gaia.kube.cluster import Resources
 from gaia.kube.config import OperatorConfig
 from gaia.kube.host import KubeHost, Tracked
 from gaia.kube.resources import GROUP, VERSION
+from gaia.kube.workers import build_worker, deployment_name, key_problem
 
 __all__ = ["KubeApi", "serve_api"]
 
@@ -48,6 +49,7 @@ class KubeApi:
         self.bus = host.bus
         self.resources = Resources(host.cluster)
         self.default_namespace = config.default_namespace
+        self.config = config
 
     def _tracked(self, root: object) -> Tracked:
         if problem := root_problem(root):
@@ -159,11 +161,98 @@ class KubeApi:
         await self._patch(tracked, {"expire": {"token": token, "keys": keys}})
         return {"expire": tracked.expired.get(token) or {"process": [], "data": []}}
 
-    def launch(self, keys: object) -> dict[str, Any]:
-        raise InvalidRequest(
-            "launch: long-lived workers are not available on Kubernetes yet; "
-            "every task runs as its own Job"
+    async def launch(self, keys: object) -> dict[str, Any]:
+        """A Deployment ``gaia-worker-<key>`` per new key (see workers.py)."""
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise InvalidRequest("'keys' must be a list of worker names")
+        problems = [p for k in keys if (p := key_problem(k))]
+        if problems:
+            raise InvalidRequest("; ".join(problems))
+        duplicates = sorted({k for k in keys if keys.count(k) > 1})
+        if duplicates:
+            raise InvalidRequest(f"worker keys must be unique; repeated: {duplicates}")
+        if self.host.s3 is not None:
+            raise InvalidRequest(
+                "launch: workers need the shared volume store (GAIA_STORE=pvc); "
+                "on the S3 store every task runs as its own Job"
+            )
+        launched, running = [], []
+        for key in keys:
+            manifest = build_worker(
+                key,
+                namespace=self.default_namespace,
+                image=self.config.image,
+                claim=self.host.claim,
+                api_url=self.config.api_url,
+                idle=self.config.worker_idle,
+            )
+            try:
+                created = await self.host.cluster.create_deployment(manifest)
+            except ApiException as exc:
+                raise _api_error(exc) from None
+            if created:
+                launched.append(key)
+                self.bus.publish({"event": "worker-launched", "worker": key, "root": None})
+            else:
+                running.append(key)
+        return {"launch": launched, "running": running}
+
+    # -- the workers' protocol (POST /work/...) ------------------------------------------
+
+    def work_routes(self) -> dict[str, Any]:
+        return {
+            "/work/take": self.work_take,
+            "/work/heartbeat": self.work_heartbeat,
+            "/work/done": self.work_done,
+            "/work/stopped": self.work_stopped,
+            "/work/workers": self.work_workers,
+        }
+
+    async def work_take(self, body: dict[str, Any]) -> dict[str, Any]:
+        wait = body.get("wait", 0)
+        if not isinstance(wait, int | float) or isinstance(wait, bool):
+            raise InvalidRequest("'wait' must be a number of seconds")
+        return await self.host.work_take(_worker(body), float(wait))
+
+    def work_heartbeat(self, body: dict[str, Any]) -> dict[str, Any]:
+        root, process, run = _task_of(body)
+        return {"cancel": self.host.work_heartbeat(_worker(body), root, process, run)}
+
+    async def work_done(self, body: dict[str, Any]) -> dict[str, Any]:
+        root, process, run = _task_of(body)
+        exit_code = body.get("exit_code")
+        tail = body.get("log_tail") or []
+        accepted = await self.host.work_done(
+            _worker(body),
+            root,
+            process,
+            run,
+            ok=body.get("ok") is True,
+            exit_code=exit_code if isinstance(exit_code, int) else None,
+            error=str(body["error"]) if body.get("error") else None,
+            log_tail=[str(line) for line in tail] if isinstance(tail, list) else [],
         )
+        return {"accepted": accepted}
+
+    async def work_stopped(self, body: dict[str, Any]) -> dict[str, Any]:
+        worker = _worker(body)
+        self.host.worker_stopped(worker)
+        try:
+            deleted = await self.host.cluster.delete_deployment(
+                self.default_namespace, deployment_name(worker)
+            )
+        except ApiException as exc:
+            raise _api_error(exc) from None
+        self.bus.publish({"event": "worker-stopped", "worker": worker, "root": None})
+        return {"stopped": worker, "deleted": deleted}
+
+    def work_workers(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Each worker heard from, with the seconds since; and the tasks waiting."""
+        now = time.monotonic()
+        return {
+            "workers": {k: round(now - t, 3) for k, t in sorted(self.host.workers.items())},
+            "queued": len(self.host.work_queue),
+        }
 
     async def logs(self, root: object, process: object) -> dict[str, Any]:
         tracked = self._tracked(root)
@@ -172,7 +261,8 @@ class KubeApi:
             raise NotFound(f"namespace {tracked.engine.root!r} has no process {process!r}")
         if task is None:
             return {"root": tracked.engine.root, "process": process, "run": None, "log": ""}
-        pod = await self.host.cluster.pod_of(tracked.k8s_namespace, task.handle.get("job", ""))
+        job = task.handle.get("job")
+        pod = await self.host.cluster.pod_of(tracked.k8s_namespace, job) if job else None
         lines = []
         if pod is not None:
             lines = await self.host.cluster.pod_log_tail(
@@ -191,7 +281,31 @@ class KubeApi:
 
 
 async def serve_api(host: KubeHost, config: OperatorConfig) -> web.AppRunner:
-    runner = web.AppRunner(build_app(KubeApi(host, config)))
+    api = KubeApi(host, config)
+    app = build_app(api, api.work_routes())
+
+    async def end_long_polls(app: web.Application) -> None:
+        host.stop_work()
+
+    app.on_shutdown.append(end_long_polls)
+    runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, config.api_host, config.api_port).start()
     return runner
+
+
+def _worker(body: dict[str, Any]) -> str:
+    worker = body.get("worker")
+    if problem := key_problem(worker):
+        raise InvalidRequest(f"the body must name the worker as 'worker': {problem}")
+    assert isinstance(worker, str)
+    return worker
+
+
+def _task_of(body: dict[str, Any]) -> tuple[str, str, int]:
+    root, process, run = body.get("root"), body.get("process"), body.get("run")
+    if not isinstance(root, str) or not isinstance(process, str):
+        raise InvalidRequest("the body must name the task's 'root' and 'process'")
+    if not isinstance(run, int) or isinstance(run, bool):
+        raise InvalidRequest("the body must give the task's 'run' number")
+    return root, process, run

@@ -48,6 +48,7 @@ class Cluster:
         self.batch = k8s.BatchV1Api(api)
         self.core = k8s.CoreV1Api(api)
         self.custom = k8s.CustomObjectsApi(api)
+        self.apps = k8s.AppsV1Api(api)
         self.job_limit = RateLimit(jobs_per_second)
         self.write_limit = RateLimit(writes_per_second)
 
@@ -77,6 +78,38 @@ class Cluster:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    async def create_deployment(self, manifest: dict[str, Any]) -> bool:
+        """Create a Deployment (a worker's); False if one of that name exists already."""
+        await self.write_limit.wait()
+        namespace = manifest["metadata"]["namespace"]
+        try:
+            await asyncio.to_thread(
+                self.apps.create_namespaced_deployment,
+                namespace,
+                cast(k8s.V1Deployment, manifest),
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def delete_deployment(self, namespace: str, name: str) -> bool:
+        """Delete a Deployment and, in the background, its pods; False if it was gone."""
+        await self.write_limit.wait()
+        try:
+            await asyncio.to_thread(
+                self.apps.delete_namespaced_deployment,
+                name,
+                namespace,
+                propagation_policy="Background",
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            return False
+        return True
 
     async def jobs(self, namespace: str, root: str) -> list[dict[str, Any]]:
         reply = await asyncio.to_thread(

@@ -73,6 +73,10 @@ class OperatorConfig:
     store: str = "pvc"  # GAIA_STORE: "pvc" (the shared volume) or "s3" (an object store)
     s3: S3Config | None = None  # the object store, when store is "s3"
     image: str = DEFAULT_IMAGE  # GAIA_IMAGE: the Gaia image of the S3 pods' helpers
+    # GAIA_API_URL: how worker pods reach the HTTP API (default: the chart's Service,
+    # http://gaia.<GAIA_K8S_NAMESPACE>.svc:<GAIA_API_PORT>)
+    api_url: str = ""
+    worker_idle: float = 300.0  # GAIA_WORKER_IDLE_SECONDS: a worker stops after this idle
     kafka_host: str | None = None  # GAIA_KAFKA_HOST: also publish events to this broker
     # GAIA_KAFKA_LOG_TOPIC, GAIA_KAFKA_STATUS_TOPIC
     kafka_topics: dict[str, str] = field(
@@ -84,18 +88,22 @@ class OperatorConfig:
         store = os.environ.get("GAIA_STORE", "pvc") or "pvc"
         if store not in STORES:
             raise InvalidRequest(f"GAIA_STORE={store!r}: use one of {', '.join(STORES)}")
+        namespace = os.environ.get("GAIA_K8S_NAMESPACE", "default")
+        port = int(_number("GAIA_API_PORT", 24442))
         return cls(
             store_path=Path(os.environ.get("GAIA_STORE_PATH", "/data")),
             claim=os.environ.get("GAIA_STORE_CLAIM", "gaia-data"),
             api_host=os.environ.get("GAIA_API_HOST", "0.0.0.0"),
-            api_port=int(_number("GAIA_API_PORT", 24442)),
-            default_namespace=os.environ.get("GAIA_K8S_NAMESPACE", "default"),
+            api_port=port,
+            default_namespace=namespace,
             recheck_seconds=_number("GAIA_RECHECK_SECONDS", 10.0),
             status_seconds=_number("GAIA_STATUS_SECONDS", 1.0),
             jobs_per_second=_number("GAIA_JOBS_PER_SECOND", 20.0),
             store=store,
             s3=S3Config.from_env() if store == "s3" else None,
             image=os.environ.get("GAIA_IMAGE") or DEFAULT_IMAGE,
+            api_url=os.environ.get("GAIA_API_URL") or f"http://gaia.{namespace}.svc:{port}",
+            worker_idle=_number("GAIA_WORKER_IDLE_SECONDS", 300.0),
             kafka_host=os.environ.get("GAIA_KAFKA_HOST") or None,
             kafka_topics={
                 "log": os.environ.get("GAIA_KAFKA_LOG_TOPIC") or "sisyphus-log",

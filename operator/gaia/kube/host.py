@@ -7,29 +7,34 @@ twice, a periodic re-check or a restart never runs a task twice or loses a compl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gaia.bus import EventBus
 from gaia.engine.instructions import CancelTask, DeleteData, Emit, Instruction, StartTask
-from gaia.engine.keys import root_problem
+from gaia.engine.keys import render, root_problem
 from gaia.engine.namespace import Namespace
 from gaia.engine.registry import Registry
 from gaia.engine.states import Mode, TaskState
 from gaia.errors import GaiaError
 from gaia.kube.cluster import Cluster
 from gaia.kube.config import DEFAULT_IMAGE, S3Config
-from gaia.kube.jobs import JobOutcome, build_job, job_name, outcome_of
+from gaia.kube.jobs import JobOutcome, build_job, job_name, outcome_of, staging_dir
 from gaia.kube.resources import command_of, processes_of
 from gaia.kube.status import summary
+from gaia.kube.workers import WORKER_ALIVE, WORKER_DATA, worker_task_name
 from gaia.store import LocalStore, Store
 
 __all__ = ["KubeHost", "Tracked"]
 
 logger = logging.getLogger(__name__)
+
+TaskId = tuple[str, str, int]  # root, process, run
 
 
 @dataclass
@@ -76,6 +81,13 @@ class KubeHost:
         # One namespace's resource events, Job events, re-checks and API calls take turns:
         # a Job seen while its namespace is being adopted must wait for the adoption.
         self.locks: dict[str, asyncio.Lock] = {}
+        # Workers (see workers.py): when each was last heard from (monotonic), the tasks
+        # waiting for one (FIFO), and who runs what. In memory only: lost on a restart.
+        self.workers: dict[str, float] = {}
+        self.work_queue: deque[TaskId] = deque()
+        self.assigned: dict[TaskId, str] = {}
+        self.work_ready = asyncio.Event()
+        self.closing = False  # the API is shutting down: long polls end at once
 
     # -- commands ----------------------------------------------------------------------
 
@@ -263,6 +275,8 @@ class KubeHost:
             if isinstance(instruction, StartTask):
                 self._start(tracked, instruction)
             elif isinstance(instruction, CancelTask):
+                if self._withdraw((root, instruction.process, instruction.run)):
+                    continue  # a worker's heartbeat hears of it and kills the task
                 name = job_name(root, instruction.process, instruction.run)
                 self._spawn(self._cancel(tracked.k8s_namespace, root, name))
             elif isinstance(instruction, DeleteData):
@@ -274,6 +288,10 @@ class KubeHost:
     def _start(self, tracked: Tracked, start: StartTask) -> None:
         name = job_name(start.root, start.process.key, start.run)
         task = tracked.engine.tasks[start.process.key]
+        if self.s3 is None and self.workers_alive():
+            task.handle = {"worker": None}  # until a worker takes it
+            self._enqueue((start.root, start.process.key, start.run))
+            return
         task.handle = {"job": name}
         try:
             manifest = self._manifest(tracked, start)
@@ -341,7 +359,7 @@ class KubeHost:
         if not outcome.finished:
             return
         if outcome.succeeded:
-            instructions = self._publish(tracked, outcome)
+            instructions = self._publish(tracked, outcome.process, outcome.run, outcome.name)
         else:
             exit_code, tail = await self._failure_detail(tracked, outcome)
             error = f"Job {outcome.name} failed: {outcome.error}"
@@ -351,28 +369,34 @@ class KubeHost:
             self._clear_staging(outcome.root, outcome.name)
         self.carry_out(tracked, instructions)
 
-    def _publish(self, tracked: Tracked, outcome: JobOutcome) -> list[Instruction]:
+    def _publish(
+        self, tracked: Tracked, process: str, run: int, name: str, *, job: bool = True
+    ) -> list[Instruction]:
+        """Publish what the task ``name`` (a Job, else a worker's task) staged."""
         engine, root = tracked.engine, tracked.engine.root
-        leaf = engine.graph.processes[outcome.process]
+        leaf = engine.graph.processes[process]
         command = self.registry.commands[leaf.command]
-        paths = {key: command.outputs[name] for name, key in leaf.outputs.items()}
+        paths = {key: command.outputs[output] for output, key in leaf.outputs.items()}
         try:
-            staged = self.store.staged_outputs(root, outcome.name, paths)
+            staged = self.store.staged_outputs(root, name, paths)
             missing = sorted(paths[k] for k in staged if not self.store.is_staged(staged[k]))
         except Exception as exc:  # the store cannot be read now: the re-check comes back
-            logger.warning("could not look at the outputs of Job %s: %s", outcome.name, exc)
+            logger.warning("could not look at the outputs of %s: %s", name, exc)
             return []
         if missing:
-            self._clear_staging(root, outcome.name)
+            self._clear_staging(root, name)
             return engine.task_failed(
-                outcome.process, outcome.run, f"declared outputs {missing} were not produced", 0
+                process, run, f"declared outputs {missing} were not produced", 0
             )
         try:
             self.store.publish(root, staged)
         except GaiaError as exc:
-            return engine.task_failed(outcome.process, outcome.run, str(exc), 0)
-        self._spawn(self._cancel(tracked.k8s_namespace, root, outcome.name))  # done with it
-        return engine.task_succeeded(outcome.process, outcome.run)
+            return engine.task_failed(process, run, str(exc), 0)
+        if job:
+            self._spawn(self._cancel(tracked.k8s_namespace, root, name))  # done with it
+        else:
+            self._clear_staging(root, name)
+        return engine.task_succeeded(process, run)
 
     async def _failure_detail(
         self, tracked: Tracked, outcome: JobOutcome
@@ -411,6 +435,8 @@ class KubeHost:
         engine = tracked.engine
         for process in sorted(engine.active):
             task = engine.tasks[process]
+            if self._with_workers(tracked, (root, process, task.run)):
+                continue
             name = job_name(root, process, task.run)
             if name not in jobs:  # lost on creation (API error): create it again
                 leaf = engine.graph.processes[process]
@@ -451,6 +477,164 @@ class KubeHost:
                 tracked, engine.task_failed(outcome.process, outcome.run, error, killed["exitCode"])
             )
             self._spawn(self._cancel(tracked.k8s_namespace, root, outcome.name))
+
+    # -- workers (see workers.py) -------------------------------------------------------
+
+    def _heard(self, worker: str) -> bool:
+        seen = self.workers.get(worker)
+        return seen is not None and time.monotonic() - seen < WORKER_ALIVE
+
+    def workers_alive(self) -> bool:
+        return any(self._heard(worker) for worker in self.workers)
+
+    def _enqueue(self, task_id: TaskId) -> None:
+        self.work_queue.append(task_id)
+        self.work_ready.set()
+
+    def _withdraw(self, task_id: TaskId) -> bool:
+        """A task cancelled (halt, expire, supersession): True if workers had it."""
+        if task_id in self.assigned:
+            del self.assigned[task_id]  # the worker's next heartbeat answers cancel
+            self._clear_staging(task_id[0], worker_task_name(*task_id))
+            return True
+        if task_id in self.work_queue:
+            self.work_queue.remove(task_id)
+            return True
+        return False
+
+    def _with_workers(self, tracked: Tracked, task_id: TaskId) -> bool:
+        """The re-check's look at a running task: True if it is (still) the workers'.
+        A task whose worker went silent goes back to the queue, or to a Job when no worker
+        is alive; so does a task queued while every worker went silent."""
+        worker = self.assigned.get(task_id)
+        if worker is not None and self._heard(worker):
+            return True
+        queued = task_id in self.work_queue
+        if worker is None and not queued:
+            return False  # a Job's
+        if self.workers_alive():
+            if worker is not None:
+                logger.warning("worker %s went silent; %s#%s goes back", worker, *task_id[1:])
+                del self.assigned[task_id]
+                self._enqueue(task_id)
+            return True
+        self.assigned.pop(task_id, None)
+        if queued:
+            self.work_queue.remove(task_id)
+        task = tracked.engine.tasks[task_id[1]]
+        task.handle = {"job": job_name(*task_id)}
+        return False  # the caller creates its Job
+
+    async def work_take(self, worker: str, wait: float) -> dict[str, Any]:
+        """A worker asks for a task: the next current one, waiting up to ``wait`` s."""
+        deadline = time.monotonic() + min(max(wait, 0.0), 30.0)
+        while True:
+            self.workers[worker] = time.monotonic()
+            while self.work_queue:
+                offer = await self._offer(self.work_queue.popleft(), worker)
+                if offer is not None:
+                    return {"task": offer}
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.closing:
+                return {"task": None}
+            self.work_ready.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.work_ready.wait(), remaining)
+
+    async def _offer(self, task_id: TaskId, worker: str) -> dict[str, Any] | None:
+        root, process, run = task_id
+        async with self._lock(root):
+            tracked = self.tracked.get(root)
+            if tracked is None or tracked.engine.current(process, run) is None:
+                return None  # gone, halted or superseded meanwhile
+            engine = tracked.engine
+            task = engine.tasks[process]
+            leaf = engine.graph.processes[process]
+            command = self.registry.commands[leaf.command]
+            name = worker_task_name(root, process, run)
+            self._clear_staging(root, name)  # a previous worker's leftovers
+            self.assigned[task_id] = worker
+            if task.state is TaskState.QUEUED:
+                self.carry_out(tracked, engine.task_started(process, run, {"worker": worker}))
+            else:  # back from a worker gone silent
+                task.handle = {"worker": worker}
+                self.dirty.add(root)
+            return {
+                "root": root,
+                "process": process,
+                "run": run,
+                "command": [render(arg, leaf.vars) for arg in command.command],
+                "inputs": {
+                    command.inputs[i]: f"{WORKER_DATA}/{root}/{key}"
+                    for i, key in leaf.inputs.items()
+                },
+                "outputs": [command.outputs[o] for o in leaf.outputs],
+                "stdout": command.stdout,
+                "timeout": command.timeout,
+                "staging": f"{WORKER_DATA}/{staging_dir(root, name)}",
+            }
+
+    def work_heartbeat(self, worker: str, root: str, process: str, run: int) -> bool:
+        """A worker runs ``run``: True if it should kill it (no longer current)."""
+        self.workers[worker] = time.monotonic()
+        tracked = self.tracked.get(root)
+        return (
+            self.assigned.get((root, process, run)) != worker
+            or tracked is None
+            or tracked.engine.current(process, run) is None
+        )
+
+    async def work_done(
+        self,
+        worker: str,
+        root: str,
+        process: str,
+        run: int,
+        *,
+        ok: bool,
+        exit_code: int | None,
+        error: str | None,
+        log_tail: list[str],
+    ) -> bool:
+        """A worker finished a task (outputs staged if ``ok``); False if it was stale."""
+        self.workers[worker] = time.monotonic()
+        task_id = (root, process, run)
+        name = worker_task_name(root, process, run)
+        async with self._lock(root):
+            tracked = self.tracked.get(root)
+            if (
+                self.assigned.get(task_id) != worker
+                or tracked is None
+                or tracked.engine.current(process, run) is None
+            ):
+                if self.assigned.get(task_id) == worker:
+                    del self.assigned[task_id]
+                if task_id not in self.assigned:
+                    self._clear_staging(root, name)
+                return False
+            del self.assigned[task_id]
+            if ok:
+                instructions = self._publish(tracked, process, run, name, job=False)
+            else:
+                self._clear_staging(root, name)
+                instructions = tracked.engine.task_failed(
+                    process,
+                    run,
+                    error or f"worker {worker} reported a failure",
+                    exit_code,
+                    log_tail,
+                )
+            self.carry_out(tracked, instructions)
+            return True
+
+    def stop_work(self) -> None:
+        """The HTTP API is closing: answer every waiting ``/work/take`` now."""
+        self.closing = True
+        self.work_ready.set()
+
+    def worker_stopped(self, worker: str) -> None:
+        """The worker idled out; anything it still had goes back (the re-check)."""
+        self.workers.pop(worker, None)
 
     # -- status ------------------------------------------------------------------------
 

@@ -1,0 +1,216 @@
+"""Long-lived workers on a cluster (`launch`): a Deployment per worker, whose `gaia worker`
+pod (run by the fake kubelet with this checkout's console script) takes tasks from the
+operator's HTTP API instead of Jobs being created."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster import Cluster
+from gaia_operator import operator_world
+from test_operator import SLEEPER, TRIANGLE, jobs, wait_state
+
+import gaia
+from gaia.errors import GaiaError
+
+World = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def crds(cluster: Cluster) -> None:
+    cluster.apply_crds()
+
+
+@pytest.fixture
+def make_world(
+    cluster: Cluster, crds: None, tmp_path: Path
+) -> Iterator[Callable[..., contextlib.AbstractContextManager[World]]]:
+    """``with make_world(idle=S, **env) as world``: a namespace, store, kubelet, operator."""
+
+    @contextlib.contextmanager
+    def make(idle: float = 30, **env: str) -> Iterator[World]:
+        namespace = cluster.new_namespace("gaiaw")
+        store = tmp_path / namespace
+        store.mkdir()
+        extra = {"GAIA_WORKER_IDLE_SECONDS": str(idle), **env}
+        with operator_world(
+            cluster,
+            namespace,
+            store,
+            tmp_path / f"{namespace}.log",
+            {"gaia-data": store},
+            extra_env=extra,
+        ) as world:
+            try:
+                yield world
+            finally:
+                cluster.kubectl(
+                    "delete", "deployments", "--all", "-n", namespace, "--wait=false", check=False
+                )
+
+    yield make
+
+
+def post(world: World, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://{world['operator'].address}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=40) as response:
+        reply: dict[str, Any] = json.loads(response.read())
+    return reply
+
+
+def deployments(cluster: Cluster, namespace: str) -> list[str]:
+    out = cluster.kubectl("get", "deployments", "-n", namespace, "-o", "json").stdout
+    return sorted(d["metadata"]["name"] for d in json.loads(out)["items"])
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def wait_worker(world: World, key: str, timeout: float = 60) -> None:
+    wait_for(
+        lambda: key in post(world, "/work/workers", {})["workers"],
+        timeout,
+        f"worker {key} to ask for work",
+    )
+
+
+def sleeping(seconds: str) -> bool:
+    return subprocess.run(["pgrep", "-f", f"sleep {seconds}"], capture_output=True).returncode == 0
+
+
+def test_launch_creates_a_deployment_once(cluster: Cluster, make_world: Any) -> None:
+    with make_world() as world:
+        flow, ns = world["client"], world["namespace"]
+        assert flow.launch(["w1"]) == {"launch": ["w1"], "running": []}
+        assert deployments(cluster, ns) == ["gaia-worker-w1"]
+        out = cluster.kubectl("get", "deployment", "gaia-worker-w1", "-n", ns, "-o", "json")
+        deployment = json.loads(out.stdout)
+        assert deployment["metadata"]["labels"]["gaia.dev/worker"] == "w1"
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["command"][:4] == ["gaia", "worker", "--key", "w1"]
+        assert container["volumeMounts"] == [{"name": "gaia-data", "mountPath": "/data"}]
+        assert flow.launch(["w1"]) == {"launch": [], "running": ["w1"]}
+        with pytest.raises(GaiaError, match="DNS label"):
+            flow.launch(["Bad_Key"])
+        with pytest.raises(GaiaError, match="unique"):
+            flow.launch(["w2", "w2"])
+        assert deployments(cluster, ns) == ["gaia-worker-w1"]
+        # Reports about runs the operator never gave out are refused or ignored.
+        stale = {"worker": "w9", "root": "nowhere", "process": "p", "run": 1}
+        assert post(world, "/work/heartbeat", stale) == {"cancel": True}
+        assert post(world, "/work/done", {**stale, "ok": True}) == {"accepted": False}
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            post(world, "/work/take", {"worker": "Not A Key", "wait": 0})
+        assert refused.value.code == 400
+
+
+def test_workers_run_the_triangle_without_jobs(cluster: Cluster, make_world: Any) -> None:
+    with make_world(idle=30) as world:
+        flow, ns, store = world["client"], world["namespace"], world["store"]
+        shutil.copytree(TRIANGLE / "data", store / "wtriangle", dirs_exist_ok=True)
+        flow.launch(["w1"])
+        wait_worker(world, "w1")
+        flow.command(gaia.load_yaml(TRIANGLE / "commands.yaml"))
+        flow.merge("wtriangle", gaia.load_yaml(TRIANGLE / "processes.yaml"))
+        status = wait_state(cluster, ns, "wtriangle", ("complete",), timeout=120)
+        assert status["counts"]["complete"] == 10
+        tasks = flow.status("wtriangle")["status"]["tasks"]
+        assert {t["handle"].get("worker") for t in tasks.values()} == {"w1"}, tasks
+        assert jobs(cluster, ns) == []
+        space = store / "wtriangle"
+        assert (space / "hello/snake").read_text() == "hello snake world\n"
+        assert (space / "wc/both").read_text().split()
+        assert not list((store / ".gaia" / "staging" / "wtriangle").glob("*/*"))
+
+
+def test_halt_kills_the_workers_task(cluster: Cluster, make_world: Any) -> None:
+    with make_world(idle=30) as world:
+        flow, ns, store = world["client"], world["namespace"], world["store"]
+        flow.launch(["w1"])
+        wait_worker(world, "w1")
+        flow.command([SLEEPER])
+        flow.merge(
+            "wsleepy",
+            [
+                {
+                    "key": "nap",
+                    "command": "sleeper",
+                    "vars": {"SECONDS": "4247"},
+                    "outputs": {"O": "rested"},
+                }
+            ],
+        )
+        wait_for(lambda: sleeping("4247"), 60, "the worker to start sleep 4247")
+        task = flow.status("wsleepy")["status"]["tasks"]["nap"]
+        assert task["handle"] == {"worker": "w1"}
+        flow.halt("wsleepy")
+        wait_state(cluster, ns, "wsleepy", ("halted",))
+        wait_for(lambda: not sleeping("4247"), 30, "the worker to kill sleep 4247")
+        time.sleep(3)  # a report would come now: there is none to publish
+        assert not (store / "wsleepy" / "rested").exists()
+        assert jobs(cluster, ns) == []
+        # the worker is still there, and takes the next run
+        flow.merge(
+            "wsleepy",
+            [
+                {
+                    "key": "nap",
+                    "command": "sleeper",
+                    "vars": {"SECONDS": "1"},
+                    "outputs": {"O": "rested"},
+                }
+            ],
+        )
+        flow.trigger("wsleepy")
+        wait_state(cluster, ns, "wsleepy", ("complete",), timeout=60)
+        assert (store / "wsleepy" / "rested").read_text() == "rested\n"
+        assert jobs(cluster, ns) == []
+
+
+def test_an_idle_worker_stops_and_its_deployment_goes(cluster: Cluster, make_world: Any) -> None:
+    with make_world(idle=3) as world:
+        flow, ns = world["client"], world["namespace"]
+        flow.launch(["w1"])
+        wait_worker(world, "w1")
+        wait_for(lambda: deployments(cluster, ns) == [], 60, "the Deployment to go")
+        assert "w1" not in post(world, "/work/workers", {})["workers"]
+        # Without workers, tasks are Jobs again.
+        flow.command([SLEEPER])
+        flow.merge(
+            "wjob",
+            [{"key": "nap", "command": "sleeper", "vars": {"SECONDS": "1"}, "outputs": {"O": "r"}}],
+        )
+        wait_state(cluster, ns, "wjob", ("complete",), timeout=60)
+        assert jobs(cluster, ns) or (world["store"] / "wjob" / "r").exists()
+
+
+def test_launch_on_the_s3_store_is_refused(cluster: Cluster, make_world: Any) -> None:
+    env = {
+        "GAIA_STORE": "s3",
+        "GAIA_S3_BUCKET": "nowhere",
+        "GAIA_S3_ENDPOINT": "http://127.0.0.1:9",
+    }
+    with make_world(**env) as world:
+        with pytest.raises(GaiaError, match="shared volume store"):
+            world["client"].launch(["w1"])
+        assert deployments(cluster, world["namespace"]) == []
