@@ -63,11 +63,11 @@ class Servers:
         return address, log
 
     def stop(self) -> None:
-        """SIGTERM each; each must exit cleanly, without a traceback, within 20 s."""
+        """SIGTERM each; each must exit cleanly, without a traceback, within 28 s."""
         started, self.started = self.started, []
         for process, log in started:
             process.terminate()
-            process.wait(timeout=20)
+            process.wait(timeout=28)
             print(f"--- {log.name} ---\n{log.read_text()}")
             assert "Traceback" not in log.read_text(), log.read_text()
 
@@ -242,5 +242,7 @@ def test_a_broker_gone_later_drops_events_but_not_the_server(
     assert flow.status("triangle")["status"]["state"] == "complete"
     began = time.monotonic()
     server_with.stop()
-    assert time.monotonic() - began < 15, "shutdown waits for a gone broker only briefly"
+    # The producer would wait 30 s (its delivery timeout) for a gone broker; the server's
+    # close gives it 5 s. The margin is for a loaded machine, not a promise of speed.
+    assert time.monotonic() - began < 25, "shutdown must not wait out the delivery timeout"
     assert "did not take the last events" in log.read_text()
