@@ -55,61 +55,47 @@ class Cluster:
     def _plain(self, obj: Any) -> Any:
         return self.api.sanitize_for_serialization(obj)
 
-    async def create_job(self, manifest: dict[str, Any]) -> bool:
-        """Create a Job; False if one of that name exists already (idempotent retries)."""
-        await self.job_limit.wait()
-        namespace = manifest["metadata"]["namespace"]
+    async def _call(self, tolerated: int, call: Any, *args: Any, **kwargs: Any) -> bool:
+        """Run a blocking API call in a thread; False if the server answered ``tolerated``
+        (409: it exists already, 404: it is gone), which idempotent callers expect."""
         try:
-            await asyncio.to_thread(
-                self.batch.create_namespaced_job, namespace, cast(k8s.V1Job, manifest)
-            )
+            await asyncio.to_thread(call, *args, **kwargs)
         except ApiException as exc:
-            if exc.status == 409:
+            if exc.status == tolerated:
                 return False
             raise
         return True
 
+    async def create_job(self, manifest: dict[str, Any]) -> bool:
+        """Create a Job; False if one of that name exists already (idempotent retries)."""
+        await self.job_limit.wait()
+        namespace = manifest["metadata"]["namespace"]
+        job = cast(k8s.V1Job, manifest)
+        return await self._call(409, self.batch.create_namespaced_job, namespace, job)
+
     async def delete_job(self, namespace: str, name: str) -> None:
         await self.write_limit.wait()
-        try:
-            await asyncio.to_thread(
-                self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background"
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        await self._call(
+            404, self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background"
+        )
 
     async def create_deployment(self, manifest: dict[str, Any]) -> bool:
         """Create a Deployment (a worker's); False if one of that name exists already."""
         await self.write_limit.wait()
         namespace = manifest["metadata"]["namespace"]
-        try:
-            await asyncio.to_thread(
-                self.apps.create_namespaced_deployment,
-                namespace,
-                cast(k8s.V1Deployment, manifest),
-            )
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
+        deployment = cast(k8s.V1Deployment, manifest)
+        return await self._call(409, self.apps.create_namespaced_deployment, namespace, deployment)
 
     async def delete_deployment(self, namespace: str, name: str) -> bool:
         """Delete a Deployment and, in the background, its pods; False if it was gone."""
         await self.write_limit.wait()
-        try:
-            await asyncio.to_thread(
-                self.apps.delete_namespaced_deployment,
-                name,
-                namespace,
-                propagation_policy="Background",
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            return False
-        return True
+        return await self._call(
+            404,
+            self.apps.delete_namespaced_deployment,
+            name,
+            namespace,
+            propagation_policy="Background",
+        )
 
     async def jobs(self, namespace: str, root: str) -> list[dict[str, Any]]:
         reply = await asyncio.to_thread(
@@ -156,39 +142,32 @@ class Cluster:
     async def write_namespace_status(
         self, namespace: str, name: str, status: dict[str, Any]
     ) -> None:
+        """Replace the status whole (a JSON patch ``add``); a deleted resource is no error."""
         await self.write_limit.wait()
-        patch = [{"op": "add", "path": "/status", "value": status}]  # replaces it whole
-        try:
-            await asyncio.to_thread(
-                self.custom.patch_namespaced_custom_object_status,
-                GROUP,
-                VERSION,
-                namespace,
-                NAMESPACES,
-                name,
-                patch,
-                _content_type=JSON_PATCH,
-            )
-        except ApiException as exc:
-            if exc.status != 404:  # deleted meanwhile
-                raise
+        await self._call(
+            404,
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            NAMESPACES,
+            name,
+            [{"op": "add", "path": "/status", "value": status}],
+            _content_type=JSON_PATCH,
+        )
 
     async def write_command_status(self, name: str, status: dict[str, Any]) -> None:
         await self.write_limit.wait()
-        patch = [{"op": "add", "path": "/status", "value": status}]
-        try:
-            await asyncio.to_thread(
-                self.custom.patch_cluster_custom_object_status,
-                GROUP,
-                VERSION,
-                COMMANDS,
-                name,
-                patch,
-                _content_type=JSON_PATCH,
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        await self._call(
+            404,
+            self.custom.patch_cluster_custom_object_status,
+            GROUP,
+            VERSION,
+            COMMANDS,
+            name,
+            [{"op": "add", "path": "/status", "value": status}],
+            _content_type=JSON_PATCH,
+        )
 
     async def event(
         self, involved: dict[str, Any], reason: str, message: str, warning: bool

@@ -26,7 +26,7 @@ from gaia.kube.cluster import Cluster
 from gaia.kube.config import DEFAULT_IMAGE, S3Config
 from gaia.kube.jobs import JobOutcome, build_job, job_name, outcome_of, staging_dir
 from gaia.kube.resources import command_of, processes_of
-from gaia.kube.status import summary
+from gaia.kube.status import summary, valid_condition
 from gaia.kube.workers import WORKER_ALIVE, WORKER_DATA, worker_task_name
 from gaia.store import LocalStore, Store
 
@@ -133,15 +133,7 @@ class KubeHost:
     async def _command_status(self, resource: dict[str, Any], problem: str | None) -> None:
         status = {
             "observedGeneration": resource["metadata"].get("generation"),
-            "conditions": [
-                {
-                    "type": "Valid",
-                    "status": "False" if problem else "True",
-                    "reason": "Invalid" if problem else "Accepted",
-                    "message": problem or "the command is valid",
-                    "lastTransitionTime": _now(),
-                }
-            ],
+            "conditions": [valid_condition(problem, "the command is valid")],
         }
         await self.cluster.write_command_status(resource["metadata"]["name"], status)
         if problem:
@@ -665,17 +657,5 @@ def _rejected(resource: dict[str, Any], message: str) -> dict[str, Any]:
         "state": "error",
         "message": message,
         "observedGeneration": resource["metadata"].get("generation"),
-        "conditions": [
-            {
-                "type": "Valid",
-                "status": "False",
-                "reason": "Conflict",
-                "message": message,
-                "lastTransitionTime": _now(),
-            }
-        ],
+        "conditions": [valid_condition(message, "", reason="Conflict")],
     }
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -13,7 +13,7 @@ from typing import Any
 from gaia.engine.namespace import Namespace
 from gaia.engine.states import TaskState
 
-__all__ = ["DETAIL_LIMIT", "summary"]
+__all__ = ["DETAIL_LIMIT", "summary", "valid_condition"]
 
 DETAIL_LIMIT = 200  # processes; above it, per-key and per-task maps are left out
 LIST_LIMIT = 50  # waiting keys
@@ -40,7 +40,6 @@ def summary(
         for key, task in sorted(namespace.tasks.items())
         if task.state is TaskState.ERROR
     ]
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     status: dict[str, Any] = {
         "state": namespace.state().value,
         "counts": counts,
@@ -48,15 +47,7 @@ def summary(
         "failures": failures[:FAILURE_LIMIT],
         "handled": handled,
         "observedGeneration": generation,
-        "conditions": [
-            {
-                "type": "Valid",
-                "status": "False" if problem else "True",
-                "reason": "Invalid" if problem else "Accepted",
-                "message": problem or "the processes are valid",
-                "lastTransitionTime": now,
-            }
-        ],
+        "conditions": [valid_condition(problem, "the processes are valid")],
         "message": problem or _message(counts, len(waiting), len(failures)),
     }
     if counts["processes"] <= DETAIL_LIMIT:
@@ -87,3 +78,14 @@ def _message(counts: dict[str, int], waiting: int, failures: int) -> str:
     if waiting:
         parts.append(f"{waiting} keys waiting")
     return "; ".join(parts)
+
+
+def valid_condition(problem: str | None, fine: str, reason: str = "Invalid") -> dict[str, Any]:
+    """The ``Valid`` condition of a resource: ``fine`` when there is no ``problem``."""
+    return {
+        "type": "Valid",
+        "status": "False" if problem else "True",
+        "reason": reason if problem else "Accepted",
+        "message": problem or fine,
+        "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
