@@ -222,6 +222,31 @@ def test_cancelling_kills_the_whole_process_tree(sandbox: str, tmp_path: Path) -
     _assert_gone(marker)
 
 
+@SANDBOXES
+def test_a_cancel_at_any_moment_of_the_start_leaves_nothing_running(
+    sandbox: str, tmp_path: Path
+) -> None:
+    """A halt can land while the sandbox is still being set up; asyncio's own cleanup of a
+    cancelled start killed only bwrap and then waited for pipes its sandbox held open."""
+    marker = _marker()
+
+    async def cancel_after(delay: float, workdir: Path) -> None:
+        task = spec(("sh", "-c", f"sleep {marker}"), outputs=("/out/out",))
+        running = asyncio.create_task(run_task(task, workdir, sandbox=sandbox))
+        await asyncio.sleep(delay)
+        running.cancel()
+        # A guard against a hang, not a timing claim: cancelling takes at most the grace.
+        done, _ = await asyncio.wait({running}, timeout=30)
+        assert done, f"cancelled {delay * 1000:.1f} ms after the start, the task never ended"
+
+    async def scenario() -> None:
+        for step in range(16):
+            await cancel_after(step * 0.0005, tmp_path / str(step))
+
+    asyncio.run(scenario())
+    assert _processes_naming(marker) == []
+
+
 @NEEDS_BWRAP
 def test_inputs_are_read_only_under_bwrap(tmp_path: Path, rabbit: Path) -> None:
     script = "echo scribble >> /in/in; rm -f /in/in; echo still here > /out/out"
@@ -356,6 +381,19 @@ def _sleepers(marker: str) -> list[int]:
             continue
         if cmdline[:2] == [b"sleep", marker.encode()] and _alive(int(entry)):
             found.append(int(entry))
+    return found
+
+
+def _processes_naming(marker: str) -> list[str]:
+    """Live processes with ``marker`` anywhere on their command line (bwrap, sh, sleep)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if entry.isdigit() and marker.encode() in cmdline and _alive(int(entry)):
+            found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
     return found
 
 

@@ -177,18 +177,41 @@ async def _start(
         raise TaskFailed(f"could not lay out its files in {workdir}: {exc}") from exc
     try:
         logger.debug("%s: running %s", spec.describe(), shlex.join(argv))
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=cwd,
-            env={**os.environ, **env} if env else None,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # its own process group: the whole tree can be killed
-        )
+        proc = await _spawn(argv, cwd, {**os.environ, **env} if env else None)
     except OSError as exc:
         raise TaskFailed(f"could not start {spec.command[0]!r}: {exc}") from exc
     return proc, copy
+
+
+async def _spawn(
+    argv: list[str], cwd: Path, env: dict[str, str] | None
+) -> asyncio.subprocess.Process:
+    """Start ``argv`` as the leader of a new process group, so the whole tree can be killed.
+
+    asyncio's own cleanup of a start cancelled half-way kills only the leader, then waits
+    for the pipes that the rest of the group (a sandbox, say) holds for as long as it runs.
+    So the start is shielded, and a cancelled one is finished and its group killed.
+    """
+    spawn = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+    )
+    try:
+        return await asyncio.shield(spawn)
+    except asyncio.CancelledError:
+        with contextlib.suppress(OSError, TimeoutError):
+            proc = await spawn
+            _signal_group(proc.pid, signal.SIGKILL)
+            async with asyncio.timeout(DRAIN_TIMEOUT):
+                await proc.wait()
+        raise
 
 
 def _failed(what: str, reason: str, code: int | None, tail: tuple[str, ...]) -> TaskResult:
@@ -249,7 +272,8 @@ async def _drain(
             # Returns once the pipes' transport is closed; left open, the transport would
             # be collected after the event loop closed, with a warning.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), DRAIN_TIMEOUT)
+                async with asyncio.timeout(DRAIN_TIMEOUT):
+                    await proc.wait()
     finally:
         for pump in pumps:
             pump.cancel()
@@ -287,9 +311,10 @@ async def _terminate(proc: asyncio.subprocess.Process) -> None:
         _signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + KILL_GRACE
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(_exited(proc), KILL_GRACE)
+            async with asyncio.timeout(KILL_GRACE):
+                await _exited(proc)
         # Grandchildren may take a moment longer than the leader to act on SIGTERM.
-        while _signal_group(proc.pid, 0) and time.monotonic() < deadline:
+        while _group_running(proc.pid) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
     finally:
         # Also runs when cleanup itself is cancelled: nothing may outlive the task.
@@ -312,6 +337,26 @@ async def _exited(proc: asyncio.subprocess.Process) -> int:
         return proc.returncode
     finally:
         closed.cancel()
+
+
+def _group_running(pgid: int) -> bool:
+    """Whether a process of the group still runs; zombies, whose parent died with the
+    group and which wait for init to reap them, do not count."""
+    if not _signal_group(pgid, 0):
+        return False
+    try:
+        stats = [entry.path + "/stat" for entry in os.scandir("/proc") if entry.name.isdigit()]
+    except OSError:  # no /proc: trust the signal
+        return True
+    for stat in stats:
+        try:
+            # Fields after the command name (which may hold spaces): state ppid pgrp ...
+            state, _, group = Path(stat).read_text().rpartition(")")[2].split()[:3]
+        except (OSError, ValueError):
+            continue  # exited meanwhile
+        if int(group) == pgid and state != "Z":
+            return True
+    return False
 
 
 def _signal_group(pgid: int, sig: int) -> bool:

@@ -217,7 +217,10 @@ def _bwrap_argv(
     if exe is None:
         raise TaskFailed("sandbox 'bwrap' was requested but bwrap is not installed")
     tops = sorted({path.split("/")[1] for path in paths})
-    argv = [exe, "--unshare-pid", "--die-with-parent", "--new-session"]
+    # No --new-session: the runner already starts bwrap in a session of its own (so no
+    # terminal to inject into), and the sandbox must stay in bwrap's process group for
+    # a kill of the group to reach it even while bwrap is still setting up.
+    argv = [exe, "--unshare-pid", "--die-with-parent"]
     with os.scandir("/") as entries:
         for entry in sorted(entries, key=lambda e: e.name):
             if entry.name in _NOT_BOUND or entry.name in tops:
