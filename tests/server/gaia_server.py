@@ -71,7 +71,15 @@ class Server:
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(sig)
-            self.process.wait(timeout=30)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()  # leave no server behind, and show why it hung
+                self.process.wait()
+                tail = self.log.read_text(errors="replace")[-3000:]
+                raise AssertionError(
+                    f"gaia serve ignored {sig!r} for 30 s; its log:\n{tail}"
+                ) from None
         self.process = None
 
 

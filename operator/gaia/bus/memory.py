@@ -38,7 +38,8 @@ class Subscription:
     async def get(self, timeout: float) -> Event | None:
         """The next event; None if ``timeout`` passed or the subscription was dropped."""
         try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
+            async with asyncio.timeout(timeout):
+                return await self.queue.get()
         except TimeoutError:
             return None
 

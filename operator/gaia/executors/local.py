@@ -102,7 +102,10 @@ class LocalExecutor:
         try:
             while True:
                 try:
-                    task_id, spec = await asyncio.wait_for(self.queue.get(), worker.idle_timeout)
+                    # Not wait_for: on Python 3.11 it can swallow a cancellation that
+                    # races with the item's arrival, and close() would wait forever.
+                    async with asyncio.timeout(worker.idle_timeout):
+                        task_id, spec = await self.queue.get()
                 except TimeoutError:
                     logger.info("worker %s idle for %ss: stopping", worker.key, worker.idle_timeout)
                     return
@@ -135,11 +138,12 @@ class LocalExecutor:
         try:
             result = await asyncio.shield(job)
         except asyncio.CancelledError:
-            if not job.done():  # the worker itself is being stopped: stop the task too
-                job.cancel()
+            # Ask the worker itself, not the task: both can be cancelled in one instant,
+            # and a worker that took its own stop for the task's would wait on forever.
+            worker_task = asyncio.current_task()
+            if worker_task is not None and worker_task.cancelling():
+                job.cancel()  # the worker is being stopped: stop the task too
                 await asyncio.gather(job, return_exceptions=True)
-                raise
-            if not job.cancelled():
                 raise
             return  # the task was cancelled (halt, expire, merge): nothing to report
         except Exception as exc:  # the runner itself broke: report it as the task's failure

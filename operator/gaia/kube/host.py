@@ -531,7 +531,8 @@ class KubeHost:
                 return {"task": None}
             self.work_ready.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.work_ready.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self.work_ready.wait()
 
     async def _offer(self, task_id: TaskId, worker: str) -> dict[str, Any] | None:
         root, process, run = task_id
