@@ -210,11 +210,11 @@ def test_closing_the_stream_from_another_thread_ends_iteration(tiny_server: Tiny
     seen: list[dict[str, Any]] = []
     reader = threading.Thread(target=lambda: seen.extend(stream), daemon=True)
     reader.start()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 20
     while not seen and time.monotonic() < deadline:
         time.sleep(0.01)
     stream.close()
-    reader.join(timeout=5)
+    reader.join(timeout=20)
     assert not reader.is_alive()
     assert seen == [{"event": "first", "root": "forever"}]
 

@@ -407,13 +407,13 @@ def _alive(pid: int) -> bool:
 
 
 def _assert_gone(marker: str) -> None:
-    deadline = time.monotonic() + 1
+    deadline = time.monotonic() + 10  # a guard, not a timing claim
     while _sleepers(marker) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert _sleepers(marker) == []
 
 
-async def _until(condition: Callable[[], bool], timeout: float = 5) -> None:
+async def _until(condition: Callable[[], bool], timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
