@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 import gaia
 from kafka_broker import Broker, free_port
+from processes import start_service, stop_service
 
 TRIANGLE = Path(__file__).resolve().parents[2] / "examples" / "triangle"
 DEFAULT_TOPICS = ("sisyphus-log", "sisyphus-status")
@@ -33,19 +33,8 @@ def serve(data: Path, *options: str) -> tuple[subprocess.Popen[bytes], str, Path
     log = data.parent / f"serve-{port}.log"
     command = [sys.executable, "-m", "gaia.cli", "serve", "--port", str(port)]
     command += ["--data", str(data), "--workers", "2", *options]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gaia serve exited: {log.read_text()}")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
-            return process, f"127.0.0.1:{port}", log
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"gaia serve did not answer in 30 s: {log.read_text()}")
+    process = start_service(command, log, f"http://127.0.0.1:{port}/health")
+    return process, f"127.0.0.1:{port}", log
 
 
 class Servers:
@@ -63,11 +52,10 @@ class Servers:
         return address, log
 
     def stop(self) -> None:
-        """SIGTERM each; each must exit cleanly, without a traceback, within 28 s."""
+        """SIGTERM each; each must exit cleanly, without a traceback, within 30 s."""
         started, self.started = self.started, []
         for process, log in started:
-            process.terminate()
-            process.wait(timeout=28)
+            stop_service(process, log)
             print(f"--- {log.name} ---\n{log.read_text()}")
             assert "Traceback" not in log.read_text(), log.read_text()
 

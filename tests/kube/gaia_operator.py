@@ -10,8 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from cluster import Cluster, free_port
 from kubelet import FakeKubelet
 
 import gaia
+from processes import start_service, stop_service
 
 
 class OperatorProcess:
@@ -55,32 +54,17 @@ class OperatorProcess:
             "GAIA_API_URL": f"http://{self.address}",  # for worker pods (fake kubelet)
             **self.extra_env,
         }
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "gaia.cli", "operator", "--verbose"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gaia operator exited:\n{self.log.read_text()[-3000:]}")
-            try:
-                urllib.request.urlopen(f"http://{self.address}/health", timeout=1).read()
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"gaia operator's API did not answer:\n{self.log.read_text()[-3000:]}")
+        self.process = start_service(
+            [sys.executable, "-m", "gaia.cli", "operator", "--verbose"],
+            self.log,
+            f"http://{self.address}/health",
+            env=env,
+        )
+        return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_service(self.process, self.log, sig)
         self.process = None
 
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,8 @@ from typing import Any
 import pytest
 from kubelet import FakeKubelet
 from kubernetes import client
+
+from processes import alive, sleep_marker, sleepers
 
 pytestmark = pytest.mark.slow
 
@@ -201,7 +201,7 @@ def test_a_failing_command_fails_the_job(api: Any, namespace: str, kubelet: Fake
 def test_deleting_a_running_job_kills_its_processes(
     api: Any, namespace: str, kubelet: FakeKubelet
 ) -> None:
-    marker = f"300.{uuid.uuid4().int % 10**9:09d}"
+    marker = sleep_marker()
     run_job(api, namespace, "sleepy", f"sleep {marker} & sleep {marker}")
 
     ((key, pid),) = wait_for(lambda: list(kubelet.running().items()), "the pod to run")
@@ -232,7 +232,7 @@ def test_deleting_a_running_job_kills_its_processes(
 def test_deleting_a_running_pod_reports_it_failed(
     api: Any, namespace: str, kubelet: FakeKubelet
 ) -> None:
-    marker = f"300.{uuid.uuid4().int % 10**9:09d}"
+    marker = sleep_marker()
     run_job(api, namespace, "victim", f"sleep {marker}")
     ((key, pid),) = wait_for(lambda: list(kubelet.running().items()), "the pod to run")
 
@@ -360,30 +360,3 @@ def test_the_watch_lists_again_after_410_and_survives_api_errors(
     assert calls[:6] == ["list", "watch@7", "list", "watch@7", "watch@7", "watch@9"]
     assert kubelet.errors == []
     assert "watch expired" in caplog.text and "etcd is sad" in caplog.text
-
-
-# Processes are found by a unique `sleep` duration, which also works inside bwrap's own
-# pid namespace, where the pids the command sees are not the host's.
-
-
-def sleepers(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmdline[:2] == [b"sleep", marker.encode()] and alive(int(entry)):
-            found.append(int(entry))
-    return found
-
-
-def alive(pid: int) -> bool:
-    """True for a running process; a zombie has exited and counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"

@@ -7,9 +7,10 @@ import signal
 import time
 from pathlib import Path
 
-from gaia_server import Server, pid_alive, wait_for
+from gaia_server import Server, wait_for
 
 import gaia
+from processes import alive
 
 SLEEPER = {
     "key": "sleeper",
@@ -105,12 +106,12 @@ def start_sleeping(flow: gaia.Gaia) -> int:
 def test_halt_kills_a_running_task_and_publishes_nothing(server: Server) -> None:
     flow = server.client()
     pid = start_sleeping(flow)
-    assert pid_alive(pid)
+    assert alive(pid)
     assert flow.halt("sleepy") == {"halt": "sleepy"}
     deadline = time.monotonic() + 30  # a guard, not a timing claim
-    while pid_alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not pid_alive(pid)
+    assert not alive(pid)
     status = flow.status("sleepy")["status"]
     assert status["state"] == "halted"
     assert status["tasks"]["nap"]["state"] == "cancelled"
@@ -175,7 +176,7 @@ def test_tasks_that_died_with_the_server_run_again(server: Server) -> None:
     flow = server.client()
     pid = start_sleeping(flow)
     server.stop(signal.SIGTERM)
-    assert not pid_alive(pid)
+    assert not alive(pid)
     server.start()
     status = server.client().status("sleepy")["status"]
     assert status["state"] == "running"
@@ -196,9 +197,9 @@ def test_expiring_a_running_task_kills_it_and_starts_it_again(server: Server) ->
     reply = flow.expire("sleepy", ["nap"])
     assert reply["expire"] == {"process": ["nap"], "data": ["rested"]}
     deadline = time.monotonic() + 30  # a guard, not a timing claim
-    while pid_alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not pid_alive(pid)
+    assert not alive(pid)
     status = flow.status("sleepy")["status"]
     assert status["tasks"]["nap"]["run"] == 2 and status["state"] == "running"
     flow.halt("sleepy")

@@ -40,6 +40,16 @@ def nap(run: int) -> TaskSpec:
     )
 
 
+async def running_nap(workdir: Path, reports: Reports) -> LocalExecutor:
+    """An executor with one worker, running a long task."""
+    executor = LocalExecutor(workdir, reports, workers=1, sandbox="rewrite")
+    executor.start()
+    executor.submit(nap(1))
+    while not executor.running:
+        await asyncio.sleep(0.01)
+    return executor
+
+
 def test_a_worker_stopped_as_its_task_ends_cancelled_does_stop(tmp_path: Path) -> None:
     """A halt cancels a task, and close() cancels its worker in the instant the task ends:
     the worker once took its own stop for the task's cancellation and waited for more
@@ -47,11 +57,7 @@ def test_a_worker_stopped_as_its_task_ends_cancelled_does_stop(tmp_path: Path) -
     reports = Reports()
 
     async def scenario() -> None:
-        executor = LocalExecutor(tmp_path, reports, workers=1, sandbox="rewrite")
-        executor.start()
-        executor.submit(nap(1))
-        while not executor.running:
-            await asyncio.sleep(0.01)
+        executor = await running_nap(tmp_path, reports)
         job = executor.running["sleepy", "nap", 1]
         workers = [w.task for w in executor.workers.values() if w.task is not None]
 
@@ -74,11 +80,7 @@ def test_close_kills_a_running_task_without_reporting_it(tmp_path: Path) -> None
     reports = Reports()
 
     async def scenario() -> None:
-        executor = LocalExecutor(tmp_path, reports, workers=1, sandbox="rewrite")
-        executor.start()
-        executor.submit(nap(1))
-        while not executor.running:
-            await asyncio.sleep(0.01)
+        executor = await running_nap(tmp_path, reports)
         closing = asyncio.create_task(executor.close())
         done, _ = await asyncio.wait({closing}, timeout=30)
         assert done, "close() never returned"

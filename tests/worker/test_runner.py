@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import pytest
 
 from gaia.worker.runner import TaskResult, TaskSpec, run_task
+from processes import alive, processes_naming, sleep_marker, sleepers
 
 
 def _bwrap_works() -> bool:
@@ -186,7 +185,7 @@ def test_large_output_on_both_streams_does_not_deadlock(sandbox: str, tmp_path: 
 
 @SANDBOXES
 def test_a_timeout_kills_the_command_and_reports_it(sandbox: str, tmp_path: Path) -> None:
-    marker = _marker()
+    marker = sleep_marker()
     task = spec(
         ("sh", "-c", f"sleep {marker} & echo x > /out/out; sleep {marker}"),
         outputs=("/out/out",),
@@ -204,7 +203,7 @@ def test_a_timeout_kills_the_command_and_reports_it(sandbox: str, tmp_path: Path
 
 @SANDBOXES
 def test_cancelling_kills_the_whole_process_tree(sandbox: str, tmp_path: Path) -> None:
-    marker = _marker()
+    marker = sleep_marker()
     pids: list[int] = []
 
     async def scenario() -> None:
@@ -212,13 +211,13 @@ def test_cancelling_kills_the_whole_process_tree(sandbox: str, tmp_path: Path) -
         running = asyncio.create_task(
             run_task(task, tmp_path, sandbox=sandbox, on_start=pids.append)
         )
-        await _until(lambda: len(_sleepers(marker)) == 2)  # the child and the grandchild
+        await _until(lambda: len(sleepers(marker)) == 2)  # the child and the grandchild
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running
 
     asyncio.run(scenario())
-    assert not _alive(pids[0])
+    assert not alive(pids[0])
     _assert_gone(marker)
 
 
@@ -228,7 +227,7 @@ def test_a_cancel_at_any_moment_of_the_start_leaves_nothing_running(
 ) -> None:
     """A halt can land while the sandbox is still being set up; asyncio's own cleanup of a
     cancelled start killed only bwrap and then waited for pipes its sandbox held open."""
-    marker = _marker()
+    marker = sleep_marker()
 
     async def cancel_after(delay: float, workdir: Path) -> None:
         task = spec(("sh", "-c", f"sleep {marker}"), outputs=("/out/out",))
@@ -244,7 +243,7 @@ def test_a_cancel_at_any_moment_of_the_start_leaves_nothing_running(
             await cancel_after(step * 0.0005, tmp_path / str(step))
 
     asyncio.run(scenario())
-    assert _processes_naming(marker) == []
+    assert processes_naming(marker) == []
 
 
 @NEEDS_BWRAP
@@ -366,51 +365,11 @@ def test_an_unknown_sandbox_is_refused(tmp_path: Path) -> None:
 # pid namespace, where the pids the command sees are not the host's.
 
 
-def _marker() -> str:
-    return f"300.{uuid.uuid4().int % 10**9:09d}"
-
-
-def _sleepers(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmdline[:2] == [b"sleep", marker.encode()] and _alive(int(entry)):
-            found.append(int(entry))
-    return found
-
-
-def _processes_naming(marker: str) -> list[str]:
-    """Live processes with ``marker`` anywhere on their command line (bwrap, sh, sleep)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if entry.isdigit() and marker.encode() in cmdline and _alive(int(entry)):
-            found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    """True for a running process; a zombie has exited and counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
 def _assert_gone(marker: str) -> None:
     deadline = time.monotonic() + 10  # a guard, not a timing claim
-    while _sleepers(marker) and time.monotonic() < deadline:
+    while sleepers(marker) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert _sleepers(marker) == []
+    assert sleepers(marker) == []
 
 
 async def _until(condition: Callable[[], bool], timeout: float = 20) -> None:
