@@ -71,6 +71,8 @@ class Gaia:
         self.kafka_host: str | None = config.get("kafka_host") or None
         self.kafka_topics = {**DEFAULT_TOPICS, **(config.get("kafka_topics") or {})}
         self.timeout = float(config.get("timeout", 60))
+        # How long listen() keeps trying to reach a server that went away (a restart).
+        self.reconnect = float(config.get("reconnect", 60))
 
     def __repr__(self) -> str:
         return f"Gaia({{'gaia_host': {self.url!r}}})"
@@ -111,26 +113,54 @@ class Gaia:
         """Every namespace and its state: ``{"workflows": {namespace: state}}``."""
         return self._post("/workflows", {})
 
-    def events(self, root: str | None = None) -> EventSource:
-        """Open the stream of events (of ``root``, or all); iterate it, ``close()`` it."""
+    def events(self, root: str | None = None, since: int | None = None) -> EventSource:
+        """Open the stream of events (of ``root``, or all); iterate it, ``close()`` it.
+        ``since`` (an event id) first replays the later events the server kept."""
         if self.kafka_host:
             topics = list(self.kafka_topics.values())
             return _KafkaEvents(self.kafka_host, topics, root, min(self.timeout, 10.0))
-        return EventStream(self, root)
+        return EventStream(self, root, since)
 
     def listen(
         self, root: str | None = None, handler: Callable[[Event], Any] | None = None
     ) -> None:
-        """Pass each event to ``handler`` (default :meth:`handle`) until Ctrl-C or stream end."""
+        """Pass each event to ``handler`` (default :meth:`handle`) until Ctrl-C.
+
+        When the stream breaks (the server restarted, say), listening resumes after the
+        last event seen; the server first replays what it kept meanwhile. A server that
+        stays unreachable for the config's ``reconnect`` seconds (default 60) raises
+        ConnectionFailed. An exception from ``handler`` ends listening.
+        """
         handle = handler or self.handle
+        last: int | None = None
         source = self.events(root)
         try:
-            for event in source:
-                handle(event)
+            while True:
+                try:
+                    for event in source:
+                        handle(event)
+                        if isinstance(event.get("id"), int):
+                            last = event["id"]
+                finally:
+                    source.close()
+                if self.kafka_host:
+                    return  # the Kafka consumer reconnects by itself; its end is final
+                logger.warning("the event stream from %s ended; reconnecting", self.address)
+                source = self._reconnect(root, last)
         except KeyboardInterrupt:
             pass
-        finally:
-            source.close()
+
+    def _reconnect(self, root: str | None, since: int | None) -> EventSource:
+        deadline = time.monotonic() + self.reconnect
+        delay = 0.2
+        while True:
+            time.sleep(delay)  # also paces a server that keeps ending streams at once
+            try:
+                return self.events(root, since)
+            except ConnectionFailed:
+                if time.monotonic() + delay > deadline:
+                    raise
+            delay = min(delay * 2, 5.0)
 
     def handle(self, event: Event) -> None:
         """Print one line per event; override in a subclass to do something else."""
@@ -198,9 +228,13 @@ class EventStream:
     :meth:`close` is called (from any thread). Connecting raises like the other calls.
     """
 
-    def __init__(self, client: Gaia, root: str | None = None) -> None:
+    def __init__(self, client: Gaia, root: str | None = None, since: int | None = None) -> None:
+        """``since`` (an event id) first replays the later events the server kept."""
         self._client = client
-        path = "/events" + (f"?{urlencode({'root': root})}" if root else "")
+        query = {"root": root} if root else {}
+        if since is not None:
+            query["since"] = str(since)
+        path = "/events" + (f"?{urlencode(query)}" if query else "")
         factory = (
             http.client.HTTPSConnection if client.scheme == "https" else http.client.HTTPConnection
         )

@@ -170,11 +170,14 @@ def test_the_event_stream_parses_server_sent_events(tiny_server: TinyServer) -> 
         "data: not json at all\n\n",
         'event: message\r\nid: 7\r\ndata:{"event": "flow-complete", "root": "sse"}\r\n\r\n',
     ]
-    seen: list[dict[str, Any]] = []
     client = gaia.Gaia({"gaia_host": tiny_server.address})
-    client.listen("sse", seen.append)  # returns when the server ends the stream
+    seen = list(client.events("sse"))  # ends when the server ends the stream
     assert [event["event"] for event in seen] == ["step-start", "data-complete", "flow-complete"]
     assert seen[1]["key"] == "md5/x"
+
+
+class Enough(Exception):
+    """Raised by a test's handler to end listen(), which otherwise goes on for ever."""
 
 
 def test_listen_without_a_handler_calls_handle(tiny_server: TinyServer) -> None:
@@ -185,9 +188,11 @@ def test_listen_without_a_handler_calls_handle(tiny_server: TinyServer) -> None:
 
         def handle(self, event: dict[str, Any]) -> None:
             self.events_seen.append(event)
+            raise Enough
 
     client = Collecting({"gaia_host": tiny_server.address})
-    client.listen("handled")
+    with pytest.raises(Enough):
+        client.listen("handled")
     assert client.events_seen == [{"event": "flow-halted", "root": "handled", "time": 0}]
 
 
@@ -198,11 +203,52 @@ def test_the_default_handler_prints_one_line_per_event(
         {"event": "step-error", "root": "printed", "process": "cat", "error": "exit code 1"},
         {"event": "log", "root": "printed", "process": "cat", "stream": "stderr", "line": "oops"},
     ]
-    gaia.Gaia({"gaia_host": tiny_server.address}).listen("printed")
+
+    class Printing(gaia.Gaia):
+        def handle(self, event: dict[str, Any]) -> None:
+            super().handle(event)
+            if event["event"] == "log":
+                raise Enough
+
+    with pytest.raises(Enough):
+        Printing({"gaia_host": tiny_server.address}).listen("printed")
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
     assert lines[0].endswith("printed step-error cat: exit code 1")
     assert lines[1].endswith("printed log cat [stderr] oops")
+
+
+def test_listen_resumes_after_the_last_event_when_the_stream_breaks(
+    tiny_server: TinyServer,
+) -> None:
+    tiny_server.events["resumed"] = [
+        {"event": "step-start", "root": "resumed", "id": 1},
+        {"event": "step-complete", "root": "resumed", "id": 2},
+    ]
+    seen: list[dict[str, Any]] = []
+
+    def handler(event: dict[str, Any]) -> None:
+        seen.append(event)
+        if event["id"] == 2:  # the server "restarts" and kept one more event meanwhile
+            tiny_server.events["resumed"].append(
+                {"event": "flow-complete", "root": "resumed", "id": 3}
+            )
+        if event["id"] == 3:
+            raise Enough
+
+    with pytest.raises(Enough):
+        gaia.Gaia({"gaia_host": tiny_server.address}).listen("resumed", handler)
+    assert [event["id"] for event in seen] == [1, 2, 3]  # nothing twice, nothing lost
+    assert tiny_server.since["resumed"] == [None, "2"]
+
+
+def test_listen_gives_up_on_a_server_gone_for_longer_than_reconnect() -> None:
+    server = TinyServer()  # its own: this test stops it
+    server.start()
+    server.events["gone"] = [{"event": "step-start", "root": "gone", "id": 1}]
+    client = gaia.Gaia({"gaia_host": server.address, "reconnect": 0.5})
+    with pytest.raises(gaia.ConnectionFailed, match=server.address):
+        client.listen("gone", lambda event: server.stop())
 
 
 def test_closing_the_stream_from_another_thread_ends_iteration(tiny_server: TinyServer) -> None:

@@ -8,7 +8,8 @@ It is not Gaia: it answers what the client tests script. ``POST /<call>`` replie
 second, a root with scripted ``statuses`` gets them one per call (the last one repeats),
 anything else gets an echo ``{"call", "body"}``. ``GET /events?root=NS`` streams the
 scripted ``events`` of NS as server-sent events and closes, except ``root=forever``, which
-sends one event and then keep-alive comments until the client goes away.
+sends one event and then keep-alive comments until the client goes away. With ``since``,
+only scripted events with a higher ``id`` are sent; every stream's ``since`` is recorded.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class TinyServer:
         self.statuses: dict[str, list[dict[str, Any]]] = {}
         self.events: dict[str, list[Any]] = {}
         self.requests: list[tuple[str, Any]] = []
+        self.since: dict[str, list[str | None]] = {}  # root: each stream's since, in order
         self.loop = asyncio.new_event_loop()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -93,10 +95,14 @@ class TinyServer:
         root = request.query.get("root", "")
         if root in ERRORS:
             return web.json_response(ERRORS[root][1], status=ERRORS[root][0])
+        since = request.query.get("since")
+        self.since.setdefault(root, []).append(since)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         await response.write(b": connected\n\n")
         for event in self.events.get(root, []):
+            if since is not None and isinstance(event, dict) and event["id"] <= int(since):
+                continue
             text = event if isinstance(event, str) else "data: " + json.dumps(event) + "\n\n"
             await response.write(text.encode())
         if root == "forever":

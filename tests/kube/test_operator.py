@@ -7,8 +7,9 @@ import hashlib
 import json
 import shutil
 import signal
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,31 @@ def seed(store: Path, root: str) -> None:
     shutil.copytree(TRIANGLE / "data", store / root, dirs_exist_ok=True)
 
 
+def count(events: list[dict[str, Any]], name: str) -> int:
+    return sum(event["event"] == name for event in events)
+
+
+def kept_events(
+    flow: gaia.Gaia, root: str, enough: Callable[[list[dict[str, Any]]], bool]
+) -> list[dict[str, Any]]:
+    """The events the server replays for a stream opened since event 0, up to ``enough``."""
+    seen: list[dict[str, Any]] = []
+    stream = flow.events(root, since=0)
+
+    def read() -> None:
+        for event in stream:
+            seen.append(event)
+            if enough(seen):
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=30)  # a guard: a replay comes at once
+    stream.close()
+    assert enough(seen), [event["event"] for event in seen]
+    return seen
+
+
 def test_kubectl_apply_computes_the_triangle(cluster: Cluster, world: dict[str, Any]) -> None:
     ns, store = world["namespace"], world["store"]
     seed(store, "triangle")
@@ -129,6 +155,11 @@ def test_the_client_drives_the_operator_like_gaia_serve(
     assert rerun == expired["process"]
     digest = hashlib.md5(b"A different snake.\n").hexdigest()
     assert (store / "viaclient/md5/snake").read_text().split()[0] == digest
+
+    # The operator keeps recent events: a stream opened "since" replays both runs.
+    kept = kept_events(flow, "viaclient", lambda seen: count(seen, "flow-complete") == 2)
+    assert count(kept, "flow-complete") == 2 and count(kept, "step-start") == 10 + 5
+    assert [e["id"] for e in kept] == sorted({e["id"] for e in kept})
 
     with pytest.raises(gaia.InvalidRequest, match="unknown command 'nope'"):
         flow.merge("viaclient", [{"key": "x", "command": "nope"}])
@@ -187,6 +218,7 @@ def test_a_restarted_operator_neither_duplicates_nor_loses_a_task(
     while not kubelet.running() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert kubelet.running()
+    started = kept_events(flow, "restart", lambda seen: count(seen, "step-start") == 1)[-1]
     operator.stop(signal.SIGKILL)  # mid-run, no goodbye
     time.sleep(6)  # the task finishes while no operator watches
     operator.start()
@@ -201,6 +233,10 @@ def test_a_restarted_operator_neither_duplicates_nor_loses_a_task(
         if e.get("involvedObject", {}).get("kind") == "Job"
     }
     assert len({n.split(".")[0] for n in names}) <= 1  # one Job ever existed for it
+    # Event ids go on growing across the restart, so a listener resuming "since" the
+    # last event it saw before the restart gets what came after.
+    kept = kept_events(flow, "restart", lambda seen: count(seen, "flow-complete") == 1)
+    assert kept[-1]["event"] == "flow-complete" and kept[-1]["id"] > started["id"]
 
 
 def test_an_invalid_namespace_is_reported_and_changes_nothing(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import signal
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from gaia_server import Server, wait_for
 
@@ -156,6 +158,64 @@ def test_events_stream_to_listeners(server: Server, triangle: gaia.Gaia) -> None
     assert {"step-start", "step-complete", "data-complete", "log", "flow-complete"} <= names
     log = next(e for e in seen if e["event"] == "log" and e["process"] == "md5-rabbit")
     assert log["stream"] == "stdout" and log["root"] == "triangle"
+
+
+def test_a_stream_opened_since_an_event_replays_the_later_ones(
+    server: Server, triangle: gaia.Gaia
+) -> None:
+    wait_for(triangle, "triangle")
+    replayed = []
+    stream = triangle.events("triangle", since=0)
+    for event in stream:
+        replayed.append(event)
+        if event["event"] == "flow-complete":
+            stream.close()
+    ids = [event["id"] for event in replayed]
+    assert ids == sorted(set(ids))
+    assert {"step-start", "step-complete", "data-complete"} <= {e["event"] for e in replayed}
+    later = triangle.events("triangle", since=ids[-2])  # replay the last one only
+    assert next(iter(later))["id"] == ids[-1]
+    later.close()
+
+
+class Enough(Exception):
+    """Raised by a handler to end listen(), which otherwise goes on for ever."""
+
+
+def test_listen_carries_on_across_a_server_restart(server: Server, triangle: gaia.Gaia) -> None:
+    wait_for(triangle, "triangle")
+    seen: list[dict[str, Any]] = []
+    failures: list[BaseException] = []
+
+    def handler(event: dict[str, Any]) -> None:
+        seen.append(event)
+        if sum(e["event"] == "flow-complete" for e in seen) == 2:
+            raise Enough
+
+    def listen() -> None:
+        try:
+            server.client().listen("triangle", handler)
+        except Enough:
+            pass
+        except BaseException as exc:
+            failures.append(exc)
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    while not any(e["event"] == "flow-complete" for e in seen):  # connected and hearing
+        triangle.expire("triangle", ["md5-rabbit"])
+        wait_for(triangle, "triangle")
+        time.sleep(0.2)
+    server.stop()
+    server.start()
+    triangle.expire("triangle", ["md5-rabbit"])  # possibly before the listener is back
+    listener.join(timeout=60)  # a guard, not a timing claim
+    assert not listener.is_alive() and failures == []
+    ids = [event["id"] for event in seen if "id" in event]
+    assert ids == sorted(set(ids))  # nothing twice, in order
+    first_end = next(i for i, e in enumerate(seen) if e["event"] == "flow-complete")
+    after_restart = [e["event"] for e in seen[first_end + 1 :]]
+    assert "step-start" in after_restart and after_restart[-1] == "flow-complete"
 
 
 def test_a_restart_keeps_commands_processes_and_results(

@@ -149,7 +149,8 @@ ROUTES: dict[str, Callable[[Backend, dict[str, Any]], Any]] = {
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events; ``?root=NS`` filters, ``?since=ID`` replays saved events first."""
+    """Server-sent events; ``?root=NS`` filters, ``?since=ID`` (or the standard
+    ``Last-Event-ID`` header of a reconnecting browser) replays kept events first."""
     controller = request.app[CONTROLLER]
     root = request.query.get("root") or None
     subscription = controller.bus.subscribe(root)
@@ -159,7 +160,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     try:
         replayed = 0
-        since = request.query.get("since")
+        since = request.query.get("since") or request.headers.get("Last-Event-ID")
         if since is not None and since.isdigit():
             for saved in controller.events_since(int(since), root):
                 await response.write(_sse(saved))

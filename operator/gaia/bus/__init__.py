@@ -1,5 +1,5 @@
 """Event buses: how events reach listeners (in process and over HTTP, or Kafka)."""
 
-from gaia.bus.memory import EventBus, Subscription
+from gaia.bus.memory import EventBus, EventHistory, Subscription
 
-__all__ = ["EventBus", "Subscription"]
+__all__ = ["EventBus", "EventHistory", "Subscription"]

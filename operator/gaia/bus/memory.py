@@ -11,10 +11,11 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["EventBus", "Subscription"]
+__all__ = ["EventBus", "EventHistory", "Subscription"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,3 +94,22 @@ class EventBus:
     def unsubscribe(self, subscription: Subscription) -> None:
         self.subscribers.discard(subscription)
         self.dropped.discard(subscription)
+
+
+class EventHistory:
+    """The latest events but log lines, kept in memory so that a stream can resume
+    (``since``) on a server without a database of them: the operator. Bounded, so a
+    listener away for too long misses the oldest."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.events: deque[Event] = deque(maxlen=size)
+
+    def record(self, event: Event) -> None:
+        self.events.append(event)
+
+    def since(self, after: int, root: str | None) -> list[Event]:
+        return [
+            event
+            for event in self.events
+            if event["id"] > after and (root is None or event.get("root") == root)
+        ]

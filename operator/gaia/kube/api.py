@@ -277,7 +277,7 @@ class KubeApi:
         }
 
     def events_since(self, after: int, root: str | None) -> list[dict[str, Any]]:
-        return []  # the operator keeps no event history; live events only
+        return self.host.history.since(after, root)
 
 
 async def serve_api(host: KubeHost, config: OperatorConfig) -> web.AppRunner:

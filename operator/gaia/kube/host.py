@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gaia.bus import EventBus
+from gaia.bus import EventBus, EventHistory
 from gaia.engine.instructions import CancelTask, DeleteData, Emit, Instruction, StartTask
 from gaia.engine.keys import render, root_problem
 from gaia.engine.namespace import Namespace
@@ -75,7 +75,10 @@ class KubeHost:
         self.registry = Registry()
         self.command_generations: dict[str, tuple[Any, Any]] = {}
         self.tracked: dict[str, Tracked] = {}
-        self.bus = EventBus()
+        # Ids seeded from the clock (microseconds) keep growing across operator restarts,
+        # so a client resuming with ``since`` after a restart misses nothing newer.
+        self.history = EventHistory()
+        self.bus = EventBus(sink=self.history.record, first_id=time.time_ns() // 1000)
         self.dirty: set[str] = set()
         self.pending: set[asyncio.Task[Any]] = set()
         # One namespace's resource events, Job events, re-checks and API calls take turns:
