@@ -4,7 +4,7 @@ succeeded or failed), instructions out (start or cancel a task, delete keys, emi
 The host calls these methods one at a time and carries out the returned instructions in
 order. Store lookups come in through an ``exists`` callback, so the engine stays free of
 I/O. Costs follow what an event touches: a completion looks only at the consumers of its
-outputs; only ``trigger`` and ``status`` walk the whole namespace.
+outputs; only ``trigger`` and ``status`` walk the whole namespace (counts do not).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gaia.engine.complete import CompleteKeys
 from gaia.engine.expand import expand
 from gaia.engine.graph import Graph
 from gaia.engine.instructions import CancelTask, DeleteData, Emit, Instruction, StartTask
@@ -51,10 +52,11 @@ class Namespace:
         self.specs: dict[str, ProcessSpec] = {}
         self.expansion: dict[str, tuple[str, ...]] = {}  # spec key -> leaf keys
         self.users: dict[str, set[str]] = {}  # command key -> spec keys using it
-        self.complete: set[str] = set()
+        self.complete = CompleteKeys(self.graph)
         self.tasks: dict[str, Task] = {}
         self.runs: dict[str, int] = {}  # kept after a process goes, so run numbers never repeat
         self.active: set[str] = set()  # processes with a queued or running task
+        self.running: set[str] = set()  # those whose task is running (counted often)
         self.failed: set[str] = set()
         self.mode = Mode.INITIALIZED
         self.announced: FlowState | None = None
@@ -125,6 +127,7 @@ class Namespace:
             self.failed.discard(key)
             for gone in self.graph.remove(key):
                 self.complete.discard(gone)
+            self.complete.forget(key)
         for key in plan.dropped:
             self._forget_spec(key)
         for spec in plan.specs:
@@ -136,6 +139,7 @@ class Namespace:
                 for fresh in self.graph.add(process):
                     if fresh not in expired_data and exists(fresh):
                         self.complete.add(fresh)
+                self.complete.recheck(process.key)
                 for command in process.uses:
                     self.users.setdefault(command, set()).add(spec.key)
             if not leaves:  # a fan-out over an empty list still uses its command
@@ -308,6 +312,10 @@ class Namespace:
             raise RuntimeError(f"task {task.name}: no transition {task.state.value} -> {to.value}")
         self.story.append((self.clock(), task.process, task.state.value, to.value))
         task.state = to
+        if to is TaskState.RUNNING:
+            self.running.add(task.process)
+        else:
+            self.running.discard(task.process)
 
     def _cancel(self, process: str, out: list[Instruction]) -> None:
         task = self.tasks[process]
@@ -391,15 +399,10 @@ class Namespace:
 
     def counts(self) -> dict[str, int]:
         complete = self.complete
-        done = sum(
-            1
-            for p in self.graph.processes.values()
-            if all(d in complete for d in p.outputs.values())
-        )
-        running = sum(1 for p in self.active if self.tasks[p].state is TaskState.RUNNING)
+        running = len(self.running)
         return {
             "processes": len(self.graph.processes),
-            "complete": done,
+            "complete": len(complete.done),
             "running": running,
             "queued": len(self.active) - running,
             "failed": len(self.failed),
@@ -464,6 +467,7 @@ class Namespace:
             process, run, TaskState.RUNNING, queued=now, started=now, handle=dict(handle)
         )
         self.active.add(process)
+        self.running.add(process)
         return True
 
     def restore_tasks(self, tasks: Iterable[Task], runs: Mapping[str, int]) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from gaia.engine.namespace import Namespace
 from gaia.engine.states import TaskState
+from gaia.engine.tasks import Task
 
 __all__ = ["DETAIL_LIMIT", "summary", "valid_condition"]
 
@@ -29,26 +30,17 @@ def summary(
     counts["dataComplete"] = counts.pop("data_complete")
     counts["missing"] = counts["data"] - counts["dataComplete"]
     waiting = namespace.waiting()
-    failures = [
-        {
-            "process": key,
-            "job": task.handle.get("job"),
-            "exitCode": task.exit_code,
-            "error": task.error,
-            "logTail": [line[:LINE_CHARS] for line in task.log_tail[-LOG_LINES:]],
-        }
-        for key, task in sorted(namespace.tasks.items())
-        if task.state is TaskState.ERROR
-    ]
+    failed = sorted(key for key, task in namespace.tasks.items() if task.state is TaskState.ERROR)
+    failures = [_failure(key, namespace.tasks[key]) for key in failed[:FAILURE_LIMIT]]
     status: dict[str, Any] = {
         "state": namespace.state().value,
         "counts": counts,
         "waiting": waiting[:LIST_LIMIT],
-        "failures": failures[:FAILURE_LIMIT],
+        "failures": failures,
         "handled": handled,
         "observedGeneration": generation,
         "conditions": [valid_condition(problem, "the processes are valid")],
-        "message": problem or _message(counts, len(waiting), len(failures)),
+        "message": problem or _message(counts, len(waiting), len(failed)),
     }
     if counts["processes"] <= DETAIL_LIMIT:
         status["data"] = {key: namespace.data_state(key).value for key in namespace.graph.data_keys}
@@ -67,6 +59,16 @@ def summary(
         status["data"] = None
         status["tasks"] = None
     return status
+
+
+def _failure(process: str, task: Task) -> dict[str, Any]:
+    return {
+        "process": process,
+        "job": task.handle.get("job"),
+        "exitCode": task.exit_code,
+        "error": task.error,
+        "logTail": [line[:LINE_CHARS] for line in task.log_tail[-LOG_LINES:]],
+    }
 
 
 def _message(counts: dict[str, int], waiting: int, failures: int) -> str:

@@ -1,0 +1,59 @@
+"""The complete data keys of a namespace, with the processes they make done.
+
+A process is done when every one of its outputs is complete. Status is written often (the
+operator flushes it every second), so the count of done processes is kept in step with
+each key that comes or goes instead of being recounted over the whole graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from gaia.engine.graph import Graph
+
+__all__ = ["CompleteKeys"]
+
+
+class CompleteKeys:
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.keys: set[str] = set()
+        self.done: set[str] = set()  # processes whose outputs are all complete
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def add(self, key: str) -> None:
+        if key not in self.keys:
+            self.keys.add(key)
+            producer = self.graph.producer.get(key)
+            if producer is not None:
+                self.recheck(producer)
+
+    def discard(self, key: str) -> None:
+        if key in self.keys:
+            self.keys.discard(key)
+            producer = self.graph.producer.get(key)
+            if producer is not None:
+                self.done.discard(producer)
+
+    def difference_update(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.discard(key)
+
+    def recheck(self, process: str) -> None:
+        """Call for a process just added to the graph (its outputs may already exist)."""
+        if all(key in self.keys for key in self.graph.processes[process].outputs.values()):
+            self.done.add(process)
+        else:
+            self.done.discard(process)
+
+    def forget(self, process: str) -> None:
+        """Call for a process that left the graph."""
+        self.done.discard(process)
