@@ -5,6 +5,8 @@ real S3-compatible server (moto) that the operator and the pods talk to over HTT
 from __future__ import annotations
 
 import hashlib
+import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,14 +84,19 @@ def names(world: dict[str, Any], under: str) -> list[str]:
     return sorted(item["Key"] for item in reply.get("Contents") or [])
 
 
-def test_the_triangle_runs_on_the_object_store(cluster: Cluster, world: dict[str, Any]) -> None:
-    ns = world["namespace"]
+def seed(world: dict[str, Any]) -> None:
+    """The triangle's source files, in the bucket under namespace 'triangle'."""
     for source in sorted((TRIANGLE / "data").rglob("*")):
         if source.is_file():
             key = source.relative_to(TRIANGLE / "data").as_posix()
             world["s3"].put_object(
                 Bucket=world["bucket"], Key=f"{PREFIX}/triangle/{key}", Body=source.read_bytes()
             )
+
+
+def test_the_triangle_runs_on_the_object_store(cluster: Cluster, world: dict[str, Any]) -> None:
+    ns = world["namespace"]
+    seed(world)
     cluster.kubectl("apply", "-n", ns, "-f", str(TRIANGLE / "kubernetes"))
     status = wait_state(cluster, ns, "triangle", ("complete", "error"), timeout=180)
     assert status["state"] == "complete", status.get("failures")
@@ -144,3 +151,35 @@ def test_a_command_killed_by_a_signal_fails_instead_of_hanging(
     assert failure["process"] == "victim" and failure["exitCode"] == 137
     assert "the command was killed" in failure["error"]
     assert names(world, "killed/") == []
+
+
+def test_a_store_that_cannot_be_reached_is_reported_then_retried(
+    cluster: Cluster, world: dict[str, Any]
+) -> None:
+    """The operator asks the store what exists before the engine changes anything: a
+    store that fails leaves the namespace untouched, says so, and the re-check retries."""
+    ns, s3, bucket = world["namespace"], world["s3"], world["bucket"]
+    s3.delete_bucket(Bucket=bucket)  # every call on it fails from now on
+    cluster.kubectl("apply", "-n", ns, "-f", str(TRIANGLE / "kubernetes"))
+    deadline = time.monotonic() + 60
+    while not (warnings := store_warnings(cluster, ns)):
+        assert time.monotonic() < deadline, "no StoreUnavailable event"
+        time.sleep(0.5)
+    assert "nothing changed: namespace 'triangle': cannot look up" in warnings[0]
+    assert "NoSuchBucket" in warnings[0] and "retrying" in warnings[0]
+    assert jobs(cluster, ns) == []
+    s3.create_bucket(Bucket=bucket)
+    seed(world)
+    status = wait_state(cluster, ns, "triangle", ("complete", "error"), timeout=180)
+    assert status["state"] == "complete", status.get("failures")
+    assert read(world, "triangle/hello/snake") == b"hello snake world\n"
+
+
+def store_warnings(cluster: Cluster, namespace: str) -> list[str]:
+    events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)
+    return [
+        event.get("message", "")
+        for event in events["items"]
+        if event.get("reason") == "StoreUnavailable"
+        and event.get("involvedObject", {}).get("name") == "triangle"
+    ]

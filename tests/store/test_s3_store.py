@@ -41,6 +41,28 @@ def test_exists_sees_files_and_directory_keys(s3_client: Any, bucket: str) -> No
 
 
 @pytest.mark.slow
+def test_a_listing_finds_what_exists_finds(s3_client: Any, bucket: str) -> None:
+    store = S3Store(bucket, "/team/b/", s3_client)
+    for name in ("animals/rabbit", "tree/leaf/x", ".private/p/tmp", "nsx-not-ours"):
+        put(s3_client, bucket, f"team/b/ns/{name}")
+    put(s3_client, bucket, "team/b/nsother/animals/snake")
+    held = store.listing("ns")
+    assert held == {
+        "animals",
+        "animals/rabbit",
+        "tree",
+        "tree/leaf",
+        "tree/leaf/x",
+        ".private",
+        ".private/p",
+        ".private/p/tmp",
+        "nsx-not-ours",
+    }
+    for key in ("animals/rabbit", "animals/snake", "tree/leaf", "animals/rab", "nope"):
+        assert (key in held) == store.exists("ns", key)
+
+
+@pytest.mark.slow
 def test_delete_removes_a_file_and_everything_under_a_directory_key(
     s3_client: Any, bucket: str
 ) -> None:

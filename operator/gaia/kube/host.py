@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,15 +19,16 @@ from typing import Any
 from gaia.bus import EventBus, EventHistory
 from gaia.engine.instructions import CancelTask, DeleteData, Emit, Instruction, StartTask
 from gaia.engine.keys import render, root_problem
-from gaia.engine.namespace import Namespace
+from gaia.engine.namespace import MergePlan, Namespace
 from gaia.engine.registry import Registry
 from gaia.engine.states import Mode, TaskState
-from gaia.errors import GaiaError
+from gaia.errors import GaiaError, StoreError
 from gaia.kube.cluster import Cluster
 from gaia.kube.config import DEFAULT_IMAGE, S3Config
 from gaia.kube.jobs import JobOutcome, build_job, job_name, outcome_of, staging_dir
 from gaia.kube.resources import command_of, processes_of
 from gaia.kube.status import summary, valid_condition
+from gaia.kube.store_lanes import StoreLanes
 from gaia.kube.workers import WORKER_ALIVE, WORKER_DATA, worker_task_name
 from gaia.store import LocalStore, Store
 
@@ -69,6 +71,9 @@ class KubeHost:
         their data in and out with ``image``'s ``gaia task`` (see jobs.py)."""
         self.cluster = cluster
         self.store: Store = store if store is not None else LocalStore(store_path)
+        self.lanes = StoreLanes(self.store)  # every store call goes through these
+        # Resources whose last event failed on the store, retried by the re-check.
+        self.retry: dict[str, dict[str, Any]] = {}
         self.claim = claim
         self.s3 = s3
         self.image = image
@@ -119,10 +124,20 @@ class KubeHost:
             await self._command_status(resource, str(exc))
             return
         self.registry.commit(merged)
-        for root, plan in plans.items():
-            if plan.specs:
-                tracked = self.tracked[root]
-                self.carry_out(tracked, tracked.engine.apply(plan, self._exists(root)))
+        for root in [root for root, plan in plans.items() if plan.specs]:
+            async with self._lock(root):  # the store is asked first: keep others out
+                tracked = self.tracked.get(root)
+                if tracked is None:
+                    continue
+                try:
+                    plan = tracked.engine.prepare_command_change(changed, merged)
+                    exists = await self._exists(root, _keys_of(plan))
+                except GaiaError as exc:  # changed meanwhile, or the store is down
+                    logger.error(
+                        "command %s: namespace %s not updated: %s", meta["name"], root, exc
+                    )
+                    continue
+                self.carry_out(tracked, tracked.engine.apply(plan, exists))
         await self._command_status(resource, None)
 
     def forget_command(self, resource: dict[str, Any]) -> None:
@@ -150,8 +165,27 @@ class KubeHost:
     async def apply_namespace(self, resource: dict[str, Any]) -> dict[str, Any]:
         """Bring the engine in line with a GaiaNamespace's spec; idempotent. Returns what
         an expire request in the spec expired (for the HTTP API)."""
-        async with self._lock(resource["metadata"]["name"]):
-            return await self._apply_namespace(resource)
+        root = resource["metadata"]["name"]
+        async with self._lock(root):
+            self.retry.pop(root, None)  # this resource is the latest
+            try:
+                return await self._apply_namespace(resource)
+            except StoreError as exc:
+                self.retry[root] = resource
+                tracked = self.tracked.get(root)
+                if tracked is not None:
+                    tracked.generation = None  # not in line with its spec yet
+                    self.dirty.add(root)
+                message = f"the store failed, nothing changed: {exc}; retrying at each re-check"
+                logger.error("%s", message)
+                await self.cluster.event(resource, "StoreUnavailable", message, warning=True)
+                return {}
+
+    async def retry_store_failures(self) -> None:
+        """Apply again the resources whose last event failed on the store."""
+        for root, resource in list(self.retry.items()):
+            tracked = self.tracked.get(root)
+            await self.apply_namespace(tracked.resource if tracked else resource)
 
     async def _apply_namespace(self, resource: dict[str, Any]) -> dict[str, Any]:
         root = resource["metadata"]["name"]
@@ -189,14 +223,15 @@ class KubeHost:
         engine.command_lookup = lambda key: self.registry.commands[key]
         status = resource.get("status") or {}
         tracked = Tracked(engine, resource, handled=dict(status.get("handled") or {}))
-        self.tracked[root] = tracked
         try:
             plan = engine.prepare_merge(processes_of(resource), self.registry.commands)
         except GaiaError:
             pass  # _reconcile_spec, which runs next, reports it on the resource
         else:
+            exists = await self._exists(root, _keys_of(plan))  # may raise: nothing adopted
             engine.mode = Mode.HALTED  # add without starting; Jobs are adopted first
-            engine.apply(plan, self._exists(root))
+            engine.apply(plan, exists)
+        self.tracked[root] = tracked
         jobs = [
             o for j in await self.cluster.jobs(tracked.k8s_namespace, root) if (o := outcome_of(j))
         ]
@@ -228,18 +263,19 @@ class KubeHost:
             tracked.problem = str(exc)
             self.dirty.add(root)
             return {}
+        self.carry_out(tracked, engine.apply(plan, await self._exists(root, _keys_of(plan))))
         tracked.problem = None
-        self.carry_out(tracked, engine.apply(plan, self._exists(root)))
         halted = bool(spec.get("halted"))
+        token = spec.get("trigger")
+        fresh_token = bool(token) and token != tracked.handled.get("trigger")
         if halted and engine.mode is not Mode.HALTED:
             self.carry_out(tracked, engine.halt())
-        elif not halted and engine.mode is Mode.HALTED:
-            self.carry_out(tracked, engine.trigger(self._exists(root)))
-        token = spec.get("trigger")
-        if token and token != tracked.handled.get("trigger"):
+        elif not halted and (engine.mode is Mode.HALTED or fresh_token):
+            # After the deletes the apply asked for: the lane keeps them in order.
+            exists = await self._exists(root, engine.graph.data_keys)
+            self.carry_out(tracked, engine.trigger(exists))
+        if fresh_token:
             tracked.handled["trigger"] = token
-            if not halted:
-                self.carry_out(tracked, engine.trigger(self._exists(root)))
         expired: dict[str, Any] = {}
         request = spec.get("expire") or {}
         if request.get("token") and request["token"] != tracked.handled.get("expire"):
@@ -275,7 +311,8 @@ class KubeHost:
                 name = job_name(root, instruction.process, instruction.run)
                 self._spawn(self._cancel(tracked.k8s_namespace, root, name))
             elif isinstance(instruction, DeleteData):
-                self.store.delete(root, instruction.keys)
+                keys = instruction.keys
+                self.lanes.later(root, f"deleting {list(keys)}", self.store.delete, root, keys)
             elif isinstance(instruction, Emit):
                 self.bus.publish(instruction.event)
         self.dirty.add(root)
@@ -313,15 +350,26 @@ class KubeHost:
         self._clear_staging(root, job)
 
     def _clear_staging(self, root: str, job: str) -> None:
-        self.store.clear_staging(root, job)
+        self.lanes.later(root, f"clearing {job}'s staging", self.store.clear_staging, root, job)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self.pending.add(task)
         task.add_done_callback(self.pending.discard)
 
-    def _exists(self, root: str) -> Any:
-        return lambda key: self.store.exists(root, key)
+    async def _exists(self, root: str, keys: Iterable[str]) -> Callable[[str], bool]:
+        """The engine's ``exists`` for ``keys``, asked of the store up front (off the event
+        loop): a store that is down fails here, before the engine has changed anything."""
+        asked = set(keys)
+        found = await self.lanes.existing(root, asked)
+
+        def exists(key: str) -> bool:
+            if key in asked:
+                return key in found
+            logger.warning("namespace %s: %r was not looked up in advance", root, key)
+            return self.store.exists(root, key)
+
+        return exists
 
     # -- Jobs --------------------------------------------------------------------------
 
@@ -354,7 +402,7 @@ class KubeHost:
         if not outcome.finished:
             return
         if outcome.succeeded:
-            instructions = self._publish(tracked, outcome.process, outcome.run, outcome.name)
+            instructions = await self._publish(tracked, outcome.process, outcome.run, outcome.name)
         else:
             exit_code, tail = await self._failure_detail(tracked, outcome)
             error = f"Job {outcome.name} failed: {outcome.error}"
@@ -364,7 +412,7 @@ class KubeHost:
             self._clear_staging(outcome.root, outcome.name)
         self.carry_out(tracked, instructions)
 
-    def _publish(
+    async def _publish(
         self, tracked: Tracked, process: str, run: int, name: str, *, job: bool = True
     ) -> list[Instruction]:
         """Publish what the task ``name`` (a Job, else a worker's task) staged."""
@@ -373,8 +421,7 @@ class KubeHost:
         command = self.registry.commands[leaf.command]
         paths = {key: command.outputs[output] for output, key in leaf.outputs.items()}
         try:
-            staged = self.store.staged_outputs(root, name, paths)
-            missing = sorted(paths[k] for k in staged if not self.store.is_staged(staged[k]))
+            staged, missing = await self.lanes.call(root, self._staged, root, name, paths)
         except Exception as exc:  # the store cannot be read now: the re-check comes back
             logger.warning("could not look at the outputs of %s: %s", name, exc)
             return []
@@ -384,7 +431,7 @@ class KubeHost:
                 process, run, f"declared outputs {missing} were not produced", 0
             )
         try:
-            self.store.publish(root, staged)
+            await self.lanes.call(root, self.store.publish, root, staged)
         except GaiaError as exc:
             return engine.task_failed(process, run, str(exc), 0)
         if job:
@@ -392,6 +439,13 @@ class KubeHost:
         else:
             self._clear_staging(root, name)
         return engine.task_succeeded(process, run)
+
+    def _staged(
+        self, root: str, name: str, paths: dict[str, str]
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Where a task staged each output, and the container paths it did not stage."""
+        staged = self.store.staged_outputs(root, name, paths)
+        return staged, sorted(paths[k] for k in staged if not self.store.is_staged(staged[k]))
 
     async def _failure_detail(
         self, tracked: Tracked, outcome: JobOutcome
@@ -610,7 +664,7 @@ class KubeHost:
                 return False
             del self.assigned[task_id]
             if ok:
-                instructions = self._publish(tracked, process, run, name, job=False)
+                instructions = await self._publish(tracked, process, run, name, job=False)
             else:
                 self._clear_staging(root, name)
                 instructions = tracked.engine.task_failed(
@@ -662,4 +716,14 @@ def _rejected(resource: dict[str, Any], message: str) -> dict[str, Any]:
         "message": message,
         "observedGeneration": resource["metadata"].get("generation"),
         "conditions": [valid_condition(message, "", reason="Conflict")],
+    }
+
+
+def _keys_of(plan: MergePlan) -> set[str]:
+    """Every data key the plan's processes read or write: all its apply may look up."""
+    return {
+        key
+        for leaves in plan.processes.values()
+        for process in leaves
+        for key in (*process.inputs.values(), *process.outputs.values())
     }

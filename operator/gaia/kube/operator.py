@@ -102,6 +102,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     host: KubeHost | None = memo.get("host")
     if host is not None:
         await host.flush_status()
+        await asyncio.to_thread(host.lanes.close)  # lets queued deletes and clean-ups finish
     if "kafka" in memo:
         await asyncio.to_thread(memo["kafka"].close)
 
@@ -116,6 +117,7 @@ async def _every(seconds: float, action: Any) -> None:
 
 
 async def _recheck_all(host: KubeHost) -> None:
+    await host.retry_store_failures()
     for root in list(host.tracked):
         await host.recheck(root)
 

@@ -71,6 +71,19 @@ class S3Store:
         except Exception as exc:
             raise StoreError(f"namespace {root!r}: cannot look up {key!r}: {_why(exc)}") from exc
 
+    def listing(self, root: str) -> set[str]:
+        """Every key :meth:`exists` finds in ``root`` (each object and the directories
+        above it), from one paginated listing rather than a lookup per key."""
+        base = self.object_key(root, "_")[:-1]  # "<prefix>/<root>/"
+        held: set[str] = set()
+        try:
+            for name in self._under(base):
+                parts = name[len(base) :].split("/")
+                held.update("/".join(parts[:end]) for end in range(1, len(parts) + 1))
+        except Exception as exc:
+            raise StoreError(f"namespace {root!r}: cannot list its keys: {_why(exc)}") from exc
+        return held
+
     def delete(self, root: str, keys: Iterable[str]) -> None:
         for key in keys:
             name = self.object_key(root, key)
