@@ -18,6 +18,7 @@ from gaia.errors import (
     StoreError,
     TaskFailed,
     TooLarge,
+    Unavailable,
 )
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "StoreError",
     "TaskFailed",
     "TooLarge",
+    "Unavailable",
     "load_yaml",
 ]
 __version__ = "0.1.0"

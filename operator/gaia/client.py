@@ -12,7 +12,7 @@
 
 Every method returns the server's JSON reply as a dict. A reply of 4xx/5xx raises the
 :mod:`gaia.errors` class of its status code (400 InvalidRequest, 404 NotFound, 413 TooLarge,
-any other GaiaError) whose message is the server's own; an unreachable server raises
+503 Unavailable, any other GaiaError) whose message is the server's own; an unreachable server raises
 ConnectionFailed. HTTP uses only the standard library. Events come from the server's
 ``GET /events`` stream, or from Kafka topics when ``kafka_host`` is configured.
 """
@@ -36,7 +36,14 @@ from urllib.parse import urlencode, urlsplit
 
 import yaml
 
-from gaia.errors import ConnectionFailed, GaiaError, InvalidRequest, NotFound, TooLarge
+from gaia.errors import (
+    ConnectionFailed,
+    GaiaError,
+    InvalidRequest,
+    NotFound,
+    TooLarge,
+    Unavailable,
+)
 
 __all__ = ["DEFAULT_HOST", "EventSource", "EventStream", "Gaia", "format_event", "load_yaml"]
 
@@ -48,7 +55,12 @@ DEFAULT_TOPICS = {"log": "sisyphus-log", "status": "sisyphus-status"}
 
 Event = dict[str, Any]
 Reply = dict[str, Any]
-_ERRORS: dict[int, type[GaiaError]] = {400: InvalidRequest, 404: NotFound, 413: TooLarge}
+_ERRORS: dict[int, type[GaiaError]] = {
+    400: InvalidRequest,
+    404: NotFound,
+    413: TooLarge,
+    503: Unavailable,
+}
 
 
 class EventSource(Protocol):

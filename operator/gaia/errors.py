@@ -6,6 +6,7 @@
     │   └── TooLarge            a request over the server's size limit (413)
     ├── StoreError              the data store failed to read, write or publish a key
     ├── TaskFailed              a task could not be started or run by its executor
+    ├── Unavailable             the Kubernetes API server is away: nothing changed, retry (503)
     └── ConnectionFailed        the client could not reach a Gaia server
 
 Messages name the namespace, process and keys involved, so that the text alone tells a
@@ -23,6 +24,7 @@ __all__ = [
     "StoreError",
     "TaskFailed",
     "TooLarge",
+    "Unavailable",
 ]
 
 
@@ -56,6 +58,13 @@ class StoreError(GaiaError):
 
 class TaskFailed(GaiaError):
     """An executor could not start or run a task."""
+
+
+class Unavailable(GaiaError):
+    """A service the server depends on (the Kubernetes API server) cannot take the
+    request now; nothing was changed, and the same request can be sent again."""
+
+    http_status = 503
 
 
 class ConnectionFailed(GaiaError):

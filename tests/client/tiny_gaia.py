@@ -100,7 +100,7 @@ class TinyServer:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         await response.write(b": connected\n\n")
-        for event in self.events.get(root, []):
+        for event in list(self.events.get(root, [])):  # as scripted when it connected
             if since is not None and isinstance(event, dict) and event["id"] <= int(since):
                 continue
             text = event if isinstance(event, str) else "data: " + json.dumps(event) + "\n\n"

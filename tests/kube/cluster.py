@@ -29,7 +29,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +196,21 @@ class Cluster:
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
         self.timings["stop"] = time.monotonic() - started
+
+    @contextlib.contextmanager
+    def apiserver_outage(self) -> Iterator[None]:
+        """Kill the API server for the ``with`` block, then start it again on the same port
+        (etcd keeps the state): an outage as clients see one. Call it from the main thread:
+        components die with the thread that started them."""
+        index = [component.name for component in self.running].index("kube-apiserver")
+        crashed = self.running.pop(index).process
+        crashed.kill()
+        crashed.wait()
+        try:
+            yield
+        finally:
+            self._start_apiserver()
+            self.running.insert(index, self.running.pop())  # stopped in the same order
 
     def __enter__(self) -> Cluster:
         return self.start()

@@ -78,7 +78,8 @@ DEFAULT_SELECTOR = "app.kubernetes.io/managed-by=gaia"
 WATCH_SECONDS = (20, 40)  # the server ends each watch after a random time in this range
 READ_TIMEOUT = 60.0  # seconds without a byte before a watch connection counts as dead
 BACKOFF = (0.2, 5.0)  # first and longest wait after an API error
-API_ATTEMPTS = 5  # tries of a status patch or delete before giving up
+# A real kubelet retries a status update for as long as it runs; this one, for so long.
+API_PATIENCE = 120.0  # seconds
 API_TIMEOUT = (5.0, 30.0)  # connect and read timeouts of one request
 STOP_TIMEOUT = 10.0
 KILLED_EXIT_CODE = 128 + signal.SIGTERM  # a container stopped because its pod was deleted
@@ -742,7 +743,8 @@ class FakeKubelet:
         both mean that the pod this kubelet ran no longer exists.
         """
         delay = BACKOFF[0]
-        for attempt in range(1, API_ATTEMPTS + 1):
+        deadline = time.monotonic() + API_PATIENCE
+        while True:
             try:
                 request()
                 return True
@@ -750,17 +752,16 @@ class FakeKubelet:
                 if exc.status in (404, 409):
                     return False
                 transient = exc.status is None or exc.status >= 500 or exc.status == 429
-                if not transient or attempt == API_ATTEMPTS:
+                if not transient or time.monotonic() > deadline:
                     raise
                 error: Exception = exc
             except (OSError, urllib3.exceptions.HTTPError) as exc:
-                if attempt == API_ATTEMPTS or self._stopping.is_set():
+                if time.monotonic() > deadline or self._stopping.is_set():
                     raise
                 error = exc
             logger.warning("fake kubelet: API request failed (%s); retrying in %.1fs", error, delay)
             time.sleep(delay)
             delay = min(delay * 2, BACKOFF[1])
-        return False
 
     def _error(self, message: str) -> None:
         """Log the exception being handled and keep its text for tests to assert on."""

@@ -342,3 +342,28 @@ def test_changing_a_command_recomputes_its_users(cluster: Cluster, world: dict[s
         assert "goodbye snake" in (store / "triangle/cat/snake").read_text()
     finally:
         cluster.kubectl("apply", "-f", str(TRIANGLE / "kubernetes" / "commands.yaml"))
+
+
+def test_the_operator_rides_out_an_api_server_outage(
+    cluster: Cluster, world: dict[str, Any]
+) -> None:
+    """The task ends while the API server is away: once it is back the operator's watches
+    and re-check carry the end in; calls that need the API server fail clearly meanwhile."""
+    flow, ns, kubelet, store = world["client"], world["namespace"], world["kubelet"], world["store"]
+    flow.command([SLEEPER])
+    nap = {"key": "nap", "command": "sleeper", "vars": {"SECONDS": "2"}, "outputs": {"O": "rested"}}
+    flow.merge("outage", [nap])
+    deadline = time.monotonic() + 30
+    while not kubelet.running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert kubelet.running()
+    with cluster.apiserver_outage():
+        time.sleep(3)  # the task ends meanwhile
+        with pytest.raises(gaia.Unavailable, match="API server cannot be reached") as caught:
+            flow.merge("outage", [nap, {**nap, "key": "nap2", "outputs": {"O": "rested2"}}])
+        assert "nothing was changed, try again" in str(caught.value)
+        assert flow.status("outage")["status"]["tasks"]["nap"]["run"] == 1  # from memory
+    status = wait_state(cluster, ns, "outage", ("complete",), timeout=120)
+    assert status["tasks"]["nap"]["run"] == 1  # followed across the outage, not rerun
+    assert (store / "outage" / "rested").read_text() == "rested\n"
+    assert "nap2" not in flow.status("outage")["status"]["tasks"]  # the failed merge: nothing

@@ -11,15 +11,17 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
+import urllib3
 from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 
 from gaia.api.server import build_app
 from gaia.engine.keys import root_problem
 from gaia.engine.namespace import Namespace
-from gaia.errors import InvalidRequest, NotFound
+from gaia.errors import InvalidRequest, NotFound, Unavailable
 from gaia.kube.cluster import Resources
 from gaia.kube.config import OperatorConfig
 from gaia.kube.host import KubeHost, Tracked
@@ -35,12 +37,28 @@ def _token() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
 
 
-def _api_error(exc: ApiException) -> InvalidRequest:
-    """The API server's refusal (schema, admission) as the client's error."""
-    message = exc.reason or "refused"
-    with contextlib.suppress(ValueError):
-        message = json.loads(exc.body or "{}").get("message") or message
-    return InvalidRequest(f"the Kubernetes API refused the change: {message}")
+@contextlib.contextmanager
+def _kubernetes_errors() -> Iterator[None]:
+    """The Kubernetes API server's refusal (schema, admission) as the client's 400; its
+    absence or overload as a 503 that says the same request can be sent again."""
+    try:
+        yield
+    except ApiException as exc:
+        if exc.status is None or exc.status >= 500 or exc.status == 429:
+            raise Unavailable(
+                f"the Kubernetes API server failed ({exc.status} {exc.reason}); "
+                "nothing was changed, try again"
+            ) from None
+        message = exc.reason or "refused"
+        with contextlib.suppress(ValueError):
+            message = json.loads(exc.body or "{}").get("message") or message
+        raise InvalidRequest(f"the Kubernetes API refused the change: {message}") from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        reason = str(getattr(exc, "reason", None) or exc).rpartition(": ")[2]
+        raise Unavailable(
+            f"the Kubernetes API server cannot be reached ({reason}); "
+            "nothing was changed, try again"
+        ) from None
 
 
 class KubeApi:
@@ -83,10 +101,8 @@ class KubeApi:
                 "metadata": {"name": key},
                 "spec": spec,
             }
-            try:
+            with _kubernetes_errors():
                 resource = await self.resources.put_command(body)
-            except ApiException as exc:
-                raise _api_error(exc) from None
             await self.host.apply_command(resource)
         return {"commands": [c.to_dict() for c in self.host.registry.commands.values()]}
 
@@ -99,7 +115,7 @@ class KubeApi:
         plan = engine.prepare_merge(raw_processes, self.host.registry.commands)
         assert isinstance(raw_processes, list)
         incoming = {p["key"]: p for p in raw_processes}
-        try:
+        with _kubernetes_errors():
             if tracked is None:
                 body = {
                     "apiVersion": f"{GROUP}/{VERSION}",
@@ -114,18 +130,14 @@ class KubeApi:
                 resource = await self.resources.patch_namespace_spec(
                     tracked.k8s_namespace, root, {"processes": merged}
                 )
-        except ApiException as exc:
-            raise _api_error(exc) from None
         await self.host.apply_namespace(resource)
         return {"processes": {root: plan.changed}}
 
     async def _patch(self, tracked: Tracked, spec: dict[str, Any]) -> dict[str, Any]:
-        try:
+        with _kubernetes_errors():
             resource = await self.resources.patch_namespace_spec(
                 tracked.k8s_namespace, tracked.engine.root, spec
             )
-        except ApiException as exc:
-            raise _api_error(exc) from None
         return await self.host.apply_namespace(resource)
 
     async def trigger(self, root: object) -> dict[str, Any]:
@@ -186,10 +198,8 @@ class KubeApi:
                 api_url=self.config.api_url,
                 idle=self.config.worker_idle,
             )
-            try:
+            with _kubernetes_errors():
                 created = await self.host.cluster.create_deployment(manifest)
-            except ApiException as exc:
-                raise _api_error(exc) from None
             if created:
                 launched.append(key)
                 self.bus.publish({"event": "worker-launched", "worker": key, "root": None})
@@ -237,12 +247,10 @@ class KubeApi:
     async def work_stopped(self, body: dict[str, Any]) -> dict[str, Any]:
         worker = _worker(body)
         self.host.worker_stopped(worker)
-        try:
+        with _kubernetes_errors():
             deleted = await self.host.cluster.delete_deployment(
                 self.default_namespace, deployment_name(worker)
             )
-        except ApiException as exc:
-            raise _api_error(exc) from None
         self.bus.publish({"event": "worker-stopped", "worker": worker, "root": None})
         return {"stopped": worker, "deleted": deleted}
 
