@@ -15,8 +15,9 @@ volume types (such as the projected service-account token) are not mounted. Envi
 variables with a value, a simple ``fieldRef`` or a ``secretKeyRef`` (the Secret is read
 through the API) are set, and ``$(NAME)`` references in the command, args and values are
 expanded as Kubernetes does (``$$`` is a single ``$``). The image is ignored, as are
-``workingDir`` and probes, except that a container of a ``gaia...`` image whose command
-starts with ``gaia`` runs this machine's ``gaia`` console script (Gaia's helper containers).
+``workingDir`` and probes, except that a container whose command starts with ``gaia``
+runs this machine's ``gaia`` console script (Gaia's helper containers, and workers, whose
+image must have Gaia installed).
 A container without a ``command`` fails with reason ``StartError``, as does one whose claim
 or Secret is unknown.
 
@@ -623,8 +624,8 @@ class FakeKubelet:
             raise _PodError("it has no command, and the image's entrypoint is unknown here")
         env = self._env(pod, raw, run)
         command = [_expand(arg, env) for arg in [*raw["command"], *(raw.get("args") or [])]]
-        if str(raw.get("image", "")).startswith("gaia") and command[0] == "gaia":
-            command[0] = _gaia_executable()  # Gaia's own helper containers
+        if command[0] == "gaia":
+            command[0] = _gaia_executable()  # Gaia's helper containers, or a worker
         env.setdefault("HOSTNAME", pod["metadata"]["name"])
         volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
         inputs: dict[str, Path] = {}

@@ -183,6 +183,8 @@ def test_template_follows_the_values(helm: Helm) -> None:
             "rbac.create=false,api.port=8080,api.service.type=NodePort",
             "--set",
             "operator.statusSeconds=0.5,image.repository=registry.example/gaia,image.tag=dev",
+            "--set",
+            "workers.image=registry.example/tools:3,workers.takes=all,workers.idleSeconds=60",
             namespace="elsewhere",
             release="prod",
         )
@@ -196,6 +198,8 @@ def test_template_follows_the_values(helm: Helm) -> None:
     assert env["GAIA_STORE_CLAIM"] == "shared" and env["GAIA_API_PORT"] == "8080"
     assert env["GAIA_K8S_NAMESPACE"] == "elsewhere" and env["GAIA_STATUS_SECONDS"] == "0.5"
     assert container["image"] == "registry.example/gaia:dev"
+    assert env["GAIA_WORKER_IMAGE"] == "registry.example/tools:3"
+    assert env["GAIA_WORKER_TAKES"] == "all" and env["GAIA_WORKER_IDLE_SECONDS"] == "60"
     assert pod["volumes"][0]["persistentVolumeClaim"] == {"claimName": "shared"}
     assert pod["serviceAccountName"] == "default"
     assert one(docs, "Service")["spec"]["type"] == "NodePort"
@@ -214,6 +218,7 @@ def test_template_follows_the_values(helm: Helm) -> None:
         ("store.accessModes={ReadWriteAlways}", "accessModes"),
         ("store.type=s3", "store.s3.bucket is required"),
         ("store.type=nfs", "store.type"),
+        ("workers.takes=some", "workers.takes"),
     ],
 )
 def test_template_refuses_bad_values(helm: Helm, setting: str, complaint: str) -> None:

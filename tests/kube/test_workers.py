@@ -35,14 +35,15 @@ def crds(cluster: Cluster) -> None:
 def make_world(
     cluster: Cluster, crds: None, tmp_path: Path
 ) -> Iterator[Callable[..., contextlib.AbstractContextManager[World]]]:
-    """``with make_world(idle=S, **env) as world``: a namespace, store, kubelet, operator."""
+    """``with make_world(idle=S, **env) as world``: a namespace, store, kubelet, operator.
+    Workers run `ubuntu`, the image of the triangle's and the tests' commands."""
 
     @contextlib.contextmanager
     def make(idle: float = 30, **env: str) -> Iterator[World]:
         namespace = cluster.new_namespace("gaiaw")
         store = tmp_path / namespace
         store.mkdir()
-        extra = {"GAIA_WORKER_IDLE_SECONDS": str(idle), **env}
+        extra = {"GAIA_WORKER_IDLE_SECONDS": str(idle), "GAIA_WORKER_IMAGE": "ubuntu", **env}
         with operator_world(
             cluster,
             namespace,
@@ -108,6 +109,7 @@ def test_launch_creates_a_deployment_once(cluster: Cluster, make_world: Any) -> 
         assert deployment["metadata"]["labels"]["gaia.dev/worker"] == "w1"
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert container["command"][:4] == ["gaia", "worker", "--key", "w1"]
+        assert container["image"] == "ubuntu"
         assert container["volumeMounts"] == [{"name": "gaia-data", "mountPath": "/data"}]
         assert flow.launch(["w1"]) == {"launch": [], "running": ["w1"]}
         with pytest.raises(GaiaError, match="DNS label"):
@@ -141,6 +143,13 @@ def test_workers_run_the_triangle_without_jobs(cluster: Cluster, make_world: Any
         assert (space / "hello/snake").read_text() == "hello snake world\n"
         assert (space / "wc/both").read_text().split()
         assert not list((store / ".gaia" / "staging" / "wtriangle").glob("*/*"))
+        # A command of another image runs as a Job: workers have only their own programs.
+        other = {**SLEEPER, "key": "sleeper-alpine", "image": "alpine"}
+        flow.command([other])
+        nap = {"key": "nap", "command": "sleeper-alpine", "vars": {"SECONDS": "1"}}
+        flow.merge("wother", [{**nap, "outputs": {"O": "rested"}}])
+        wait_state(cluster, ns, "wother", ("complete",), timeout=60)
+        assert "job" in flow.status("wother")["status"]["tasks"]["nap"]["handle"]
 
 
 def test_halt_kills_the_workers_task(cluster: Cluster, make_world: Any) -> None:

@@ -193,7 +193,7 @@ class KubeApi:
             manifest = build_worker(
                 key,
                 namespace=self.default_namespace,
-                image=self.config.image,
+                image=self.config.worker_image,
                 claim=self.host.claim,
                 api_url=self.config.api_url,
                 idle=self.config.worker_idle,

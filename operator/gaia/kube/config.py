@@ -11,6 +11,7 @@ from gaia.errors import InvalidRequest
 __all__ = ["DEFAULT_IMAGE", "OperatorConfig", "S3Config"]
 
 STORES = ("pvc", "s3")
+WORKER_TAKES = ("image", "all")
 DEFAULT_IMAGE = "gaia:0.1.0"
 
 
@@ -22,6 +23,14 @@ def _number(name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise InvalidRequest(f"{name}={raw!r} is not a number") from None
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> str:
+    """The variable's value, one of ``choices`` (the first when unset)."""
+    raw = os.environ.get(name) or choices[0]
+    if raw not in choices:
+        raise InvalidRequest(f"{name}={raw!r}: use one of {', '.join(choices)}")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,11 @@ class OperatorConfig:
     # http://gaia.<GAIA_K8S_NAMESPACE>.svc:<GAIA_API_PORT>)
     api_url: str = ""
     worker_idle: float = 300.0  # GAIA_WORKER_IDLE_SECONDS: a worker stops after this idle
+    # GAIA_WORKER_IMAGE: the image of worker pods (default: GAIA_IMAGE); it needs `gaia`
+    worker_image: str = DEFAULT_IMAGE
+    # GAIA_WORKER_TAKES: "image" (tasks whose command's image is worker_image; the rest
+    # run as Jobs) or "all" (every task, run with the worker image's programs)
+    worker_takes: str = "image"
     kafka_host: str | None = None  # GAIA_KAFKA_HOST: also publish events to this broker
     # GAIA_KAFKA_LOG_TOPIC, GAIA_KAFKA_STATUS_TOPIC
     kafka_topics: dict[str, str] = field(
@@ -104,6 +118,10 @@ class OperatorConfig:
             image=os.environ.get("GAIA_IMAGE") or DEFAULT_IMAGE,
             api_url=os.environ.get("GAIA_API_URL") or f"http://gaia.{namespace}.svc:{port}",
             worker_idle=_number("GAIA_WORKER_IDLE_SECONDS", 300.0),
+            worker_image=(
+                os.environ.get("GAIA_WORKER_IMAGE") or os.environ.get("GAIA_IMAGE") or DEFAULT_IMAGE
+            ),
+            worker_takes=_choice("GAIA_WORKER_TAKES", WORKER_TAKES),
             kafka_host=os.environ.get("GAIA_KAFKA_HOST") or None,
             kafka_topics={
                 "log": os.environ.get("GAIA_KAFKA_LOG_TOPIC") or "sisyphus-log",

@@ -65,10 +65,16 @@ class KubeHost:
         store: Store | None = None,
         s3: S3Config | None = None,
         image: str = DEFAULT_IMAGE,
+        worker_image: str | None = None,
+        worker_takes: str = "image",
     ) -> None:
         """``store`` defaults to the shared volume mounted at ``store_path`` (task pods
         mount ``claim``); with ``s3`` set, ``store`` is that bucket and task pods copy
-        their data in and out with ``image``'s ``gaia task`` (see jobs.py)."""
+        their data in and out with ``image``'s ``gaia task`` (see jobs.py). Workers run
+        ``worker_image`` (default ``image``) and take the tasks whose command has that
+        image, or every task with ``worker_takes="all"``."""
+        self.worker_image = worker_image or image
+        self.worker_takes = worker_takes
         self.cluster = cluster
         self.store: Store = store if store is not None else LocalStore(store_path)
         self.lanes = StoreLanes(self.store)  # every store call goes through these
@@ -320,7 +326,7 @@ class KubeHost:
     def _start(self, tracked: Tracked, start: StartTask) -> None:
         name = job_name(start.root, start.process.key, start.run)
         task = tracked.engine.tasks[start.process.key]
-        if self.s3 is None and self.workers_alive():
+        if self._for_workers(start.command.image):
             task.handle = {"worker": None}  # until a worker takes it
             self._enqueue((start.root, start.process.key, start.run))
             return
@@ -532,6 +538,14 @@ class KubeHost:
     def _heard(self, worker: str) -> bool:
         seen = self.workers.get(worker)
         return seen is not None and time.monotonic() - seen < WORKER_ALIVE
+
+    def _for_workers(self, image: str | None) -> bool:
+        """Whether a task of a command with ``image`` goes to the workers: they run it
+        with their own image's programs, so only a command of that image, unless told
+        to take all."""
+        if self.s3 is not None or not self.workers_alive():
+            return False
+        return self.worker_takes == "all" or image == self.worker_image
 
     def workers_alive(self) -> bool:
         return any(self._heard(worker) for worker in self.workers)

@@ -61,6 +61,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         store=store,
         s3=config.s3,
         image=config.image,
+        worker_image=config.worker_image,
+        worker_takes=config.worker_takes,
     )
     try:
         await host.load_commands()

@@ -1,0 +1,64 @@
+"""The operator's settings from its environment, and where they route tasks."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gaia.errors import InvalidRequest
+from gaia.kube.config import DEFAULT_IMAGE, OperatorConfig
+from gaia.kube.host import KubeHost
+
+VARIABLES = ("GAIA_IMAGE", "GAIA_WORKER_IMAGE", "GAIA_WORKER_TAKES", "GAIA_STORE")
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Any:
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_workers_default_to_the_gaia_image_and_to_tasks_of_their_image(env: Any) -> None:
+    config = OperatorConfig.from_env()
+    assert (config.worker_image, config.worker_takes) == (DEFAULT_IMAGE, "image")
+    env.setenv("GAIA_IMAGE", "registry/gaia:1.2")
+    assert OperatorConfig.from_env().worker_image == "registry/gaia:1.2"
+    env.setenv("GAIA_WORKER_IMAGE", "registry/tools-with-gaia:3")
+    env.setenv("GAIA_WORKER_TAKES", "all")
+    config = OperatorConfig.from_env()
+    assert (config.worker_image, config.worker_takes) == ("registry/tools-with-gaia:3", "all")
+
+
+@pytest.mark.parametrize(("name", "value"), [("GAIA_WORKER_TAKES", "some"), ("GAIA_STORE", "nfs")])
+def test_a_bad_setting_is_refused_naming_the_variable(env: Any, name: str, value: str) -> None:
+    env.setenv(name, value)
+    with pytest.raises(InvalidRequest, match=f"{name}={value!r}: use one of"):
+        OperatorConfig.from_env()
+
+
+@pytest.mark.parametrize(
+    ("takes", "image", "to_workers"),
+    [
+        ("image", "tools:3", True),
+        ("image", "ubuntu", False),  # its programs are not in the worker's image
+        ("image", None, False),
+        ("all", "ubuntu", True),
+    ],
+)
+def test_tasks_go_to_workers_that_have_their_image(
+    tmp_path: Path, takes: str, image: str | None, to_workers: bool
+) -> None:
+    host = KubeHost(
+        None,  # type: ignore[arg-type]  # routing needs no cluster
+        tmp_path,
+        "gaia-data",
+        worker_image="tools:3",
+        worker_takes=takes,
+    )
+    assert not host._for_workers(image)  # no worker has asked for work: Jobs
+    host.workers["w1"] = time.monotonic()
+    assert host._for_workers(image) is to_workers
