@@ -44,36 +44,42 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import concurrent.futures
 import contextlib
 import json
 import logging
 import random
 import re
 import shutil
-import signal
 import socket
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import urllib3.exceptions
 from kubernetes import client
+from pod_status import (
+    LOST_MESSAGE,
+    ContainerRun,
+    Pod,
+    PodKey,
+    PodRun,
+    exit_code,
+    finished_status,
+    now,
+    read_log,
+    running_status,
+)
 
-from gaia.worker.runner import TaskResult, TaskSpec, run_task
+from gaia.worker.runner import TaskSpec, run_task
 
 __all__ = ["FakeKubelet", "PodKey"]
 
 logger = logging.getLogger(__name__)
 
-PodKey = tuple[str, str]  # (namespace, name)
-Pod = dict[str, Any]  # a Pod as the API server sends it (camelCase JSON)
 
 DEFAULT_SELECTOR = "app.kubernetes.io/managed-by=gaia"
 WATCH_SECONDS = (20, 40)  # the server ends each watch after a random time in this range
@@ -83,12 +89,6 @@ BACKOFF = (0.2, 5.0)  # first and longest wait after an API error
 API_PATIENCE = 120.0  # seconds
 API_TIMEOUT = (5.0, 30.0)  # connect and read timeouts of one request
 STOP_TIMEOUT = 10.0
-KILLED_EXIT_CODE = 128 + signal.SIGTERM  # a container stopped because its pod was deleted
-START_ERROR_EXIT_CODE = 128  # what a kubelet reports when a container cannot start
-LOST_EXIT_CODE = 128 + signal.SIGKILL
-LOST_MESSAGE = "The container could not be located when the pod was terminated"  # kubelet's
-NEVER = "1970-01-01T00:00:00Z"  # startedAt of a container that never started
-FALLBACK_LOG_LINES, FALLBACK_LOG_BYTES = 80, 2048  # terminationMessagePolicy limits
 
 
 class _Expired(Exception):
@@ -97,49 +97,6 @@ class _Expired(Exception):
 
 class _PodError(Exception):
     """The pod cannot be run here; the message says why (it becomes the pod's message)."""
-
-
-@dataclass
-class _Container:
-    name: str
-    image: str
-    spec: TaskSpec | None  # None: cannot run (see error)
-    error: str | None = None
-    fallback_to_logs: bool = False
-    raw: dict[str, Any] = field(default_factory=dict)  # the container's spec
-    skipped: bool = False  # never started: an init container failed before it
-    workdir: Path | None = None
-    task: asyncio.Task[TaskResult] | None = None
-    pid: int | None = None
-    exit_code: int | None = None  # None: killed, or never started
-    lost_id: str | None = None  # started by another kubelet (containerID): not run again
-    started_at: str | None = None
-    finished_at: str | None = None
-
-
-@dataclass
-class _PodRun:
-    """One pod this kubelet runs: its containers and why it may have been stopped."""
-
-    key: PodKey
-    uid: str
-    workdir: Path
-    containers: list[_Container] = field(default_factory=list)
-    init: list[_Container] = field(default_factory=list)  # initContainers, in order
-    secrets: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> decoded data
-    future: concurrent.futures.Future[None] | None = None
-    stop_reason: str | None = None  # "deleted" or "stopping" once cancelled
-    gone: bool = False  # the pod no longer exists in the API server
-
-    def cancel(self) -> None:
-        """Kill every container (call on the event loop)."""
-        for container in [*self.init, *self.containers]:
-            if container.task is not None:
-                container.task.cancel()
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class FakeKubelet:
@@ -169,10 +126,10 @@ class FakeKubelet:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="gaia-kubelet-")).absolute()
         self.errors: list[str] = []  # every unexpected exception, for tests to check
         self._lock = threading.Condition()
-        self._runs: dict[str, _PodRun] = {}  # by pod uid
+        self._runs: dict[str, PodRun] = {}  # by pod uid
         self._handled: set[str] = set()  # uids of pods started (or refused) once
         self._logs: dict[tuple[str, str, str], str] = {}  # (ns, pod, container) -> text
-        self._last: dict[PodKey, list[_Container]] = {}  # the latest run's containers
+        self._last: dict[PodKey, list[ContainerRun]] = {}  # the latest run's containers
         self._stopping = threading.Event()
         self._synced = threading.Event()
         self._response: Any = None  # the open watch response, shut down by stop()
@@ -274,7 +231,7 @@ class FakeKubelet:
             if kept is not None:
                 return kept
             workdir = chosen.workdir
-        return _read_log(workdir)
+        return read_log(workdir)
 
     # --- the watch ------------------------------------------------------------------------
 
@@ -403,13 +360,13 @@ class FakeKubelet:
             if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
                 return
             self._handled.add(uid)
-            run = _PodRun(key, uid, self.workdir / key[0] / f"{key[1]}-{uid[:8]}")
+            run = PodRun(key, uid, self.workdir / key[0] / f"{key[1]}-{uid[:8]}")
             self._runs[uid] = run
             logger.info("fake kubelet: starting pod %s/%s", *key)
             assert self._loop is not None
             run.future = asyncio.run_coroutine_threadsafe(self._run_pod(run, pod), self._loop)
 
-    def _cancel(self, run: _PodRun, reason: str) -> None:
+    def _cancel(self, run: PodRun, reason: str) -> None:
         """Kill a pod's processes (thread-safe; holds the lock)."""
         if run.stop_reason is not None:
             return
@@ -430,7 +387,7 @@ class FakeKubelet:
 
     # --- running one pod (on the event loop) ----------------------------------------------
 
-    async def _run_pod(self, run: _PodRun, pod: Pod) -> None:
+    async def _run_pod(self, run: PodRun, pod: Pod) -> None:
         try:
             run.init = self._containers(pod, run, "initContainers")
             run.containers = self._containers(pod, run, "containers")
@@ -455,20 +412,20 @@ class FakeKubelet:
                 ]
             await asyncio.gather(*waiting)
             if any(c.pid is not None for c in run.containers):
-                await self._patch_status(run, _running_status(pod, run))
+                await self._patch_status(run, running_status(pod, run))
             running = [c for c in run.containers if c.task is not None]
 
-            async def finish(container: _Container) -> None:
+            async def finish(container: ContainerRun) -> None:
                 await self._finish_container(container)
                 if any(c.finished_at is None for c in running) and not run.gone:
                     # As a kubelet does: one container ended while others run on.
-                    await self._patch_status(run, _running_status(pod, run))
+                    await self._patch_status(run, running_status(pod, run))
 
             await asyncio.gather(*(finish(c) for c in running))
             if run.stop_reason == "stopping":
                 return
             if not run.gone:
-                await self._patch_status(run, _finished_status(pod, run))
+                await self._patch_status(run, finished_status(pod, run))
             if run.stop_reason == "deleted" and not run.gone:
                 await asyncio.to_thread(self._delete_now, run)
         except Exception:
@@ -478,12 +435,12 @@ class FakeKubelet:
                 for container in [*run.containers, *run.init]:
                     if container.workdir is not None:
                         key = (*run.key, container.name)
-                        self._logs[key] = _read_log(container.workdir)
+                        self._logs[key] = read_log(container.workdir)
                 self._runs.pop(run.uid, None)
                 self._lock.notify_all()
             logger.info("fake kubelet: pod %s/%s is done", *run.key)
 
-    async def _run_init(self, pod: Pod, run: _PodRun) -> bool:
+    async def _run_init(self, pod: Pod, run: PodRun) -> bool:
         """Run the init containers in order; False as soon as one does not exit 0.
 
         A pod that another kubelet started (a lost container) is past its init phase.
@@ -510,7 +467,7 @@ class FakeKubelet:
                 return False
         return True
 
-    def _prepare(self, pod: Pod, run: _PodRun, container: _Container) -> None:
+    def _prepare(self, pod: Pod, run: PodRun, container: ContainerRun) -> None:
         """Resolve a container's spec just before it starts (sets .spec, or .error)."""
         if container.lost_id is not None:
             return
@@ -544,7 +501,7 @@ class FakeKubelet:
             }
         return found
 
-    def _launch(self, container: _Container) -> Coroutine[Any, Any, None]:
+    def _launch(self, container: ContainerRun) -> Coroutine[Any, Any, None]:
         """Start the container's process now; await the result until it runs (or ended)."""
         assert container.spec is not None and container.workdir is not None
         began = asyncio.Event()
@@ -574,7 +531,7 @@ class FakeKubelet:
 
         return started()
 
-    async def _finish_container(self, container: _Container) -> None:
+    async def _finish_container(self, container: ContainerRun) -> None:
         assert container.task is not None
         try:
             result = await container.task
@@ -586,17 +543,17 @@ class FakeKubelet:
         else:
             if not result.ok:
                 container.error = result.error
-            container.exit_code = _exit_code(result, container.pid is not None)
+            container.exit_code = exit_code(result, container.pid is not None)
         container.finished_at = now()
 
-    def _containers(self, pod: Pod, run: _PodRun, kind: str) -> list[_Container]:
+    def _containers(self, pod: Pod, run: PodRun, kind: str) -> list[ContainerRun]:
         """The pod's ``containers`` or ``initContainers``, not yet resolved (see _prepare)."""
         spec = pod.get("spec", {})
         status_field = "initContainerStatuses" if kind == "initContainers" else "containerStatuses"
         containers = []
         before = {s["name"]: s for s in pod.get("status", {}).get(status_field) or []}
         for raw in spec.get(kind) or []:
-            container = _Container(
+            container = ContainerRun(
                 name=raw["name"],
                 image=raw.get("image", ""),
                 spec=None,
@@ -619,7 +576,7 @@ class FakeKubelet:
             containers.append(container)
         return containers
 
-    def _task_spec(self, pod: Pod, raw: dict[str, Any], run: _PodRun) -> TaskSpec:
+    def _task_spec(self, pod: Pod, raw: dict[str, Any], run: PodRun) -> TaskSpec:
         if not raw.get("command"):
             raise _PodError("it has no command, and the image's entrypoint is unknown here")
         env = self._env(pod, raw, run)
@@ -660,7 +617,7 @@ class FakeKubelet:
             env=env,
         )
 
-    def _volume_source(self, volume: dict[str, Any], run: _PodRun) -> Path | None:
+    def _volume_source(self, volume: dict[str, Any], run: PodRun) -> Path | None:
         if "persistentVolumeClaim" in volume:
             claim = volume["persistentVolumeClaim"]["claimName"]
             if claim not in self.volumes:
@@ -675,7 +632,7 @@ class FakeKubelet:
             return path
         return None
 
-    def _env(self, pod: Pod, raw: dict[str, Any], run: _PodRun) -> dict[str, str]:
+    def _env(self, pod: Pod, raw: dict[str, Any], run: PodRun) -> dict[str, str]:
         """The container's variables; a value's $(NAME) refers to the ones before it."""
         meta = pod["metadata"]
         fields = {
@@ -708,10 +665,10 @@ class FakeKubelet:
 
     # --- talking to the API server --------------------------------------------------------
 
-    async def _patch_status(self, run: _PodRun, status: dict[str, Any]) -> None:
+    async def _patch_status(self, run: PodRun, status: dict[str, Any]) -> None:
         await asyncio.to_thread(self._patch_status_now, run, status)
 
-    def _patch_status_now(self, run: _PodRun, status: dict[str, Any]) -> None:
+    def _patch_status_now(self, run: PodRun, status: dict[str, Any]) -> None:
         namespace, name = run.key
         body = {"metadata": {"uid": run.uid}, "status": status}  # uid: only this very pod
         if self._call(
@@ -724,7 +681,7 @@ class FakeKubelet:
             logger.info("fake kubelet: pod %s/%s is gone, not reported", namespace, name)
             run.gone = True
 
-    def _delete_now(self, run: _PodRun) -> None:
+    def _delete_now(self, run: PodRun) -> None:
         """Delete the pod with grace period 0, as a kubelet does once its containers are dead."""
         namespace, name = run.key
         options = client.V1DeleteOptions(
@@ -768,167 +725,6 @@ class FakeKubelet:
         """Log the exception being handled and keep its text for tests to assert on."""
         logger.exception("%s", message)
         self.errors.append(message)
-
-
-# --- pod status, as a kubelet reports it --------------------------------------------------
-
-
-def _condition(kind: str, status: bool, at: str, reason: str | None = None) -> dict[str, Any]:
-    condition = {"type": kind, "status": "True" if status else "False", "lastTransitionTime": at}
-    if reason:
-        condition["reason"] = reason
-    return condition
-
-
-def _container_id(container: _Container) -> str:
-    if container.lost_id is not None:
-        return container.lost_id
-    return f"fake://{container.pid}" if container.pid is not None else ""
-
-
-def _running_status(pod: Pod, run: _PodRun) -> dict[str, Any]:
-    at = now()
-    containers = run.containers
-    ready = all(c.pid is not None and c.finished_at is None for c in containers)
-    statuses: list[dict[str, Any]] = []
-    for container in containers:
-        if container.finished_at is not None:
-            statuses += _terminated_statuses([container], at)
-            continue
-        status: dict[str, Any] = {
-            "name": container.name,
-            "image": container.image,
-            "imageID": "",
-            "restartCount": 0,
-            "ready": container.pid is not None,
-            "started": container.pid is not None,
-        }
-        if container.pid is not None:
-            status["containerID"] = _container_id(container)
-            status["state"] = {"running": {"startedAt": container.started_at}}
-        else:
-            status["state"] = {"waiting": {"reason": "ContainerCreating"}}
-        statuses.append(status)
-    reason = None if ready else "ContainersNotReady"
-    status: dict[str, Any] = {
-        "phase": "Running",
-        "startTime": pod.get("status", {}).get("startTime") or at,
-        "conditions": [
-            _condition("PodReadyToStartContainers", True, at),
-            _condition("Initialized", True, at),
-            _condition("ContainersReady", ready, at, reason),
-            _condition("Ready", ready, at, reason),
-        ],
-        "containerStatuses": statuses,
-    }
-    if run.init:
-        status["initContainerStatuses"] = _terminated_statuses(run.init, at)
-    return status
-
-
-def _finished_status(pod: Pod, run: _PodRun) -> dict[str, Any]:
-    at = now()
-    containers = run.containers
-    ok = bool(containers) and all(c.exit_code == 0 for c in [*run.init, *containers])
-    phase = "Succeeded" if ok else "Failed"
-    reason = "PodCompleted" if ok else "PodFailed"
-    initialized = not any(c.skipped for c in containers)
-    status: dict[str, Any] = {
-        "phase": phase,
-        "startTime": pod.get("status", {}).get("startTime") or at,
-        "conditions": [
-            _condition("PodReadyToStartContainers", False, at),
-            _condition("Initialized", initialized, at, "PodCompleted" if initialized else None),
-            _condition("ContainersReady", False, at, reason),
-            _condition("Ready", False, at, reason),
-        ],
-        "containerStatuses": _terminated_statuses(containers, at),
-    }
-    if run.init:
-        status["initContainerStatuses"] = _terminated_statuses(run.init, at)
-    return status
-
-
-def _terminated_statuses(containers: list[_Container], at: str) -> list[dict[str, Any]]:
-    """Each container's final status; one that never got to start is still waiting."""
-    statuses = []
-    for container in containers:
-        if container.skipped or (
-            container.spec is None and container.lost_id is None and container.error is None
-        ):
-            statuses.append(
-                {
-                    "name": container.name,
-                    "image": container.image,
-                    "imageID": "",
-                    "restartCount": 0,
-                    "ready": False,
-                    "started": False,
-                    "state": {"waiting": {"reason": "PodInitializing"}},
-                }
-            )
-            continue
-        code = container.exit_code
-        if code is None and container.lost_id is not None:
-            code = LOST_EXIT_CODE
-        elif code is None:
-            code = KILLED_EXIT_CODE if container.pid is not None else START_ERROR_EXIT_CODE
-        terminated: dict[str, Any] = {
-            "exitCode": code,
-            "reason": _termination_reason(container, code),
-            "startedAt": container.started_at or NEVER,
-            "finishedAt": container.finished_at or at,
-        }
-        if _container_id(container):
-            terminated["containerID"] = _container_id(container)
-        message = _termination_message(container, code)
-        if message:
-            terminated["message"] = message
-        status: dict[str, Any] = {
-            "name": container.name,
-            "image": container.image,
-            "imageID": "",
-            "restartCount": 0,
-            "ready": False,
-            "started": False,
-            "state": {"terminated": terminated},
-        }
-        if _container_id(container):
-            status["containerID"] = _container_id(container)
-        statuses.append(status)
-    return statuses
-
-
-def _termination_reason(container: _Container, code: int) -> str:
-    if container.lost_id is not None:
-        return "ContainerStatusUnknown"
-    if container.pid is None:
-        return "StartError"
-    return "Completed" if code == 0 else "Error"
-
-
-def _termination_message(container: _Container, code: int) -> str | None:
-    if container.pid is None:  # never started here: says why
-        return container.error
-    if code != 0 and container.fallback_to_logs and container.workdir is not None:
-        lines = _read_log(container.workdir).splitlines()[-FALLBACK_LOG_LINES:]
-        return "\n".join(lines)[-FALLBACK_LOG_BYTES:]
-    return None
-
-
-def _exit_code(result: TaskResult, started: bool) -> int:
-    """The container's exit code as a kubelet reports it (128 + n for signal n)."""
-    if result.exit_code is not None:
-        return result.exit_code
-    if not started:
-        return START_ERROR_EXIT_CODE
-    found = re.search(r"killed by signal (\w+)$", result.error or "")
-    if found:
-        with contextlib.suppress(KeyError, ValueError):
-            name = found.group(1)
-            number = signal.Signals[name] if not name.isdigit() else int(name)
-            return 128 + int(number)
-    return KILLED_EXIT_CODE
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -981,15 +777,6 @@ def _gaia_executable() -> str:
     if found is None:
         raise _PodError("a gaia helper container needs the gaia console script; none found")
     return found
-
-
-def _read_log(workdir: Path | None) -> str:
-    if workdir is None:
-        return ""
-    try:
-        return (workdir / "log").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
 
 
 def _lines(response: Any) -> Iterator[str]:
