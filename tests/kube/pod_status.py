@@ -167,6 +167,19 @@ def finished_status(pod: Pod, run: PodRun) -> dict[str, Any]:
     return status
 
 
+def _not_running(container: ContainerRun, state: dict[str, Any]) -> dict[str, Any]:
+    """The status of a container neither ready nor started, in ``state``."""
+    return {
+        "name": container.name,
+        "image": container.image,
+        "imageID": "",
+        "restartCount": 0,
+        "ready": False,
+        "started": False,
+        "state": state,
+    }
+
+
 def _terminated_statuses(containers: list[ContainerRun], at: str) -> list[dict[str, Any]]:
     """Each container's final status; one that never got to start is still waiting."""
     statuses = []
@@ -174,17 +187,7 @@ def _terminated_statuses(containers: list[ContainerRun], at: str) -> list[dict[s
         if container.skipped or (
             container.spec is None and container.lost_id is None and container.error is None
         ):
-            statuses.append(
-                {
-                    "name": container.name,
-                    "image": container.image,
-                    "imageID": "",
-                    "restartCount": 0,
-                    "ready": False,
-                    "started": False,
-                    "state": {"waiting": {"reason": "PodInitializing"}},
-                }
-            )
+            statuses.append(_not_running(container, {"waiting": {"reason": "PodInitializing"}}))
             continue
         code = container.exit_code
         if code is None and container.lost_id is not None:
@@ -202,15 +205,7 @@ def _terminated_statuses(containers: list[ContainerRun], at: str) -> list[dict[s
         message = _termination_message(container, code)
         if message:
             terminated["message"] = message
-        status: dict[str, Any] = {
-            "name": container.name,
-            "image": container.image,
-            "imageID": "",
-            "restartCount": 0,
-            "ready": False,
-            "started": False,
-            "state": {"terminated": terminated},
-        }
+        status = _not_running(container, {"terminated": terminated})
         if _container_id(container):
             status["containerID"] = _container_id(container)
         statuses.append(status)
