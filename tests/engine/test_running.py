@@ -35,6 +35,21 @@ def test_status_has_the_bipartite_graph(triangle: Host) -> None:
     assert flow["data"]["animals/rabbit"]["from"] == []
 
 
+def test_the_flow_in_status_follows_every_change_of_the_graph(chain: Host) -> None:
+    before = chain.ns.status()["flow"]
+    assert chain.ns.status()["flow"] is before  # unchanged graph: built once
+    chain.run_all()
+    assert chain.ns.status()["flow"] is before  # runs do not change the graph
+    chain.merge([step("de", "c", "d")])  # an addition only
+    assert chain.ns.status()["flow"]["data"]["d"]["from"] == ["de"]
+    chain.merge([step("bc", "src", "b")])  # a replacement
+    after = chain.ns.status()["flow"]
+    assert after["process"]["bc"]["from"] == ["src"] and after["data"]["src"]["to"] == ["ab", "bc"]
+    plan = chain.ns.prepare_merge([], chain.registry.commands, replace_all=True)
+    chain.carry_out(chain.ns.apply(plan, chain.store.__contains__))
+    assert chain.ns.status()["flow"] == {"process": {}, "data": {}}
+
+
 def test_a_failure_blocks_its_downstream_and_ends_in_error(chain: Host) -> None:
     chain.finish("ab", ok=False)
     assert chain.queued == {}

@@ -21,6 +21,7 @@ class Graph:
         self.producer: dict[str, str] = {}
         self.consumers: dict[str, set[str]] = {}
         self._refs: dict[str, int] = {}  # data key -> number of edges touching it
+        self.version = 0  # counts changes, for what is derived from the graph alone
 
     @property
     def data_keys(self) -> Iterable[str]:
@@ -34,6 +35,7 @@ class Graph:
 
     def add(self, process: Process) -> list[str]:
         """Add a process; return the data keys that are new to the graph."""
+        self.version += 1
         self.processes[process.key] = process
         fresh = []
         for key in process.outputs.values():
@@ -46,6 +48,7 @@ class Graph:
 
     def remove(self, process_key: str) -> list[str]:
         """Remove a process; return the data keys that left the graph with it."""
+        self.version += 1
         process = self.processes.pop(process_key)
         gone = []
         for key in process.outputs.values():

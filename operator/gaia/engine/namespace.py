@@ -57,6 +57,7 @@ class Namespace:
         self.runs: dict[str, int] = {}  # kept after a process goes, so run numbers never repeat
         self.active: set[str] = set()  # processes with a queued or running task
         self.running: set[str] = set()  # those whose task is running (counted often)
+        self._flow_cache: tuple[int, dict[str, Any]] | None = None  # (graph version, flow)
         self.failed: set[str] = set()
         self.mode = Mode.INITIALIZED
         self.announced: FlowState | None = None
@@ -427,32 +428,43 @@ class Namespace:
         )
 
     def status(self) -> dict[str, Any]:
+        """Everything about the namespace. The ``flow`` part (its graph) is shared between
+        calls until the graph changes: treat the result as read-only."""
         graph = self.graph
         return {
             "state": self.state().value,
             "counts": self.counts(),
-            "flow": {
-                "process": {
-                    key: {
-                        "from": list(p.inputs.values()),
-                        "to": list(p.outputs.values()),
-                        "command": p.command,
-                        "spec": p.spec,
-                    }
-                    for key, p in graph.processes.items()
-                },
-                "data": {
-                    key: {
-                        "from": [graph.producer[key]] if key in graph.producer else [],
-                        "to": sorted(graph.consumers.get(key, ())),
-                    }
-                    for key in graph.data_keys
-                },
-            },
+            "flow": self._flow(),
             "data": {key: self.data_state(key).value for key in graph.data_keys},
             "tasks": {key: task.to_dict() for key, task in self.tasks.items()},
             "waiting": self.waiting(),
         }
+
+    def _flow(self) -> dict[str, Any]:
+        """The graph as plain data: most of a big status's cost, and unchanged by runs."""
+        graph = self.graph
+        if self._flow_cache is not None and self._flow_cache[0] == graph.version:
+            return self._flow_cache[1]
+        flow = {
+            "process": {
+                key: {
+                    "from": list(p.inputs.values()),
+                    "to": list(p.outputs.values()),
+                    "command": p.command,
+                    "spec": p.spec,
+                }
+                for key, p in graph.processes.items()
+            },
+            "data": {
+                key: {
+                    "from": [graph.producer[key]] if key in graph.producer else [],
+                    "to": sorted(graph.consumers.get(key, ())),
+                }
+                for key in graph.data_keys
+            },
+        }
+        self._flow_cache = (graph.version, flow)
+        return flow
 
     def adopt(self, process: str, run: int, handle: Mapping[str, Any]) -> bool:
         """After a restart: a task found still running (a Job) becomes the live run, so
