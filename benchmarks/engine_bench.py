@@ -22,17 +22,17 @@ COMMANDS = [
     {
         "key": "make",
         "image": "alpine",
-        "command": ["touch", "/out"],
+        "command": ["touch", "/out/o"],
         "vars": {"V": "x"},
-        "outputs": {"OUT": "/out"},
+        "outputs": {"OUT": "/out/o"},
     },
     {
         "key": "copy",
         "image": "alpine",
-        "command": ["cp", "/in", "/out"],
+        "command": ["cp", "/in", "/out/o"],
         "vars": {"V": "x"},
         "inputs": {"IN": "/in"},
-        "outputs": {"OUT": "/out"},
+        "outputs": {"OUT": "/out/o"},
     },
 ]
 

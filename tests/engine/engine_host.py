@@ -87,11 +87,16 @@ class Host:
 ECHO = {
     "key": "echo",
     "image": "alpine",
-    "command": ["cp", "/in", "/out"],
+    "command": ["cp", "/in", "/out/o"],
     "inputs": {"IN": "/in"},
-    "outputs": {"OUT": "/out"},
+    "outputs": {"OUT": "/out/o"},
 }
-MAKE = {"key": "make", "image": "alpine", "command": ["touch", "/out"], "outputs": {"OUT": "/out"}}
+MAKE = {
+    "key": "make",
+    "image": "alpine",
+    "command": ["touch", "/out/o"],
+    "outputs": {"OUT": "/out/o"},
+}
 
 
 def step(key: str, src: str, dst: str) -> dict[str, Any]:

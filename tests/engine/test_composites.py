@@ -98,7 +98,7 @@ def test_composite_vars_flow_into_step_vars() -> None:
         "image": "i",
         "command": ["echo", "{{WORD}}"],
         "vars": {"WORD": "hi"},
-        "outputs": {"OUT": "/o"},
+        "outputs": {"OUT": "/out/o"},
     }
     wrap = {
         "key": "wrap",

@@ -12,8 +12,8 @@ HELLO = {
     "image": "ubuntu",
     "command": ["echo", "{{A}}", "{{B}}"],
     "vars": {"A": "x", "B": "y"},
-    "stdout": "/out",
-    "outputs": {"OUT": "/out"},
+    "stdout": "/out/o",
+    "outputs": {"OUT": "/out/o"},
 }
 
 

@@ -126,11 +126,16 @@ def test_a_process_key_may_appear_once_per_merge() -> None:
         ({"key": "c", "command": []}, "non-empty list"),
         ({"key": "c", "command": ["x"], "inputs": {"A": "relative"}}, "absolute container path"),
         (
-            {"key": "c", "command": ["x"], "inputs": {"A": "/p"}, "outputs": {"B": "/p"}},
+            {"key": "c", "command": ["x"], "inputs": {"A": "/p/q"}, "outputs": {"B": "/p/q"}},
             "both an input and an output",
         ),
         ({"key": "c c", "command": ["x"]}, "command key 'c c'"),
         ({"key": "c", "command": ["x"], "timeout": -1}, "timeout"),
+        (
+            {"key": "c", "command": ["x"], "outputs": {"O": "/o"}},
+            r"output 'O' path '/o' is a file directly under '/'; .* such as '/out/o'",
+        ),
+        ({"key": "c", "command": ["x"], "stdout": "/log"}, "'stdout' path '/log' is a file"),
     ],
 )
 def test_bad_commands_are_rejected(command: dict[str, Any], message: str) -> None:

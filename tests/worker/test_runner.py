@@ -285,6 +285,17 @@ def test_container_paths_under_tmp(sandbox: str, tmp_path: Path, rabbit: Path) -
 
 
 @SANDBOXES
+def test_an_input_file_directly_under_the_root(sandbox: str, tmp_path: Path, rabbit: Path) -> None:
+    task = spec(
+        ("cp", "/rabbit.txt", "/out/out"), inputs={"/rabbit.txt": rabbit}, outputs=("/out/out",)
+    )
+    result = run(task, tmp_path / "work", sandbox)
+
+    assert result.ok, result.error
+    assert result.staged["/out/out"].read_bytes() == rabbit.read_bytes()
+
+
+@SANDBOXES
 def test_a_writable_bind_is_written_in_place(sandbox: str, tmp_path: Path, rabbit: Path) -> None:
     host = tmp_path / "volume" / "out"
     host.mkdir(parents=True)

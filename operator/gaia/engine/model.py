@@ -211,6 +211,13 @@ def parse_command(raw: object) -> Command:
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
     ):
         raise InvalidRequest(f"{where}: 'timeout' must be a positive number of seconds")
+    written = [(f"output {name!r}", path) for name, path in outputs.items()]
+    for what, path in [*written, *([("'stdout'", stdout)] if stdout else [])]:
+        if path.count("/") == 1:  # "/o": nowhere to stage it, in a sandbox or a pod
+            raise InvalidRequest(
+                f"{where}: {what} path {path!r} is a file directly under '/'; "
+                f"put it in a directory, such as '/out{path}'"
+            )
     if clash := sorted(set(inputs.values()) & set(outputs.values())):
         raise InvalidRequest(f"{where}: paths {clash} are both an input and an output")
     for paths, what in ((inputs, "inputs"), (outputs, "outputs")):

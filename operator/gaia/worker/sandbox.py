@@ -216,14 +216,17 @@ def _bwrap_argv(
     exe = shutil.which("bwrap")
     if exe is None:
         raise TaskFailed("sandbox 'bwrap' was requested but bwrap is not installed")
-    tops = sorted({path.split("/")[1] for path in paths})
+    # An input file directly under "/" is bound as itself; every other top-level name is
+    # a staging directory bound in place of the host's.
+    top_files = {path for path in inputs if path.count("/") == 1}
+    tops = sorted({path.split("/")[1] for path in paths if path not in top_files})
     # No --new-session: the runner already starts bwrap in a session of its own (so no
     # terminal to inject into), and the sandbox must stay in bwrap's process group for
     # a kill of the group to reach it even while bwrap is still setting up.
     argv = [exe, "--unshare-pid", "--die-with-parent"]
     with os.scandir("/") as entries:
         for entry in sorted(entries, key=lambda e: e.name):
-            if entry.name in _NOT_BOUND or entry.name in tops:
+            if entry.name in _NOT_BOUND or entry.name in tops or entry.path in top_files:
                 continue
             if entry.is_symlink():  # /bin -> usr/bin and friends
                 argv += ["--symlink", os.readlink(entry.path), entry.path]
