@@ -58,8 +58,12 @@ def test_a_listing_finds_what_exists_finds(s3_client: Any, bucket: str) -> None:
         ".private/p/tmp",
         "nsx-not-ours",
     }
-    for key in ("animals/rabbit", "animals/snake", "tree/leaf", "animals/rab", "nope"):
+    asked = ["animals/rabbit", "animals/snake", "tree/leaf", "animals/rab", "nope"]
+    for key in asked:
         assert (key in held) == store.exists("ns", key)
+    found = {"animals/rabbit", "tree/leaf"}
+    assert store.existing("ns", asked) == found  # a lookup per key
+    assert store.existing("ns", asked + [f"absent/{n}" for n in range(60)]) == found  # listed
 
 
 @pytest.mark.slow

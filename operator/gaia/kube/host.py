@@ -364,18 +364,10 @@ class KubeHost:
         task.add_done_callback(self.pending.discard)
 
     async def _exists(self, root: str, keys: Iterable[str]) -> Callable[[str], bool]:
-        """The engine's ``exists`` for ``keys``, asked of the store up front (off the event
-        loop): a store that is down fails here, before the engine has changed anything."""
-        asked = set(keys)
-        found = await self.lanes.existing(root, asked)
-
-        def exists(key: str) -> bool:
-            if key in asked:
-                return key in found
-            logger.warning("namespace %s: %r was not looked up in advance", root, key)
-            return self.store.exists(root, key)
-
-        return exists
+        """The engine's ``exists``, asked of the store up front (off the event loop): a
+        store that is down fails here, before the engine has changed anything. ``keys``
+        must hold every key the engine call will ask about (see ``_keys_of``)."""
+        return (await self.lanes.existing(root, keys)).__contains__
 
     # -- Jobs --------------------------------------------------------------------------
 

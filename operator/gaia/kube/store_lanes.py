@@ -24,7 +24,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 LANES = 4  # namespaces spread over this many threads; one namespace stays in one
-LISTING_ABOVE = 50  # keys: more than this, and a store that can list does so once
 
 
 class StoreLanes:
@@ -54,14 +53,7 @@ class StoreLanes:
 
     async def existing(self, root: str, keys: Iterable[str]) -> set[str]:
         """Which of ``keys`` the store holds: the engine's ``exists``, asked up front."""
-        return await self.call(root, self._existing, root, list(keys))
-
-    def _existing(self, root: str, keys: list[str]) -> set[str]:
-        listing = getattr(self.store, "listing", None)
-        if listing is not None and len(keys) > LISTING_ABOVE:
-            held: set[str] = listing(root)
-            return {key for key in keys if key in held}
-        return {key for key in keys if self.store.exists(root, key)}
+        return await self.call(root, self.store.existing, root, list(keys))
 
     def close(self) -> None:
         """Finish what is queued (a delete, a clean-up), then stop the threads."""

@@ -21,6 +21,10 @@ class Store(Protocol):
 
     def exists(self, root: str, key: str) -> bool: ...
 
+    def existing(self, root: str, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` exist, in as few requests as the store allows."""
+        ...
+
     def delete(self, root: str, keys: Iterable[str]) -> None: ...
 
     def staged_outputs(self, root: str, job: str, outputs: Mapping[str, str]) -> dict[str, Any]:

@@ -52,6 +52,9 @@ class LocalStore:
         except OSError as exc:
             raise StoreError(f"namespace {root!r}: cannot look up {key!r}: {exc}") from exc
 
+    def existing(self, root: str, keys: Iterable[str]) -> set[str]:
+        return {key for key in keys if self.exists(root, key)}
+
     def delete(self, root: str, keys: Iterable[str]) -> None:
         for key in keys:
             path = self.path(root, key)

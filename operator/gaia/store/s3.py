@@ -23,6 +23,7 @@ __all__ = ["S3Store", "make_client"]
 
 logger = logging.getLogger(__name__)
 
+LISTING_ABOVE = 50  # keys: more than this are looked up with one listing
 DELETE_BATCH = 1000  # DeleteObjects takes at most this many keys
 
 
@@ -70,6 +71,14 @@ class S3Store:
             return self._has(name)
         except Exception as exc:
             raise StoreError(f"namespace {root!r}: cannot look up {key!r}: {_why(exc)}") from exc
+
+    def existing(self, root: str, keys: Iterable[str]) -> set[str]:
+        """A lookup per key for a few keys; one listing of the namespace for many."""
+        keys = list(keys)
+        if len(keys) <= LISTING_ABOVE:
+            return {key for key in keys if self.exists(root, key)}
+        held = self.listing(root)
+        return {key for key in keys if key in held}
 
     def listing(self, root: str) -> set[str]:
         """Every key :meth:`exists` finds in ``root`` (each object and the directories
