@@ -29,6 +29,46 @@ SLEEPER = {
 }
 
 
+def nap(seconds: str | None = None, output: str = "rested") -> dict[str, Any]:
+    """A process 'nap' of SLEEPER (60 s unless told otherwise) that writes ``output``."""
+    process: dict[str, Any] = {"key": "nap", "command": "sleeper", "outputs": {"O": output}}
+    if seconds is not None:
+        process["vars"] = {"SECONDS": seconds}
+    return process
+
+
+def run_to_failure(
+    cluster: Cluster,
+    world: dict[str, Any],
+    root: str,
+    command: str,
+    script: str,
+    process: str = "bad",
+    timeout: float = 60,
+) -> dict[str, Any]:
+    """Register ``command`` running ``script`` in sh, merge ``process`` of it into ``root``
+    and wait for the namespace's error; its status."""
+    flow = world["client"]
+    outputs = {"O": "/out/o"}
+    flow.command(
+        [{"key": command, "image": "ubuntu", "command": ["sh", "-c", script], "outputs": outputs}]
+    )
+    flow.merge(root, [{"key": process, "command": command, "outputs": {"O": "never"}}])
+    return wait_state(cluster, world["namespace"], root, ("error",), timeout)
+
+
+def start_napping(world: dict[str, Any], root: str, seconds: str | None = None) -> int:
+    """Merge a nap into ``root``; return its command's pid once the kubelet runs it."""
+    world["client"].command([SLEEPER])
+    world["client"].merge(root, [nap(seconds)])
+    deadline = time.monotonic() + 30
+    while not world["kubelet"].running():
+        assert time.monotonic() < deadline, f"the nap in {root} never started"
+        time.sleep(0.1)
+    (pid,) = world["kubelet"].running().values()
+    return int(pid)
+
+
 @pytest.fixture(scope="module")
 def crds(cluster: Cluster) -> None:
     cluster.apply_crds()
@@ -171,12 +211,7 @@ def test_halt_deletes_running_jobs_and_trigger_resumes(
     cluster: Cluster, world: dict[str, Any]
 ) -> None:
     flow, ns, kubelet = world["client"], world["namespace"], world["kubelet"]
-    flow.command([SLEEPER])
-    flow.merge("sleepy", [{"key": "nap", "command": "sleeper", "outputs": {"O": "rested"}}])
-    deadline = time.monotonic() + 30
-    while not kubelet.running() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    (pid,) = kubelet.running().values()
+    pid = start_napping(world, "sleepy")
     flow.halt("sleepy")
     status = wait_state(cluster, ns, "sleepy", ("halted",))
     assert status["counts"]["running"] == 0
@@ -196,28 +231,8 @@ def test_halt_deletes_running_jobs_and_trigger_resumes(
 def test_a_restarted_operator_neither_duplicates_nor_loses_a_task(
     cluster: Cluster, world: dict[str, Any]
 ) -> None:
-    flow, ns, kubelet, operator = (
-        world["client"],
-        world["namespace"],
-        world["kubelet"],
-        world["operator"],
-    )
-    flow.command([SLEEPER])
-    flow.merge(
-        "restart",
-        [
-            {
-                "key": "nap",
-                "command": "sleeper",
-                "vars": {"SECONDS": "4"},
-                "outputs": {"O": "rested"},
-            }
-        ],
-    )
-    deadline = time.monotonic() + 30
-    while not kubelet.running() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert kubelet.running()
+    flow, ns, operator = world["client"], world["namespace"], world["operator"]
+    start_napping(world, "restart", seconds="4")
     started = kept_events(flow, "restart", lambda seen: count(seen, "step-start") == 1)[-1]
     operator.stop(signal.SIGKILL)  # mid-run, no goodbye
     time.sleep(6)  # the task finishes while no operator watches
@@ -269,16 +284,8 @@ def test_an_invalid_namespace_is_reported_and_changes_nothing(
 def test_a_failed_job_reports_its_exit_code_and_publishes_nothing(
     cluster: Cluster, world: dict[str, Any]
 ) -> None:
-    flow, ns = world["client"], world["namespace"]
-    failer = {
-        "key": "failer",
-        "image": "ubuntu",
-        "command": ["sh", "-c", "echo half > /out/o; exit 3"],
-        "outputs": {"O": "/out/o"},
-    }
-    flow.command([failer])
-    flow.merge("failing", [{"key": "bad", "command": "failer", "outputs": {"O": "never"}}])
-    status = wait_state(cluster, ns, "failing", ("error",))
+    ns = world["namespace"]
+    status = run_to_failure(cluster, world, "failing", "failer", "echo half > /out/o; exit 3")
     (failure,) = status["failures"]
     assert failure["process"] == "bad" and failure["exitCode"] == 3
     assert "exit code 3" in failure["error"]
@@ -349,18 +356,13 @@ def test_the_operator_rides_out_an_api_server_outage(
 ) -> None:
     """The task ends while the API server is away: once it is back the operator's watches
     and re-check carry the end in; calls that need the API server fail clearly meanwhile."""
-    flow, ns, kubelet, store = world["client"], world["namespace"], world["kubelet"], world["store"]
-    flow.command([SLEEPER])
-    nap = {"key": "nap", "command": "sleeper", "vars": {"SECONDS": "2"}, "outputs": {"O": "rested"}}
-    flow.merge("outage", [nap])
-    deadline = time.monotonic() + 30
-    while not kubelet.running() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert kubelet.running()
+    flow, ns, store = world["client"], world["namespace"], world["store"]
+    start_napping(world, "outage", seconds="2")
     with cluster.apiserver_outage():
         time.sleep(3)  # the task ends meanwhile
+        second = {**nap("2", "rested2"), "key": "nap2"}
         with pytest.raises(gaia.Unavailable, match="API server cannot be reached") as caught:
-            flow.merge("outage", [nap, {**nap, "key": "nap2", "outputs": {"O": "rested2"}}])
+            flow.merge("outage", [nap("2"), second])
         assert "nothing was changed, try again" in str(caught.value)
         assert flow.status("outage")["status"]["tasks"]["nap"]["run"] == 1  # from memory
     status = wait_state(cluster, ns, "outage", ("complete",), timeout=120)

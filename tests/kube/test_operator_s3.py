@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from cluster import Cluster
 from gaia_operator import operator_world
-from test_operator import TRIANGLE, jobs, wait_state
+from test_operator import TRIANGLE, jobs, run_to_failure, wait_state
 
 PREFIX = "team/gaia"
 SECRET = "gaia-s3-test"
@@ -114,16 +114,9 @@ def test_the_triangle_runs_on_the_object_store(cluster: Cluster, world: dict[str
 
 
 def test_a_failing_command_publishes_nothing(cluster: Cluster, world: dict[str, Any]) -> None:
-    flow, ns = world["client"], world["namespace"]
-    failer = {
-        "key": "failer-s3",
-        "image": "ubuntu",
-        "command": ["sh", "-c", "echo half > /out/o; exit 3"],
-        "outputs": {"O": "/out/o"},
-    }
-    flow.command([failer])
-    flow.merge("failing", [{"key": "bad", "command": "failer-s3", "outputs": {"O": "never"}}])
-    status = wait_state(cluster, ns, "failing", ("error",), timeout=120)
+    ns = world["namespace"]
+    script = "echo half > /out/o; exit 3"
+    status = run_to_failure(cluster, world, "failing", "failer-s3", script, timeout=120)
     (failure,) = status["failures"]
     assert failure["process"] == "bad" and failure["exitCode"] == 3
     assert "exit code 3" in failure["error"]
@@ -137,16 +130,9 @@ def test_a_command_killed_by_a_signal_fails_instead_of_hanging(
 ) -> None:
     """`kill -9 0` takes the whole container (the exit-code wrapper too): no exit code is
     ever written, so only the operator's re-check can end the pod."""
-    flow, ns = world["client"], world["namespace"]
-    killed = {
-        "key": "killed-s3",
-        "image": "ubuntu",
-        "command": ["sh", "-c", "kill -9 0"],
-        "outputs": {"O": "/out/o"},
-    }
-    flow.command([killed])
-    flow.merge("killed", [{"key": "victim", "command": "killed-s3", "outputs": {"O": "never"}}])
-    status = wait_state(cluster, ns, "killed", ("error",), timeout=120)
+    status = run_to_failure(
+        cluster, world, "killed", "killed-s3", "kill -9 0", process="victim", timeout=120
+    )
     (failure,) = status["failures"]
     assert failure["process"] == "victim" and failure["exitCode"] == 137
     assert "the command was killed" in failure["error"]

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from cluster import Cluster
 from gaia_operator import operator_world
-from test_operator import SLEEPER, TRIANGLE, jobs, wait_state
+from test_operator import SLEEPER, TRIANGLE, jobs, nap, wait_state
 
 import gaia
 from gaia.errors import GaiaError
@@ -146,8 +146,7 @@ def test_workers_run_the_triangle_without_jobs(cluster: Cluster, make_world: Any
         # A command of another image runs as a Job: workers have only their own programs.
         other = {**SLEEPER, "key": "sleeper-alpine", "image": "alpine"}
         flow.command([other])
-        nap = {"key": "nap", "command": "sleeper-alpine", "vars": {"SECONDS": "1"}}
-        flow.merge("wother", [{**nap, "outputs": {"O": "rested"}}])
+        flow.merge("wother", [{**nap("1"), "command": "sleeper-alpine"}])
         wait_state(cluster, ns, "wother", ("complete",), timeout=60)
         assert "job" in flow.status("wother")["status"]["tasks"]["nap"]["handle"]
 
@@ -158,17 +157,7 @@ def test_halt_kills_the_workers_task(cluster: Cluster, make_world: Any) -> None:
         flow.launch(["w1"])
         wait_worker(world, "w1")
         flow.command([SLEEPER])
-        flow.merge(
-            "wsleepy",
-            [
-                {
-                    "key": "nap",
-                    "command": "sleeper",
-                    "vars": {"SECONDS": "4247"},
-                    "outputs": {"O": "rested"},
-                }
-            ],
-        )
+        flow.merge("wsleepy", [nap("4247")])
         wait_for(lambda: sleeping("4247"), 60, "the worker to start sleep 4247")
         task = flow.status("wsleepy")["status"]["tasks"]["nap"]
         assert task["handle"] == {"worker": "w1"}
@@ -179,17 +168,7 @@ def test_halt_kills_the_workers_task(cluster: Cluster, make_world: Any) -> None:
         assert not (store / "wsleepy" / "rested").exists()
         assert jobs(cluster, ns) == []
         # the worker is still there, and takes the next run
-        flow.merge(
-            "wsleepy",
-            [
-                {
-                    "key": "nap",
-                    "command": "sleeper",
-                    "vars": {"SECONDS": "1"},
-                    "outputs": {"O": "rested"},
-                }
-            ],
-        )
+        flow.merge("wsleepy", [nap("1")])
         flow.trigger("wsleepy")
         wait_state(cluster, ns, "wsleepy", ("complete",), timeout=60)
         assert (store / "wsleepy" / "rested").read_text() == "rested\n"
@@ -205,10 +184,7 @@ def test_an_idle_worker_stops_and_its_deployment_goes(cluster: Cluster, make_wor
         assert "w1" not in post(world, "/work/workers", {})["workers"]
         # Without workers, tasks are Jobs again.
         flow.command([SLEEPER])
-        flow.merge(
-            "wjob",
-            [{"key": "nap", "command": "sleeper", "vars": {"SECONDS": "1"}, "outputs": {"O": "r"}}],
-        )
+        flow.merge("wjob", [nap("1", output="r")])
         wait_state(cluster, ns, "wjob", ("complete",), timeout=60)
         assert jobs(cluster, ns) or (world["store"] / "wjob" / "r").exists()
 
