@@ -12,9 +12,9 @@
 
 Every method returns the server's JSON reply as a dict. A reply of 4xx/5xx raises the
 :mod:`gaia.errors` class of its status code (400 InvalidRequest, 404 NotFound, 413 TooLarge,
-503 Unavailable, any other GaiaError) whose message is the server's own; an unreachable server raises
-ConnectionFailed. HTTP uses only the standard library. Events come from the server's
-``GET /events`` stream, or from Kafka topics when ``kafka_host`` is configured.
+503 Unavailable, any other GaiaError) whose message is the server's own; an unreachable
+server raises ConnectionFailed. HTTP uses only the standard library. Events come from the
+server's ``GET /events`` stream, or from Kafka topics when ``kafka_host`` is configured.
 """
 
 from __future__ import annotations
