@@ -82,9 +82,9 @@ class Gaia:
         self.url = f"{self.scheme}://{self.address}"
         self.kafka_host: str | None = config.get("kafka_host") or None
         self.kafka_topics = {**DEFAULT_TOPICS, **(config.get("kafka_topics") or {})}
-        self.timeout = float(config.get("timeout", 60))
+        self.timeout = _seconds(config, "timeout", 60)
         # How long listen() keeps trying to reach a server that went away (a restart).
-        self.reconnect = float(config.get("reconnect", 60))
+        self.reconnect = _seconds(config, "reconnect", 60)
 
     def __repr__(self) -> str:
         return f"Gaia({{'gaia_host': {self.url!r}}})"
@@ -320,6 +320,16 @@ class EventStream:
             self._released = True
         self._response.close()
         self._connection.close()
+
+
+def _seconds(config: Mapping[str, Any], name: str, default: float) -> float:
+    value = config.get(name, default)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidRequest(
+            f"config {name!r} must be a number of seconds, got {value!r}"
+        ) from None
 
 
 def _describe(reason: object) -> str:

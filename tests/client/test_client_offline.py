@@ -87,6 +87,14 @@ def test_config_defaults_and_http_urls() -> None:
     assert gaia.Gaia({"gaia_host": "example.org"}).address == "example.org:24442"
 
 
+@pytest.mark.parametrize("name", ["timeout", "reconnect"])
+@pytest.mark.parametrize("value", ["sixty", None, [60]])
+def test_a_bad_number_of_seconds_is_rejected_naming_the_key(name: str, value: object) -> None:
+    with pytest.raises(gaia.InvalidRequest, match=f"config '{name}' must be a number of seconds"):
+        gaia.Gaia({name: value})
+    assert getattr(gaia.Gaia({name: "30"}), name) == 30.0  # a number in a string will do
+
+
 @pytest.mark.parametrize("host", ["http://", "ftp://example.org:21", "example.org:port"])
 def test_a_malformed_host_is_rejected_with_an_example(host: str) -> None:
     with pytest.raises(gaia.InvalidRequest, match="localhost:24442"):
