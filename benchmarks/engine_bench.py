@@ -14,6 +14,7 @@ import tracemalloc
 from typing import Any
 
 from gaia.engine.instructions import StartTask
+from gaia.engine.lookup import Lookup
 from gaia.engine.namespace import Namespace
 from gaia.engine.registry import Registry
 from gaia.kube.status import summary
@@ -54,12 +55,11 @@ def processes(values: int) -> list[dict[str, Any]]:
 def build(values: int) -> tuple[Namespace, list[StartTask], float]:
     registry = Registry()
     registry.commit(registry.prepare(COMMANDS)[0])
-    namespace = Namespace("bench")
-    namespace.command_lookup = registry.commands.__getitem__
+    namespace = Namespace("bench", registry)
     specs = processes(values)
     began = time.perf_counter()
     plan = namespace.prepare_merge(specs, registry.commands)
-    started = [i for i in namespace.apply(plan, lambda key: False) if isinstance(i, StartTask)]
+    started = [i for i in namespace.apply(plan, Lookup()) if isinstance(i, StartTask)]
     return namespace, started, time.perf_counter() - began
 
 
@@ -110,7 +110,7 @@ def main() -> None:
                 "outputs": {"OUT": "x/one"},
             }
         ],
-        {"copy": namespace.command_lookup("copy")} if namespace.command_lookup else {},
+        namespace.registry.commands,
     )
     print(f"validate a 1-process merge into it: {(time.perf_counter() - began) * 1e3:.2f} ms")
     for start in started[: n // 2]:  # a quarter of the namespace done, the rest runnable

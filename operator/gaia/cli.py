@@ -90,7 +90,7 @@ def _task_upload(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gaia.api.server import serve  # it says where it serves
+    from gaia.standalone.serve import serve  # it says where it serves
 
     with contextlib.suppress(KeyboardInterrupt):
         serve(
@@ -124,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         host = args.host
         if host is None:
-            from gaia.api.embedded import EmbeddedServer
+            from gaia.standalone.embedded import EmbeddedServer
 
             embedded = EmbeddedServer(data_dir=data_dir or DEFAULT_DATA, workers=args.workers)
             server = stack.enter_context(embedded)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gaia.engine.instructions import CancelTask, DeleteData, Emit, Instruction, StartTask
+from gaia.engine.lookup import Lookup
 from gaia.engine.namespace import Namespace
 from gaia.engine.registry import Registry
 
@@ -22,8 +23,9 @@ class Host:
         self.registry = Registry()
         self.command(commands)
         self.store: set[str] = set(store or ())
-        self.ns = Namespace("test", clock=lambda: 1000.0)
-        self.ns.command_lookup = lambda key: self.registry.commands[key]
+        self.ns = Namespace("test", self.registry, clock=lambda: 1000.0)
+        # Keys the store cannot hold (say, a link that leads out of the namespace).
+        self.unusable: dict[str, str] = {}
         self.queued: dict[str, int] = {}  # process -> run
         self.cancelled: list[str] = []
         self.deleted: list[str] = []
@@ -38,8 +40,12 @@ class Host:
         merged, changed = self.registry.prepare(commands)
         plan = self.ns.prepare_command_change(changed, merged)
         self.registry.commit(merged)
-        self.carry_out(self.ns.apply(plan, self.store.__contains__))
+        self.carry_out(self.ns.apply(plan, self.lookup()))
         return plan.changed
+
+    def lookup(self) -> Lookup:
+        """What the store holds: the engine's only view of it."""
+        return Lookup.of(self.store, self.unusable)
 
     def carry_out(self, instructions: list[Instruction]) -> None:
         for instruction in instructions:
@@ -56,11 +62,11 @@ class Host:
 
     def merge(self, processes: list[dict[str, Any]]) -> list[str]:
         plan = self.ns.prepare_merge(processes, self.registry.commands)
-        self.carry_out(self.ns.apply(plan, self.store.__contains__))
+        self.carry_out(self.ns.apply(plan, self.lookup()))
         return plan.changed
 
     def trigger(self) -> None:
-        self.carry_out(self.ns.trigger(self.store.__contains__))
+        self.carry_out(self.ns.trigger(self.lookup()))
 
     def finish(self, process: str, ok: bool = True) -> None:
         run = self.queued.pop(process)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from engine_host import ECHO, MAKE, Host, step
 
 from gaia.engine.instructions import StartTask
+from gaia.engine.states import Mode
 
 
 def test_only_processes_with_all_inputs_complete_start(triangle: Host) -> None:
@@ -46,7 +47,7 @@ def test_the_flow_in_status_follows_every_change_of_the_graph(chain: Host) -> No
     after = chain.ns.status()["flow"]
     assert after["process"]["bc"]["from"] == ["src"] and after["data"]["src"]["to"] == ["ab", "bc"]
     plan = chain.ns.prepare_merge([], chain.registry.commands, replace_all=True)
-    chain.carry_out(chain.ns.apply(plan, chain.store.__contains__))
+    chain.carry_out(chain.ns.apply(plan, chain.lookup()))
     assert chain.ns.status()["flow"] == {"process": {}, "data": {}}
 
 
@@ -147,7 +148,7 @@ def test_a_merge_while_running_cancels_the_changed_process(chain: Host) -> None:
 def test_start_instructions_carry_the_command() -> None:
     host = Host([ECHO], {"src"})
     plan = host.ns.prepare_merge([step("ab", "src", "a")], host.registry.commands)
-    (start,) = [i for i in host.ns.apply(plan, host.store.__contains__) if isinstance(i, StartTask)]
+    (start,) = [i for i in host.ns.apply(plan, host.lookup()) if isinstance(i, StartTask)]
     assert start.command.key == "echo" and start.run == 1 and start.task == "ab#1"
 
 
@@ -163,7 +164,7 @@ def test_a_declarative_merge_drops_processes_missing_from_the_list(chain: Host) 
         [step("ab", "src", "a"), step("bc", "a", "b")], chain.registry.commands, replace_all=True
     )
     assert plan.dropped == ["cd"] and plan.changed == []
-    chain.carry_out(chain.ns.apply(plan, chain.store.__contains__))
+    chain.carry_out(chain.ns.apply(plan, chain.lookup()))
     assert "cd" not in chain.ns.graph.processes and "c" not in chain.ns.graph
     assert chain.deleted == ["c"]
     assert chain.ns.state().value == "complete"
@@ -173,8 +174,7 @@ def test_a_declarative_merge_drops_processes_missing_from_the_list(chain: Host) 
 def test_a_task_adopted_after_a_restart_is_followed_not_started_again(chain: Host) -> None:
     chain.carry_out(chain.ns.halt())
     assert chain.ns.adopt("ab", 7, {"job": "gaia-test-ab-7"})
-    chain.ns.mode = chain.ns.mode.ACTIVE
-    assert chain.ns.resume() == []  # ab is running as run 7: nothing to start
+    assert chain.ns.resume(Mode.ACTIVE) == []  # ab is running as run 7: nothing to start
     chain.carry_out(chain.ns.task_succeeded("ab", 7))
     assert chain.queued == {"bc": 1}
     assert not chain.ns.adopt("ab", 3, {})  # an older run is never adopted

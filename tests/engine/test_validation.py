@@ -51,6 +51,26 @@ def snapshot(host: Host) -> tuple[Any, ...]:
         ({"key": "x", "command": "make", "outputs": {"OUT": "../up"}}, "'..'"),
         ({"key": "x", "command": "make", "outputs": {"OUT": "a/../../b"}}, "'..'"),
         ({"key": "x", "command": "make", "outputs": {"OUT": "a\x00b"}}, "control character"),
+        ({"key": "x", "command": "make", "outputs": {"OUT": "a\x85b"}}, "control character"),
+        ({"key": "x", "command": "make", "outputs": {"OUT": "a\ud800b"}}, "lone surrogate"),
+        ({"key": "x", "command": "make", "outputs": {"OUT": "d/" + "é" * 128}}, "256 bytes"),
+        (
+            {"key": "x", "command": "make", "outputs": {"OUT": "o"}, "vars": {"V": "a\x00"}},
+            r"var 'V'.*NUL",
+        ),
+        (
+            {"key": "x", "command": "make", "outputs": {"OUT": "o"}, "vars": {"V": float("nan")}},
+            "not a usable value",
+        ),
+        ({"key": "x", "command": "make", "outputs": {"OUT": "c"}}, "would have two producers"),
+        (
+            {"key": "x", "command": "make", "outputs": {"OUT": "c/x"}},
+            r"'c/x' \(process 'x'\) would lie inside data key 'c' \(process 'cd'\)",
+        ),
+        (
+            {"key": "x", "command": "make", "outputs": {"OUT": "src/x"}},
+            r"'src/x' \(process 'x'\) would lie inside data key 'src'",
+        ),
         ({"key": "x", "command": "make", "outputs": {"OUT": ""}}, "non-empty"),
         ({"key": "x", "command": "make", "outputs": {"OUT": ".private/p/M"}}, "reserved"),
         ({"key": "x", "command": "make", "outputs": {"OUT": "a//b"}}, "empty"),
@@ -151,3 +171,28 @@ def test_large_merges_check_cycles_without_recursion_limits() -> None:
     host.merge([step(f"s{i}", f"k{i}", f"k{i + 1}") for i in range(n)])
     with pytest.raises(InvalidRequest, match="cycle"):
         host.merge([step("s0", f"k{n}", "k1")])
+
+
+def test_keys_inside_keys_are_refused_within_one_merge_too() -> None:
+    host = Host([ECHO, MAKE], {"src"})
+    with pytest.raises(
+        InvalidRequest,
+        match=r"'out/x' \(process 'b'\) would lie inside data key 'out' \(process 'a'\)",
+    ):
+        host.merge([step("a", "src", "out"), step("b", "src", "out/x")])
+    with pytest.raises(
+        InvalidRequest,
+        match=r"'d/e/f' \(process 'a'\) would lie inside data key 'd' \(process 'b'\)",
+    ):
+        host.merge([step("a", "src", "d/e/f"), step("b", "src", "d")])
+    assert host.ns.graph.processes == {}
+
+
+def test_a_key_may_become_a_directory_when_its_process_is_replaced(chain: Host) -> None:
+    """The key ``c`` leaves the graph in the same merge that brings ``c/x``."""
+    chain.merge([step("cd", "b", "c/x")])
+    assert chain.ns.graph.producer["c/x"] == "cd" and "c" not in chain.ns.graph
+    with pytest.raises(
+        InvalidRequest, match=r"'c/x/y' \(process 'de'\) would lie inside data key 'c/x'"
+    ):
+        chain.merge([step("de", "c/x", "c/x/y")])

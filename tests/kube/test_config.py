@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -60,5 +59,5 @@ def test_tasks_go_to_workers_that_have_their_image(
         worker_takes=takes,
     )
     assert not host._for_workers(image)  # no worker has asked for work: Jobs
-    host.workers["w1"] = time.monotonic()
+    host.work.hear("w1")
     assert host._for_workers(image) is to_workers

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from gaia.engine.instructions import StartTask
+from gaia.engine.lookup import Lookup
 from gaia.engine.namespace import Namespace
 from gaia.engine.registry import Registry
 from gaia.kube.status import DETAIL_LIMIT, summary
@@ -21,8 +22,7 @@ FAIL = {
 def namespace_of(values: int) -> tuple[Namespace, list[StartTask]]:
     registry = Registry()
     registry.commit(registry.prepare([FAIL])[0])
-    namespace = Namespace("big")
-    namespace.command_lookup = registry.commands.__getitem__
+    namespace = Namespace("big", registry)
     spec = {
         "key": "p",
         "command": "fail",
@@ -30,7 +30,7 @@ def namespace_of(values: int) -> tuple[Namespace, list[StartTask]]:
         "outputs": {"OUT": "out/{{V}}"},
     }
     plan = namespace.prepare_merge([spec], registry.commands)
-    starts = [i for i in namespace.apply(plan, lambda key: False) if isinstance(i, StartTask)]
+    starts = [i for i in namespace.apply(plan, Lookup()) if isinstance(i, StartTask)]
     return namespace, starts
 
 

@@ -9,12 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import gaia
 from processes import start_service, stop_service
+from waiting import eventually
 
 TRIANGLE = Path(__file__).resolve().parents[2] / "examples" / "triangle"
 
@@ -54,13 +54,13 @@ class Server:
 
 
 def wait_for(
-    flow: gaia.Gaia, root: str, states: tuple[str, ...] = ("complete",), timeout: float = 30
+    flow: gaia.Gaia, root: str, states: tuple[str, ...] = ("complete",), timeout: float = 60
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = flow.status(root)["status"]
-        if status["state"] in states:
-            return status
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{root} is {status['state']}, not {states}: {status['counts']}")
-        time.sleep(0.05)
+    """The namespace's status once its state is one of ``states``."""
+    status: dict[str, Any] = eventually(
+        lambda: flow.status(root)["status"],
+        f"{root} to be {' or '.join(states)}",
+        timeout,
+        until=lambda status: status["state"] in states,
+    )
+    return status

@@ -21,7 +21,8 @@ def test_a_lookup_sees_the_delete_queued_before_it(tmp_path: Path) -> None:
 
     async def scenario() -> set[str]:
         lanes.later("ns", "deleting", store.delete, "ns", ["md5/rabbit"])  # not awaited
-        return await lanes.existing("ns", ["md5/rabbit", "md5/snake", "md5"])
+        lookup = await lanes.call("ns", store.lookup, "ns", ["md5/rabbit", "md5/snake", "md5"])
+        return set(lookup.existing)
 
     assert asyncio.run(scenario()) == {"md5/snake", "md5"}
     lanes.close()

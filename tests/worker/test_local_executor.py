@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from gaia.executors import LocalExecutor
+from gaia.standalone.executor import LocalExecutor
+from gaia.wire import Event
 from gaia.worker.runner import TaskResult, TaskSpec
 
 
@@ -16,7 +17,7 @@ class Reports:
     def started(self, root: str, process: str, run: int, handle: dict[str, object]) -> None:
         pass
 
-    def finished(
+    async def finished(
         self, root: str, process: str, run: int, result: TaskResult, workdir: Path
     ) -> None:
         self.finished.append((root, process, run))
@@ -24,7 +25,7 @@ class Reports:
     def line(self, root: str, process: str, run: int, stream: str, text: str) -> None:
         pass
 
-    def worker(self, event: str, worker: str) -> None:
+    def worker(self, event: Event, worker: str) -> None:
         pass
 
 

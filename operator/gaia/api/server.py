@@ -1,7 +1,9 @@
 """The HTTP API: JSON over POST, errors as ``{"error": ...}`` with a 4xx, events as
-server-sent events on ``GET /events``.
+server-sent events on ``GET /events``. One implementation serves both hosts.
 
-Handlers are thin: they read the body, call the controller, and send its reply.
+Handlers are thin: they read the body, call the backend, and shape its answer into the
+reply of SPEC.md. Bodies are strict JSON: no NaN or Infinity, no lone surrogates or NUL
+characters anywhere (no Gaia name can hold them), and a bounded nesting depth.
 """
 
 from __future__ import annotations
@@ -9,36 +11,37 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from gaia.bus import EventBus
-from gaia.controller import Controller
+from gaia.engine.keys import text_problem
 from gaia.errors import GaiaError, InvalidRequest, TooLarge
 
-__all__ = ["MAX_BODY", "build_app", "serve"]
+__all__ = ["MAX_BODY", "MAX_DEPTH", "Backend", "build_app", "dumps"]
 
 logger = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024 * 1024
+MAX_DEPTH = 64  # the deepest Gaia request nests about six levels
 KEEPALIVE = 15.0
 
 
 class Backend(Protocol):
-    """What the API serves: the standalone Controller, or the operator's KubeApi. Each
-    call returns the reply dict, or an awaitable of it."""
+    """What the API serves: the standalone host, or the operator's KubeApi. A call may
+    return its answer or an awaitable of it; the routes shape it into SPEC.md's reply."""
 
     bus: EventBus
 
-    def command(self, commands: object) -> Any: ...
-    def merge(self, root: object, processes: object) -> Any: ...
+    def command(self, commands: object) -> Any: ...  # -> every command, as dicts
+    def merge(self, root: object, processes: object) -> Any: ...  # -> process keys changed
     def trigger(self, root: object) -> Any: ...
     def halt(self, root: object) -> Any: ...
-    def status(self, root: object) -> Any: ...
-    def expire(self, root: object, keys: object) -> Any: ...
-    def launch(self, keys: object) -> Any: ...
+    def status(self, root: object) -> Any: ...  # -> {"root": ..., "status": ...}
+    def expire(self, root: object, keys: object) -> Any: ...  # -> {"process", "data"}
+    def launch(self, keys: object) -> Any: ...  # -> {"launch": [...], "running": [...]}
     def logs(self, root: object, process: object) -> Any: ...
     def workflows(self) -> Any: ...
     def events_since(self, after: int, root: str | None) -> list[dict[str, Any]]: ...
@@ -46,11 +49,17 @@ class Backend(Protocol):
 
 CONTROLLER = web.AppKey("controller", Backend)
 
+
+def dumps(value: Any) -> str:
+    """Replies are strict JSON too: a NaN reaching one is a bug, not a reply."""
+    return json.dumps(value, allow_nan=False)
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    return web.json_response({"error": message}, status=status, dumps=dumps)
 
 
 @web.middleware
@@ -86,13 +95,48 @@ async def _body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     if not raw.strip():
         return {}
+    return parse_body(raw)
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object, strictly (see the module docstring)."""
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise InvalidRequest(f"request body nests deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
+    _check_values(body, "body", 0)
     return body
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows; use a finite number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large for a number")
+    return value
+
+
+def _check_values(value: Any, where: str, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise InvalidRequest(f"request body nests deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        if problem := text_problem(value):
+            raise InvalidRequest(f"{where} {problem}")
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            if problem := text_problem(name):
+                raise InvalidRequest(f"a name in {where} {problem}")
+            _check_values(item, f"{where}.{name}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_values(item, f"{where}[{index}]", depth + 1)
 
 
 def _root(body: dict[str, Any]) -> Any:
@@ -110,40 +154,82 @@ def _field(body: dict[str, Any], name: str) -> Any:
     return body[name]
 
 
-def _call(action: Callable[[Backend, dict[str, Any]], Any]) -> Handler:
+Action = Callable[[Backend, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def _call(action: Action) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         body = await _body(request)
-        return web.json_response(await _awaited(action(request.app[CONTROLLER], body)))
+        reply = await action(request.app[CONTROLLER], body)
+        return web.json_response(reply, dumps=dumps)
 
     return handler
 
 
-def _on_body(call: Callable[[dict[str, Any]], Any]) -> Callable[[Backend, dict[str, Any]], Any]:
-    return lambda _backend, body: call(body)
+def _on_call(call: Callable[[Backend, dict[str, Any]], Any]) -> Action:
+    """A route whose backend call already answers with the reply."""
+
+    async def action(backend: Backend, body: dict[str, Any]) -> dict[str, Any]:
+        reply: dict[str, Any] = await _awaited(call(backend, body))
+        return reply
+
+    return action
+
+
+def _on_body(call: Callable[[dict[str, Any]], Any]) -> Action:
+    async def action(_backend: Backend, body: dict[str, Any]) -> dict[str, Any]:
+        reply: dict[str, Any] = await _awaited(call(body))
+        return reply
+
+    return action
+
+
+async def _command(backend: Backend, body: dict[str, Any]) -> dict[str, Any]:
+    return {"commands": await _awaited(backend.command(_field(body, "commands")))}
+
+
+async def _merge(backend: Backend, body: dict[str, Any]) -> dict[str, Any]:
+    root = _root(body)
+    changed = await _awaited(backend.merge(root, _field(body, "processes")))
+    return {"processes": {root: changed}}
+
+
+async def _trigger(backend: Backend, body: dict[str, Any]) -> dict[str, Any]:
+    root = _root(body)
+    await _awaited(backend.trigger(root))
+    return {"trigger": root}
+
+
+async def _halt(backend: Backend, body: dict[str, Any]) -> dict[str, Any]:
+    root = _root(body)
+    await _awaited(backend.halt(root))
+    return {"halt": root}
+
+
+async def _expire(backend: Backend, body: dict[str, Any]) -> dict[str, Any]:
+    return {"expire": await _awaited(backend.expire(_root(body), _field(body, "expire")))}
 
 
 async def _upload(backend: Backend, body: dict[str, Any]) -> dict[str, Any]:
     reply: dict[str, Any] = {}
-    for key, call in (
-        ("commands", lambda: backend.command(body["commands"])),
-        ("processes", lambda: backend.merge(_root(body), body["processes"])),
-    ):
-        if key in body:
-            reply.update(await _awaited(call()))
+    if "commands" in body:
+        reply.update(await _command(backend, body))
+    if "processes" in body:
+        reply.update(await _merge(backend, body))
     return reply
 
 
-ROUTES: dict[str, Callable[[Backend, dict[str, Any]], Any]] = {
-    "/command": lambda c, b: c.command(_field(b, "commands")),
-    "/merge": lambda c, b: c.merge(_root(b), _field(b, "processes")),
-    "/trigger": lambda c, b: c.trigger(_root(b)),
-    "/run": lambda c, b: c.trigger(_root(b)),
-    "/halt": lambda c, b: c.halt(_root(b)),
-    "/status": lambda c, b: c.status(_root(b)),
-    "/expire": lambda c, b: c.expire(_root(b), _field(b, "expire")),
-    "/launch": lambda c, b: c.launch(_field(b, "keys")),
-    "/logs": lambda c, b: c.logs(_root(b), _field(b, "process")),
-    "/workflows": lambda c, b: c.workflows(),
+ROUTES: dict[str, Action] = {
+    "/command": _command,
+    "/merge": _merge,
+    "/trigger": _trigger,
+    "/run": _trigger,
+    "/halt": _halt,
+    "/status": _on_call(lambda b, body: b.status(_root(body))),
+    "/expire": _expire,
+    "/launch": _on_call(lambda b, body: b.launch(_field(body, "keys"))),
+    "/logs": _on_call(lambda b, body: b.logs(_root(body), _field(body, "process"))),
+    "/workflows": _on_call(lambda b, body: b.workflows()),
     "/upload": _upload,
 }
 
@@ -181,7 +267,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 def _sse(event: dict[str, Any]) -> bytes:
-    return f"id: {event.get('id', '')}\ndata: {json.dumps(event)}\n\n".encode()
+    return f"id: {event.get('id', '')}\ndata: {dumps(event)}\n\n".encode()
 
 
 async def health(request: web.Request) -> web.Response:
@@ -212,56 +298,8 @@ def build_app(
     app.router.add_get("/events", events)
     app.router.add_get("/health", health)
 
-    async def lifecycle(app: web.Application) -> Any:
-        if isinstance(controller, Controller):  # the operator runs its backend itself
-            controller.start()
-        yield
-        if isinstance(controller, Controller):
-            await controller.close()
-
     async def end_streams(app: web.Application) -> None:
         controller.bus.close()
 
-    app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(end_streams)
     return app
-
-
-def serve(
-    host: str,
-    port: int,
-    data_dir: Path,
-    workers: int,
-    idle_timeout: float = 300.0,
-    *,
-    kafka: str | None = None,
-    kafka_topics: Mapping[str, str] | None = None,
-) -> None:
-    """Run the standalone server until SIGINT or SIGTERM (run_app handles both); running
-    tasks are killed on the way out and run again at the next start. With ``kafka``
-    (HOST:PORT), events also go to Kafka topics; an unreachable broker raises at once."""
-    controller = Controller(
-        data_dir,
-        workers=workers,
-        idle_timeout=idle_timeout,
-        kafka=kafka,
-        kafka_topics=kafka_topics,
-    )
-    events = (
-        f"; events also on Kafka at {kafka} ({', '.join(controller.kafka.topics.values())})"
-        if controller.kafka is not None
-        else ""
-    )
-    print(
-        f"gaia: serving {data_dir.resolve()} on http://{host}:{port} with {workers} workers"
-        + events,
-        flush=True,
-    )
-    web.run_app(
-        build_app(controller),
-        host=host,
-        port=port,
-        print=None,
-        handle_signals=True,
-        shutdown_timeout=5.0,
-    )

@@ -2,6 +2,7 @@
 instructions out (start or cancel a task, delete keys, emit events)."""
 
 from gaia.engine.instructions import CancelTask, DeleteData, Emit, Instruction, StartTask
+from gaia.engine.lookup import Lookup
 from gaia.engine.model import Command, Process, ProcessSpec
 from gaia.engine.namespace import MergePlan, Namespace
 from gaia.engine.registry import Registry
@@ -15,6 +16,7 @@ __all__ = [
     "Emit",
     "FlowState",
     "Instruction",
+    "Lookup",
     "MergePlan",
     "Mode",
     "Namespace",

@@ -6,9 +6,10 @@ downstream of them), so a small merge into a large namespace stays cheap.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
+from gaia.engine.keys import parents
 from gaia.engine.model import Process
 from gaia.errors import InvalidRequest
 
@@ -21,6 +22,8 @@ class Graph:
         self.producer: dict[str, str] = {}
         self.consumers: dict[str, set[str]] = {}
         self._refs: dict[str, int] = {}  # data key -> number of edges touching it
+        # directory -> how many data keys lie inside it: no key may lie inside another
+        self._inside: dict[str, int] = {}
         self.version = 0  # counts changes, for what is derived from the graph alone
 
     @property
@@ -65,7 +68,11 @@ class Graph:
     def _ref(self, key: str) -> list[str]:
         count = self._refs.get(key, 0)
         self._refs[key] = count + 1
-        return [key] if count == 0 else []
+        if count:
+            return []
+        for parent in parents(key):
+            self._inside[parent] = self._inside.get(parent, 0) + 1
+        return [key]
 
     def _unref(self, key: str) -> list[str]:
         count = self._refs[key] - 1
@@ -73,6 +80,12 @@ class Graph:
             self._refs[key] = count
             return []
         del self._refs[key]
+        for parent in parents(key):
+            left = self._inside[parent] - 1
+            if left:
+                self._inside[parent] = left
+            else:
+                del self._inside[parent]
         return [key]
 
     def downstream(self, seeds: Iterable[str]) -> tuple[set[str], set[str]]:
@@ -120,6 +133,8 @@ class Graph:
             for key in set(process.inputs.values()):
                 new_consumers[key].append(process.key)
 
+        self._check_nesting(added, removed)
+
         def outputs_of(key: str) -> Iterable[str]:
             process = new.get(key) or self.processes[key]
             return process.outputs.values()
@@ -131,6 +146,52 @@ class Graph:
             yield from new_consumers.get(data_key, ())
 
         self._check_acyclic(new, outputs_of, consumers_of)
+
+    def _check_nesting(self, added: Sequence[Process], removed: set[str]) -> None:
+        """No data key may lie inside another (``a`` and ``a/x``): publishing the outer
+        one would replace the inner one's data, and the store could not hold both."""
+        lost: Counter[str] = Counter()
+        for key in removed:
+            process = self.processes[key]
+            lost.update([*process.outputs.values(), *process.inputs.values()])
+        leaving = {key for key, count in lost.items() if self._refs[key] == count}
+        arriving: dict[str, str] = {}  # data key new to the graph -> a process using it
+        for process in added:
+            for key in (*process.outputs.values(), *process.inputs.values()):
+                if key not in self._refs or key in leaving:
+                    arriving.setdefault(key, process.key)
+        if not arriving:
+            return
+        leaving -= arriving.keys()
+        inside_leaving = Counter(parent for key in leaving for parent in parents(key))
+        arriving_inside: dict[str, str] = {}  # directory -> an arriving key inside it
+        for key in arriving:
+            for parent in parents(key):
+                arriving_inside.setdefault(parent, key)
+
+        def present(key: str) -> bool:
+            return (key in self._refs and key not in leaving) or key in arriving
+
+        for key in sorted(arriving):
+            outer = next((parent for parent in parents(key) if present(parent)), None)
+            if outer is not None:
+                raise self._nested(outer, key, arriving)
+            if key in arriving_inside:
+                raise self._nested(key, arriving_inside[key], arriving)
+            if self._inside.get(key, 0) > inside_leaving.get(key, 0):
+                inner = next(k for k in self._refs if k.startswith(key + "/") and k not in leaving)
+                raise self._nested(key, inner, arriving)
+
+    def _nested(self, outer: str, inner: str, arriving: dict[str, str]) -> InvalidRequest:
+        def user(key: str) -> str:
+            found = arriving.get(key) or self.producer.get(key)
+            found = found or min(self.consumers.get(key, ()), default=None)
+            return f" (process {found!r})" if found else ""
+
+        return InvalidRequest(
+            f"data key {inner!r}{user(inner)} would lie inside data key {outer!r}"
+            f"{user(outer)}; one key cannot be a file or directory inside another"
+        )
 
     def _live_producer(self, key: str, removed: set[str]) -> str | None:
         producer = self.producer.get(key)

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gaia.engine.keys import render
 from gaia.engine.model import Command, Process
 
-__all__ = ["CancelTask", "DeleteData", "Emit", "Instruction", "StartTask"]
+__all__ = ["CancelTask", "DeleteData", "Emit", "Instruction", "StartTask", "outputs_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,26 @@ class StartTask:
     @property
     def task(self) -> str:
         return f"{self.process.key}#{self.run}"
+
+    @property
+    def argv(self) -> list[str]:
+        """The command line, its ``{{VARS}}`` substituted: what every executor runs."""
+        return [render(arg, self.process.vars) for arg in self.command.command]
+
+    @property
+    def inputs(self) -> dict[str, str]:
+        """Container path -> the data key the task reads there."""
+        return {self.command.inputs[name]: key for name, key in self.process.inputs.items()}
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        """Data key -> the container path where the task writes it."""
+        return outputs_of(self.process, self.command)
+
+
+def outputs_of(process: Process, command: Command) -> dict[str, str]:
+    """Data key -> container path of each output of ``process`` (a leaf of ``command``)."""
+    return {key: command.outputs[name] for name, key in process.outputs.items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,13 +10,16 @@ import re
 from collections.abc import Iterable, Mapping
 
 __all__ = [
+    "MAX_SEGMENT_BYTES",
     "PRIVATE_PREFIX",
     "data_key_problem",
     "name_problem",
+    "parents",
     "placeholders",
     "reduce_value",
     "render",
     "root_problem",
+    "text_problem",
 ]
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -28,9 +31,11 @@ ROOT = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 MAX_ROOT = 63
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{0,62}")
 MAX_KEY = 1024
+MAX_SEGMENT_BYTES = 255  # the longest file name Linux file systems (and S3 tools) hold
 # Composite intermediates live here; user keys may not, so the two never collide.
 PRIVATE_PREFIX = ".private/"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 control characters, DEL included: never part of a name a user means.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _NOT_REDUCED = re.compile(r"[^A-Za-z0-9-]")
 
 
@@ -83,18 +88,34 @@ def root_problem(root: object) -> str | None:
     return None
 
 
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot reach a file name, command line or environment: a NUL, or a
+    lone surrogate (valid in JSON, but no UTF-8 encoding exists for it)."""
+    if "\x00" in text:
+        return "contains a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"is not valid Unicode (a lone surrogate at position {exc.start})"
+    return None
+
+
 def data_key_problem(key: object, *, private_ok: bool = False) -> str | None:
     """Why ``key`` is not a valid data key, or None.
 
     A key is a relative ``/``-separated path with an optional ``bucket:`` prefix; it may
-    not be empty, absolute, hold ``.``/``..`` or empty segments, or control characters.
+    not be empty, absolute, hold ``.``/``..`` or empty segments, control characters (C0
+    or C1), or anything a file system cannot name (invalid Unicode, a segment over
+    :data:`MAX_SEGMENT_BYTES` bytes of UTF-8).
     """
     if not isinstance(key, str) or not key:
         return f"data key must be a non-empty string, got {key!r}"
     if len(key) > MAX_KEY:
         return f"data key {key[:40]!r}... is longer than {MAX_KEY} characters"
     if _CONTROL.search(key):
-        return f"data key {key!r} contains a control character"
+        return f"data key {key.encode('utf-8', 'backslashreplace').decode()!r} contains a control character"
+    if problem := text_problem(key):
+        return f"data key {key.encode('utf-8', 'backslashreplace').decode()!r} {problem}"
     path = key
     first = key.split("/", 1)[0]
     if ":" in first:
@@ -108,9 +129,20 @@ def data_key_problem(key: object, *, private_ok: bool = False) -> str | None:
     for segment in path.split("/"):
         if segment in ("", ".", ".."):
             return f"data key {key!r} has an empty, '.' or '..' segment"
+        if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
+            return (
+                f"data key {key[:60]!r}... has a segment of {len(segment.encode('utf-8'))} "
+                f"bytes; a file name holds at most {MAX_SEGMENT_BYTES}"
+            )
     if not private_ok and key.startswith(PRIVATE_PREFIX):
         return f"data key {key!r} is under {PRIVATE_PREFIX}, reserved for composite intermediates"
     return None
+
+
+def parents(key: str) -> list[str]:
+    """The keys that ``key`` would lie inside: ``a/b/c`` -> ``["a", "a/b"]``."""
+    segments = key.split("/")
+    return ["/".join(segments[:end]) for end in range(1, len(segments))]
 
 
 def normalise_data_key(key: str) -> str:

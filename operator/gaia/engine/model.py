@@ -9,7 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gaia.engine.keys import data_key_problem, missing_vars, name_problem, normalise_data_key
+from gaia.engine.keys import (
+    data_key_problem,
+    missing_vars,
+    name_problem,
+    normalise_data_key,
+    text_problem,
+)
 from gaia.errors import InvalidRequest
 
 __all__ = ["Command", "Process", "ProcessSpec", "Step", "parse_command", "parse_process"]
@@ -125,7 +131,18 @@ def _mapping(raw: object, where: str, field_name: str) -> dict[str, Any]:
     for name in raw:
         if not isinstance(name, str) or not name:
             raise InvalidRequest(f"{where}: '{field_name}' has a non-string name {name!r}")
+        _check_text(name, f"{where}: '{field_name}' name {_shown(name)}")
     return dict(raw)
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted for a message, even when it holds a lone surrogate."""
+    return repr(text.encode("utf-8", "backslashreplace").decode())
+
+
+def _check_text(text: str, where: str) -> None:
+    if problem := text_problem(text):
+        raise InvalidRequest(f"{where} {problem}")
 
 
 def _kind(value: object) -> str:
@@ -137,7 +154,10 @@ def _scalar(value: object, where: str) -> str:
         return "true" if value else "false"
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidRequest(f"{where}: {value!r} is not a usable value")
-    if isinstance(value, str | int | float):
+    if isinstance(value, str):
+        _check_text(value, f"{where}: {_shown(value)}")
+        return value
+    if isinstance(value, int | float):
         return str(value)
     raise InvalidRequest(f"{where}: expected a string or number, got {_kind(value)}")
 
@@ -145,9 +165,10 @@ def _scalar(value: object, where: str) -> str:
 def _container_paths(raw: object, where: str, field_name: str) -> dict[str, str]:
     paths = {}
     for name, path in _mapping(raw, where, field_name).items():
-        if not isinstance(path, str) or not path.startswith("/") or "\x00" in path:
+        if not isinstance(path, str) or not path.startswith("/") or text_problem(path):
+            shown = _shown(path) if isinstance(path, str) else repr(path)
             raise InvalidRequest(
-                f"{where}: {field_name} {name!r} must be an absolute container path, got {path!r}"
+                f"{where}: {field_name} {name!r} must be an absolute container path, got {shown}"
             )
         if ".." in path.split("/"):
             raise InvalidRequest(f"{where}: {field_name} {name!r} path {path!r} contains '..'")
@@ -195,7 +216,7 @@ def parse_command(raw: object) -> Command:
         raise InvalidRequest(f"{where}: 'command' must be a non-empty list of strings")
     argv = tuple(_scalar(arg, f"{where}: command line") for arg in line)
     image = raw.get("image")
-    if image is not None and (not isinstance(image, str) or not image):
+    if image is not None and (not isinstance(image, str) or not image or text_problem(image)):
         raise InvalidRequest(f"{where}: 'image' must be a non-empty string")
     inputs = _container_paths(raw.get("inputs"), where, "input")
     outputs = _container_paths(raw.get("outputs"), where, "output")
@@ -204,11 +225,16 @@ def parse_command(raw: object) -> Command:
         for name, value in _mapping(raw.get("vars"), where, "vars").items()
     }
     stdout = raw.get("stdout")
-    if stdout is not None and (not isinstance(stdout, str) or not stdout.startswith("/")):
+    if stdout is not None and (
+        not isinstance(stdout, str) or not stdout.startswith("/") or text_problem(stdout)
+    ):
         raise InvalidRequest(f"{where}: 'stdout' must be an absolute container path")
     timeout = raw.get("timeout")
     if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
     ):
         raise InvalidRequest(f"{where}: 'timeout' must be a positive number of seconds")
     written = [(f"output {name!r}", path) for name, path in outputs.items()]

@@ -2,9 +2,11 @@
 succeeded or failed), instructions out (start or cancel a task, delete keys, emit events).
 
 The host calls these methods one at a time and carries out the returned instructions in
-order. Store lookups come in through an ``exists`` callback, so the engine stays free of
-I/O. Costs follow what an event touches: a completion looks only at the consumers of its
-outputs; only ``trigger`` and ``status`` walk the whole namespace (counts do not).
+order. What the store holds comes in as data (a :class:`Lookup` the host made before the
+call: see :attr:`MergePlan.keys`), so the engine does no I/O and a call that is handed its
+data cannot fail half-way. Costs follow what an event touches: a completion looks only
+at the consumers of its outputs; only ``trigger`` and ``status`` walk the whole
+namespace (counts do not).
 """
 
 from __future__ import annotations
@@ -19,15 +21,15 @@ from gaia.engine.complete import CompleteKeys
 from gaia.engine.expand import expand
 from gaia.engine.graph import Graph
 from gaia.engine.instructions import CancelTask, DeleteData, Emit, Instruction, StartTask
+from gaia.engine.lookup import Lookup
 from gaia.engine.model import Command, Process, ProcessSpec, parse_process
+from gaia.engine.registry import Registry
 from gaia.engine.states import TRANSITIONS, DataState, FlowState, Mode, TaskState
 from gaia.engine.tasks import Task
 from gaia.errors import InvalidRequest, NotFound
+from gaia.wire import Event
 
 __all__ = ["MergePlan", "Namespace"]
-
-Exists = Callable[[str], bool]
-TERMINAL = (FlowState.COMPLETE, FlowState.INCOMPLETE, FlowState.ERROR)
 
 
 @dataclass
@@ -38,15 +40,30 @@ class MergePlan:
     processes: dict[str, list[Process]] = field(default_factory=dict)  # spec key -> leaves
     removed: set[str] = field(default_factory=set)  # leaf keys replaced or dropped
     dropped: list[str] = field(default_factory=list)  # spec keys removed altogether
+    replace_all: bool = False  # the specs are the namespace's whole list
 
     @property
     def changed(self) -> list[str]:
         return [p.key for spec in self.specs for p in self.processes[spec.key]]
 
+    @property
+    def keys(self) -> set[str]:
+        """Every data key the plan's processes read or write: what to look up in the
+        store before :meth:`Namespace.apply`."""
+        return {
+            key
+            for leaves in self.processes.values()
+            for process in leaves
+            for key in (*process.inputs.values(), *process.outputs.values())
+        }
+
 
 class Namespace:
-    def __init__(self, root: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, root: str, registry: Registry, clock: Callable[[], float] = time.time
+    ) -> None:
         self.root = root
+        self.registry = registry  # the global commands, for the tasks it starts
         self.clock = clock
         self.graph = Graph()
         self.specs: dict[str, ProcessSpec] = {}
@@ -59,6 +76,10 @@ class Namespace:
         self.running: set[str] = set()  # those whose task is running (counted often)
         self._flow_cache: tuple[int, dict[str, Any]] | None = None  # (graph version, flow)
         self.failed: set[str] = set()
+        # data key -> why the store cannot hold it, as the latest lookup found
+        self.unusable: dict[str, str] = {}
+        # spec key -> why a stored spec could not be restored (the rules tightened)
+        self.rejected: dict[str, str] = {}
         self.mode = Mode.INITIALIZED
         self.announced: FlowState | None = None
         self.story: deque[tuple[float, str, str, str]] = deque(maxlen=5000)
@@ -87,7 +108,7 @@ class Namespace:
                 raise InvalidRequest(f"process {spec.key!r} appears twice in one merge")
             specs[spec.key] = spec
         forced = set(force)
-        plan = MergePlan()
+        plan = MergePlan(replace_all=replace_all)
         for spec in specs.values():
             if spec.key not in forced and self.specs.get(spec.key) == spec:
                 continue
@@ -116,10 +137,26 @@ class Namespace:
         specs = [self.specs[key] for key in sorted(keys)]
         return self.prepare_merge(specs, commands, force=keys)
 
-    def apply(self, plan: MergePlan, exists: Exists) -> list[Instruction]:
+    def apply(self, plan: MergePlan, lookup: Lookup) -> list[Instruction]:
         """Replace the plan's specs: expire what the old ones made, add the new ones,
-        and (unless halted) start whatever became runnable."""
+        and (unless halted) start whatever became runnable. ``lookup`` covers
+        :attr:`MergePlan.keys`."""
         out: list[Instruction] = []
+        candidates = self._apply(plan, lookup, out)
+        if self.mode is Mode.INITIALIZED and (plan.specs or plan.dropped):
+            self.mode = Mode.ACTIVE
+        self._fail_unusable(candidates, out)
+        self._schedule(candidates, out)
+        self._announce(out)
+        return out
+
+    def load(self, plan: MergePlan, lookup: Lookup) -> None:
+        """After a restart: add what was saved without starting anything; the host then
+        restores tasks or adopts running ones, and calls :meth:`resume`."""
+        self._apply(plan, lookup, [])
+
+    def _apply(self, plan: MergePlan, lookup: Lookup, out: list[Instruction]) -> set[str]:
+        """The change itself; returns the processes that may have become runnable."""
         expired_processes, expired_data = self._expire(
             self._outputs_of(plan.removed), plan.removed, out
         )
@@ -131,14 +168,19 @@ class Namespace:
             self.complete.forget(key)
         for key in plan.dropped:
             self._forget_spec(key)
+        if plan.replace_all:  # a whole list that passed: nothing saved is refused any more
+            self.rejected.clear()
         for spec in plan.specs:
             self._forget_spec(spec.key)
             leaves = plan.processes[spec.key]
             self.specs[spec.key] = spec
             self.expansion[spec.key] = tuple(p.key for p in leaves)
+            self.rejected.pop(spec.key, None)
             for process in leaves:
                 for fresh in self.graph.add(process):
-                    if fresh not in expired_data and exists(fresh):
+                    if fresh in lookup.unusable:
+                        self.unusable[fresh] = lookup.unusable[fresh]
+                    elif fresh not in expired_data and fresh in lookup:
                         self.complete.add(fresh)
                 self.complete.recheck(process.key)
                 for command in process.uses:
@@ -147,12 +189,10 @@ class Namespace:
                 self.users.setdefault(spec.command, set()).add(spec.key)
         for key in plan.removed - self.graph.processes.keys():
             self.tasks.pop(key, None)
-        if self.mode is Mode.INITIALIZED and (plan.specs or plan.dropped):
-            self.mode = Mode.ACTIVE
+        for key in [k for k in self.unusable if k not in self.graph]:
+            del self.unusable[key]
         candidates = {p.key for leaves in plan.processes.values() for p in leaves}
-        self._schedule(candidates | (expired_processes & self.graph.processes.keys()), out)
-        self._announce(out)
-        return out
+        return candidates | (expired_processes & self.graph.processes.keys())
 
     def _forget_spec(self, key: str) -> None:
         """Drop a spec's entries from the command-users index (and the spec, if present)."""
@@ -163,25 +203,33 @@ class Namespace:
         for users in self.users.values():
             users.discard(key)
 
+    def uses_command(self, command: str) -> bool:
+        """Whether a process of this namespace uses ``command`` (directly or nested)."""
+        return bool(self.users.get(command))
+
     def _outputs_of(self, process_keys: Iterable[str]) -> list[str]:
         return [d for key in process_keys for d in self.graph.processes[key].outputs.values()]
 
     # -- running -----------------------------------------------------------------------
 
-    def trigger(self, exists: Exists) -> list[Instruction]:
-        """Look in the store for what exists, retry failures, start everything runnable."""
+    def trigger(self, lookup: Lookup) -> list[Instruction]:
+        """Take what the store holds (``lookup`` covers every data key of the graph),
+        retry failures, start everything runnable. Processes that read or write a key
+        the store cannot hold fail, naming it; the rest run."""
         out: list[Instruction] = []
         self.mode = Mode.ACTIVE
         self.failed.clear()
         self.announced = None
         computing = {d for p in self.active for d in self.graph.processes[p].outputs.values()}
+        self.unusable = {k: why for k, why in lookup.unusable.items() if k in self.graph}
         for key in self.graph.data_keys:
             if key in computing:
                 continue
-            if exists(key):
+            if key in lookup and key not in self.unusable:
                 self.complete.add(key)
             else:
                 self.complete.discard(key)
+        self._fail_unusable(self.graph.processes.keys(), out)
         self._schedule(self.graph.processes.keys(), out)
         self._announce(out)
         return out
@@ -194,16 +242,27 @@ class Namespace:
             self._cancel(key, out)
         self.active.clear()
         self.announced = FlowState.HALTED
-        out.append(self._event("flow-halted", state=FlowState.HALTED.value, counts=self.counts()))
+        out.append(
+            self._event(Event.FLOW_HALTED, state=FlowState.HALTED.value, counts=self.counts())
+        )
         return out
 
-    def resume(self) -> list[Instruction]:
-        """After a restart: start what is runnable without retrying failures."""
+    def resume(self, mode: Mode) -> list[Instruction]:
+        """After a restart (:meth:`load`, then tasks restored or adopted): take up the
+        saved ``mode`` and start what is runnable, without retrying failures."""
         out: list[Instruction] = []
+        self.mode = mode
         if self.mode is Mode.ACTIVE:
+            self._fail_unusable(self.graph.processes.keys(), out)
             self._schedule(self.graph.processes.keys(), out)
         self.announced = self.state()
         return out
+
+    def reject(self, spec: str, problem: str) -> None:
+        """After a restart: a saved spec that cannot be restored (a rule tightened since
+        it was merged). The namespace reports it and ends in ``error``; merging that key
+        again replaces it."""
+        self.rejected[spec] = problem
 
     def _runnable(self, process: Process) -> bool:
         if process.key in self.active or process.key in self.failed:
@@ -217,23 +276,44 @@ class Namespace:
         if self.mode is not Mode.ACTIVE:
             return
         processes = self.graph.processes
+        commands = self.registry.commands
         for key in sorted(candidates):
             process = processes[key]
             if self._runnable(process):
-                run = self.runs.get(key, 0) + 1
-                self.runs[key] = run
-                self.tasks[key] = Task(process=key, run=run, queued=self.clock())
-                self.story.append((self.clock(), key, "", TaskState.QUEUED.value))
+                task = self._new_task(key)
                 self.active.add(key)
-                out.append(StartTask(self.root, process, self._command_of(process), run))
+                out.append(StartTask(self.root, process, commands[process.command], task.run))
 
-    # The host resolves commands when it starts a task; the namespace keeps only keys.
-    command_lookup: Callable[[str], Command] | None = None
+    def _new_task(self, process: str) -> Task:
+        run = self.runs.get(process, 0) + 1
+        self.runs[process] = run
+        task = self.tasks[process] = Task(process=process, run=run, queued=self.clock())
+        self.story.append((self.clock(), process, "", TaskState.QUEUED.value))
+        return task
 
-    def _command_of(self, process: Process) -> Command:
-        if self.command_lookup is None:
-            raise RuntimeError("Namespace.command_lookup must be set by the host")
-        return self.command_lookup(process.command)
+    def _fail_unusable(self, candidates: Iterable[str], out: list[Instruction]) -> None:
+        """Fail each candidate that reads or writes a key the store cannot hold, with a
+        task record that says which key and why, instead of starting it."""
+        if not self.unusable or self.mode is not Mode.ACTIVE:
+            return
+        processes = self.graph.processes
+        for key in sorted(set(candidates) - self.active - self.failed):
+            process = processes[key]
+            bad = [
+                k
+                for k in (*process.inputs.values(), *process.outputs.values())
+                if k in self.unusable
+            ]
+            if not bad:
+                continue
+            task = self._new_task(key)
+            self._transition(task, TaskState.ERROR)
+            task.ended = self.clock()
+            task.error = "; ".join(
+                f"data key {k!r} cannot be used: {self.unusable[k]}" for k in bad
+            )
+            self.failed.add(key)
+            out.append(self._event(Event.STEP_ERROR, process=key, task=task.name, error=task.error))
 
     # -- task events -----------------------------------------------------------------
 
@@ -251,7 +331,13 @@ class Namespace:
         self._transition(task, TaskState.RUNNING)
         task.started = self.clock()
         task.handle = dict(handle)
-        return [self._event("step-start", process=process, task=task.name, handle=task.handle)]
+        return [self._event(Event.STEP_START, process=process, task=task.name, handle=task.handle)]
+
+    def set_handle(self, process: str, run: int, handle: Mapping[str, Any]) -> None:
+        """The executor's handle of a live task changed (a Job named, a worker took it)."""
+        task = self.current(process, run)
+        if task is not None:
+            task.handle = dict(handle)
 
     def task_succeeded(self, process: str, run: int, exit_code: int = 0) -> list[Instruction]:
         """The task's outputs have been published: mark them and start what they unblock."""
@@ -267,13 +353,13 @@ class Namespace:
         started = task.started or task.queued or task.ended
         out.append(
             self._event(
-                "step-complete", process=process, task=task.name, duration=task.ended - started
+                Event.STEP_COMPLETE, process=process, task=task.name, duration=task.ended - started
             )
         )
         candidates: set[str] = set()
         for key in self.graph.processes[process].outputs.values():
             self.complete.add(key)
-            out.append(self._event("data-complete", key=key, process=process))
+            out.append(self._event(Event.DATA_COMPLETE, key=key, process=process))
             candidates |= self.graph.consumers.get(key, set())
         self._schedule(candidates, out)
         self._announce(out)
@@ -297,7 +383,7 @@ class Namespace:
         self.failed.add(process)
         out: list[Instruction] = [
             self._event(
-                "step-error",
+                Event.STEP_ERROR,
                 process=process,
                 task=task.name,
                 error=error,
@@ -323,7 +409,7 @@ class Namespace:
         self._transition(task, TaskState.CANCELLED)
         task.ended = self.clock()
         out.append(CancelTask(self.root, process, task.run))
-        out.append(self._event("step-terminated", process=process, task=task.name))
+        out.append(self._event(Event.STEP_TERMINATED, process=process, task=task.name))
 
     # -- expiry ------------------------------------------------------------------------
 
@@ -331,10 +417,20 @@ class Namespace:
         """Expire process or data keys and everything downstream; recompute if active.
 
         Returns the expired process keys, the expired data keys and the instructions."""
+        named = self.check_expire(keys)
+        out: list[Instruction] = []
+        expired_processes, expired_data = self._expire(self._outputs_of(named), named, out)
+        self._fail_unusable(expired_processes, out)
+        self._schedule(expired_processes, out)
+        self._announce(out)
+        return sorted(expired_processes), sorted(expired_data), out
+
+    def check_expire(self, keys: object) -> set[str]:
+        """The processes that expiring ``keys`` names (before what is downstream);
+        InvalidRequest or NotFound, naming the unknown keys, if any is not known."""
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise InvalidRequest("'expire' must be a list of process or data keys")
         processes = self.graph.processes
-        seeds: list[str] = []
         named: set[str] = set()
         unknown = []
         for key in keys:
@@ -352,12 +448,7 @@ class Namespace:
                 unknown.append(key)
         if unknown:
             raise NotFound(f"namespace {self.root!r} has no process or data key {sorted(unknown)}")
-        seeds = self._outputs_of(named)
-        out: list[Instruction] = []
-        expired_processes, expired_data = self._expire(seeds, named, out)
-        self._schedule(expired_processes, out)
-        self._announce(out)
-        return sorted(expired_processes), sorted(expired_data), out
+        return named
 
     def _expire(
         self, seeds: Iterable[str], also: Iterable[str], out: list[Instruction]
@@ -383,20 +474,21 @@ class Namespace:
             return FlowState.HALTED
         if self.active:
             return FlowState.RUNNING
-        if len(self.complete) == self.graph.data_count():
+        if len(self.complete) == self.graph.data_count() and not self.rejected:
             return FlowState.COMPLETE
-        return FlowState.ERROR if self.failed else FlowState.INCOMPLETE
+        return FlowState.ERROR if self.failed or self.rejected else FlowState.INCOMPLETE
 
     def _announce(self, out: list[Instruction]) -> None:
         state = self.state()
         if state is self.announced:
             return
-        if state in TERMINAL:
-            out.append(self._event(f"flow-{state.value}", state=state.value, counts=self.counts()))
+        if state.terminal:
+            ending = Event(f"flow-{state.value}")
+            out.append(self._event(ending, state=state.value, counts=self.counts()))
         self.announced = state
 
-    def _event(self, name: str, **fields: Any) -> Emit:
-        return Emit({"event": name, "root": self.root, "time": self.clock(), **fields})
+    def _event(self, name: Event, **fields: Any) -> Emit:
+        return Emit({"event": name.value, "root": self.root, "time": self.clock(), **fields})
 
     def counts(self) -> dict[str, int]:
         complete = self.complete
@@ -438,6 +530,8 @@ class Namespace:
             "data": {key: self.data_state(key).value for key in graph.data_keys},
             "tasks": {key: task.to_dict() for key, task in self.tasks.items()},
             "waiting": self.waiting(),
+            "unusable": dict(self.unusable),
+            "rejected": dict(self.rejected),
         }
 
     def _flow(self) -> dict[str, Any]:

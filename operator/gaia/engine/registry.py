@@ -43,6 +43,10 @@ class Registry:
     def commit(self, merged: dict[str, Command]) -> None:
         self.commands = merged
 
+    def remove(self, key: str) -> None:
+        """Forget a command nothing uses any more (a deleted GaiaCommand)."""
+        self.commands = {k: c for k, c in self.commands.items() if k != key}
+
 
 def check_steps(command: Command, commands: Mapping[str, Command]) -> None:
     """Every step names a known command, binds exactly its inputs and outputs, and no

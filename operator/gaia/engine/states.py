@@ -1,22 +1,15 @@
-"""The states of tasks, data keys and namespaces, and the task transitions allowed."""
+"""The states of tasks, data keys and namespaces, and the task transitions allowed.
+
+The states themselves are wire vocabulary (:mod:`gaia.wire`); what the user asked of a
+namespace (:class:`Mode`) and the transition table are the engine's own."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
+from gaia.wire import DataState, FlowState, TaskState
+
 __all__ = ["TRANSITIONS", "DataState", "FlowState", "Mode", "TaskState"]
-
-
-class TaskState(StrEnum):
-    QUEUED = "queued"  # handed to an executor, not yet started
-    RUNNING = "running"
-    COMPLETE = "complete"
-    ERROR = "error"
-    CANCELLED = "cancelled"
-
-    @property
-    def active(self) -> bool:
-        return self in (TaskState.QUEUED, TaskState.RUNNING)
 
 
 TRANSITIONS: frozenset[tuple[TaskState, TaskState]] = frozenset(
@@ -31,24 +24,9 @@ TRANSITIONS: frozenset[tuple[TaskState, TaskState]] = frozenset(
 )
 
 
-class DataState(StrEnum):
-    MISSING = "missing"
-    COMPUTING = "computing"
-    COMPLETE = "complete"
-
-
 class Mode(StrEnum):
     """What the user asked of a namespace; the visible state derives from it."""
 
     INITIALIZED = "initialized"  # created, never triggered
     ACTIVE = "active"  # triggered: start whatever becomes runnable
     HALTED = "halted"  # start nothing until the next trigger
-
-
-class FlowState(StrEnum):
-    INITIALIZED = "initialized"
-    RUNNING = "running"
-    COMPLETE = "complete"
-    INCOMPLETE = "incomplete"
-    HALTED = "halted"
-    ERROR = "error"

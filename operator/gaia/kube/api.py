@@ -6,27 +6,24 @@ that follows finds nothing left to do), so replies are exact.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import re
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import urllib3
 from aiohttp import web
-from kubernetes.client.exceptions import ApiException
 
 from gaia.api.server import build_app
 from gaia.engine.keys import root_problem
 from gaia.engine.namespace import Namespace
-from gaia.errors import InvalidRequest, NotFound, Unavailable
+from gaia.errors import InvalidRequest, NotFound
 from gaia.kube.cluster import Resources
 from gaia.kube.config import OperatorConfig
 from gaia.kube.host import KubeHost, Tracked
 from gaia.kube.resources import GROUP, VERSION
 from gaia.kube.workers import build_worker, deployment_name, key_problem
+from gaia.shell import check_worker_keys
+from gaia.wire import Event
 
 __all__ = ["KubeApi", "serve_api"]
 
@@ -35,30 +32,6 @@ DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 
 def _token() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-
-
-@contextlib.contextmanager
-def _kubernetes_errors() -> Iterator[None]:
-    """The Kubernetes API server's refusal (schema, admission) as the client's 400; its
-    absence or overload as a 503 that says the same request can be sent again."""
-    try:
-        yield
-    except ApiException as exc:
-        if exc.status is None or exc.status >= 500 or exc.status == 429:
-            raise Unavailable(
-                f"the Kubernetes API server failed ({exc.status} {exc.reason}); "
-                "nothing was changed, try again"
-            ) from None
-        message = exc.reason or "refused"
-        with contextlib.suppress(ValueError):
-            message = json.loads(exc.body or "{}").get("message") or message
-        raise InvalidRequest(f"the Kubernetes API refused the change: {message}") from None
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        reason = str(getattr(exc, "reason", None) or exc).rpartition(": ")[2]
-        raise Unavailable(
-            f"the Kubernetes API server cannot be reached ({reason}); "
-            "nothing was changed, try again"
-        ) from None
 
 
 class KubeApi:
@@ -70,20 +43,13 @@ class KubeApi:
         self.config = config
 
     def _tracked(self, root: object) -> Tracked:
-        if problem := root_problem(root):
-            raise InvalidRequest(problem)
-        tracked = self.host.tracked.get(str(root))
-        if tracked is None:
-            known = ", ".join(sorted(self.host.tracked)) or "none yet"
-            raise NotFound(
-                f"no namespace {root!r} (namespaces: {known}); merge processes into it first"
-            )
-        return tracked
+        namespace = self.host.namespace(root)  # InvalidRequest / NotFound, named
+        return self.host.tracked[namespace.root]
 
-    async def command(self, raw_commands: object) -> dict[str, Any]:
+    async def command(self, raw_commands: object) -> list[dict[str, Any]]:
         merged, changed = self.host.registry.prepare(raw_commands)
-        for tracked in self.host.tracked.values():
-            tracked.engine.prepare_command_change(changed, merged)
+        for namespace in self.host.namespaces.values():
+            namespace.prepare_command_change(changed, merged)
         assert isinstance(raw_commands, list)
         for raw in raw_commands:
             key = raw["key"]
@@ -101,88 +67,70 @@ class KubeApi:
                 "metadata": {"name": key},
                 "spec": spec,
             }
-            with _kubernetes_errors():
-                resource = await self.resources.put_command(body)
+            resource = await self.resources.put_command(body)
             await self.host.apply_command(resource)
-        return {"commands": [c.to_dict() for c in self.host.registry.commands.values()]}
+        return [c.to_dict() for c in self.host.registry.commands.values()]
 
-    async def merge(self, root: object, raw_processes: object) -> dict[str, Any]:
+    async def merge(self, root: object, raw_processes: object) -> list[str]:
         if problem := root_problem(root):
             raise InvalidRequest(problem)
         assert isinstance(root, str)
         tracked = self.host.tracked.get(root)
-        engine = tracked.engine if tracked else Namespace(root)
+        engine = self.host.namespaces.get(root) or Namespace(root, self.host.registry)
         plan = engine.prepare_merge(raw_processes, self.host.registry.commands)
+        lookup = await self.host.look_up(root, plan.keys)
+        if lookup.unusable:
+            raise InvalidRequest(
+                f"namespace {root!r}: " + "; ".join(sorted(lookup.unusable.values()))
+            )
         assert isinstance(raw_processes, list)
         incoming = {p["key"]: p for p in raw_processes}
-        with _kubernetes_errors():
-            if tracked is None:
-                body = {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "GaiaNamespace",
-                    "metadata": {"name": root, "namespace": self.default_namespace},
-                    "spec": {"processes": list(incoming.values())},
-                }
-                resource = await self.resources.create_namespace(self.default_namespace, body)
-            else:
-                current = list((tracked.resource.get("spec") or {}).get("processes") or [])
-                merged = [incoming.pop(p["key"], p) for p in current] + list(incoming.values())
-                resource = await self.resources.patch_namespace_spec(
-                    tracked.k8s_namespace, root, {"processes": merged}
-                )
+        if tracked is None:
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "GaiaNamespace",
+                "metadata": {"name": root, "namespace": self.default_namespace},
+                "spec": {"processes": list(incoming.values())},
+            }
+            resource = await self.resources.create_namespace(self.default_namespace, body)
+        else:
+            current = list((tracked.resource.get("spec") or {}).get("processes") or [])
+            merged = [incoming.pop(p["key"], p) for p in current] + list(incoming.values())
+            resource = await self.resources.patch_namespace_spec(
+                tracked.k8s_namespace, root, {"processes": merged}
+            )
         await self.host.apply_namespace(resource)
-        return {"processes": {root: plan.changed}}
+        return plan.changed
 
     async def _patch(self, tracked: Tracked, spec: dict[str, Any]) -> dict[str, Any]:
-        with _kubernetes_errors():
-            resource = await self.resources.patch_namespace_spec(
-                tracked.k8s_namespace, tracked.engine.root, spec
-            )
+        resource = await self.resources.patch_namespace_spec(
+            tracked.k8s_namespace, tracked.root, spec
+        )
         return await self.host.apply_namespace(resource)
 
-    async def trigger(self, root: object) -> dict[str, Any]:
-        tracked = self._tracked(root)
-        await self._patch(tracked, {"halted": False, "trigger": _token()})
-        return {"trigger": tracked.engine.root}
+    async def trigger(self, root: object) -> None:
+        await self._patch(self._tracked(root), {"halted": False, "trigger": _token()})
 
-    async def halt(self, root: object) -> dict[str, Any]:
-        tracked = self._tracked(root)
-        await self._patch(tracked, {"halted": True})
-        return {"halt": tracked.engine.root}
+    async def halt(self, root: object) -> None:
+        await self._patch(self._tracked(root), {"halted": True})
 
     def status(self, root: object) -> dict[str, Any]:
-        tracked = self._tracked(root)
-        return {"root": tracked.engine.root, "status": tracked.engine.status()}
+        return self.host.status(root)
 
     async def expire(self, root: object, keys: object) -> dict[str, Any]:
         tracked = self._tracked(root)
-        engine = tracked.engine
+        engine = self.host.namespaces[tracked.root]
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise InvalidRequest("'expire' must be a list of process or data keys")
-        unknown = sorted(
-            k
-            for k in keys
-            if k not in engine.graph.processes
-            and k not in engine.expansion
-            and k not in engine.graph
-        )
-        if unknown:
-            raise NotFound(f"namespace {engine.root!r} has no process or data key {unknown}")
+        engine.check_expire(keys)  # unknown keys: NotFound, nothing patched
         token = _token()
         # The watch may carry the change into the engine before this call returns.
         await self._patch(tracked, {"expire": {"token": token, "keys": keys}})
-        return {"expire": tracked.expired.get(token) or {"process": [], "data": []}}
+        return tracked.expired.get(token) or {"process": [], "data": []}
 
     async def launch(self, keys: object) -> dict[str, Any]:
         """A Deployment ``gaia-worker-<key>`` per new key (see workers.py)."""
-        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-            raise InvalidRequest("'keys' must be a list of worker names")
-        problems = [p for k in keys if (p := key_problem(k))]
-        if problems:
-            raise InvalidRequest("; ".join(problems))
-        duplicates = sorted({k for k in keys if keys.count(k) > 1})
-        if duplicates:
-            raise InvalidRequest(f"worker keys must be unique; repeated: {duplicates}")
+        keys = check_worker_keys(keys, key_problem)
         if self.host.s3 is not None:
             raise InvalidRequest(
                 "launch: workers need the shared volume store (GAIA_STORE=pvc); "
@@ -198,11 +146,11 @@ class KubeApi:
                 api_url=self.config.api_url,
                 idle=self.config.worker_idle,
             )
-            with _kubernetes_errors():
-                created = await self.host.cluster.create_deployment(manifest)
-            if created:
+            if await self.host.cluster.create_deployment(manifest):
                 launched.append(key)
-                self.bus.publish({"event": "worker-launched", "worker": key, "root": None})
+                self.bus.publish(
+                    {"event": Event.WORKER_LAUNCHED.value, "worker": key, "root": None}
+                )
             else:
                 running.append(key)
         return {"launch": launched, "running": running}
@@ -247,28 +195,28 @@ class KubeApi:
     async def work_stopped(self, body: dict[str, Any]) -> dict[str, Any]:
         worker = _worker(body)
         self.host.worker_stopped(worker)
-        with _kubernetes_errors():
-            deleted = await self.host.cluster.delete_deployment(
-                self.default_namespace, deployment_name(worker)
-            )
-        self.bus.publish({"event": "worker-stopped", "worker": worker, "root": None})
+        deleted = await self.host.cluster.delete_deployment(
+            self.default_namespace, deployment_name(worker)
+        )
+        self.bus.publish({"event": Event.WORKER_STOPPED.value, "worker": worker, "root": None})
         return {"stopped": worker, "deleted": deleted}
 
     def work_workers(self, body: dict[str, Any]) -> dict[str, Any]:
         """Each worker heard from, with the seconds since; and the tasks waiting."""
         now = time.monotonic()
         return {
-            "workers": {k: round(now - t, 3) for k, t in sorted(self.host.workers.items())},
-            "queued": len(self.host.work_queue),
+            "workers": {k: round(now - t, 3) for k, t in sorted(self.host.work.heard.items())},
+            "queued": len(self.host.work.waiting),
         }
 
     async def logs(self, root: object, process: object) -> dict[str, Any]:
         tracked = self._tracked(root)
-        task = tracked.engine.tasks.get(str(process))
-        if str(process) not in tracked.engine.graph.processes:
-            raise NotFound(f"namespace {tracked.engine.root!r} has no process {process!r}")
+        engine = self.host.namespaces[tracked.root]
+        task = engine.tasks.get(str(process))
+        if str(process) not in engine.graph.processes:
+            raise NotFound(f"namespace {tracked.root!r} has no process {process!r}")
         if task is None:
-            return {"root": tracked.engine.root, "process": process, "run": None, "log": ""}
+            return {"root": tracked.root, "process": process, "run": None, "log": ""}
         job = task.handle.get("job")
         pod = await self.host.cluster.pod_of(tracked.k8s_namespace, job) if job else None
         lines = []
@@ -277,12 +225,10 @@ class KubeApi:
                 tracked.k8s_namespace, pod["metadata"]["name"], lines=10_000
             )
         text = "\n".join(lines) or "\n".join(task.log_tail)
-        return {"root": tracked.engine.root, "process": process, "run": task.run, "log": text}
+        return {"root": tracked.root, "process": process, "run": task.run, "log": text}
 
     def workflows(self) -> dict[str, Any]:
-        return {
-            "workflows": {r: t.engine.state().value for r, t in sorted(self.host.tracked.items())}
-        }
+        return self.host.workflows()
 
     def events_since(self, after: int, root: str | None) -> list[dict[str, Any]]:
         return self.host.history.since(after, root)

@@ -2,26 +2,66 @@
 status writes rate-limited (the Python clients have no limiter of their own).
 
 The kubernetes client is synchronous; every call here runs in a worker thread so the
-operator's event loop (kopf's) never blocks on the network.
+operator's event loop (kopf's) never blocks on the network. This is the adapter's edge:
+the client's errors leave it as Gaia's (:func:`translated`), so callers catch named
+errors, never ``ApiException``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import time
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
+import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from gaia.errors import GaiaError, InvalidRequest, NotFound, Unavailable
 from gaia.kube.resources import COMMANDS, GROUP, NAMESPACES, ROOT_LABEL, VERSION
 
-__all__ = ["Cluster", "RateLimit"]
+__all__ = ["Cluster", "RateLimit", "translated"]
 
 logger = logging.getLogger(__name__)
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """The API server's refusal (schema, admission) as InvalidRequest (NotFound for a
+    404); its absence or overload as Unavailable, which says the same request can be
+    sent again."""
+    try:
+        yield
+    except ApiException as exc:
+        if exc.status is None or exc.status >= 500 or exc.status == 429:
+            raise Unavailable(
+                f"the Kubernetes API server failed ({exc.status} {exc.reason}); "
+                "nothing was changed, try again"
+            ) from None
+        message = exc.reason or "refused"
+        with contextlib.suppress(ValueError, AttributeError):
+            message = json.loads(exc.body or "{}").get("message") or message
+        error = NotFound if exc.status == 404 else InvalidRequest
+        raised = error(f"the Kubernetes API refused the request: {message}")
+        raised.kube_status = exc.status  # type: ignore[attr-defined]
+        raise raised from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        reason = str(getattr(exc, "reason", None) or exc).rpartition(": ")[2]
+        raise Unavailable(
+            f"the Kubernetes API server cannot be reached ({reason}); "
+            "nothing was changed, try again"
+        ) from None
+
+
+def kube_status(error: GaiaError) -> int | None:
+    """The HTTP status the API server answered, for a translated refusal."""
+    return getattr(error, "kube_status", None)
 
 
 class RateLimit:
@@ -55,13 +95,20 @@ class Cluster:
     def _plain(self, obj: Any) -> Any:
         return self.api.sanitize_for_serialization(obj)
 
-    async def _call(self, tolerated: int, call: Any, *args: Any, **kwargs: Any) -> bool:
-        """Run a blocking API call in a thread; False if the server answered ``tolerated``
-        (409: it exists already, 404: it is gone), which idempotent callers expect."""
+    async def call(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking client call in a thread, its errors translated."""
+        with translated():
+            return await asyncio.to_thread(call, *args, **kwargs)
+
+    async def _tolerant(
+        self, tolerated: int, call: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> bool:
+        """:meth:`call`, but False if the server answered ``tolerated`` (409: it exists
+        already, 404: it is gone), which idempotent callers expect."""
         try:
-            await asyncio.to_thread(call, *args, **kwargs)
-        except ApiException as exc:
-            if exc.status == tolerated:
+            await self.call(call, *args, **kwargs)
+        except InvalidRequest as exc:
+            if kube_status(exc) == tolerated:
                 return False
             raise
         return True
@@ -71,11 +118,11 @@ class Cluster:
         await self.job_limit.wait()
         namespace = manifest["metadata"]["namespace"]
         job = cast(k8s.V1Job, manifest)
-        return await self._call(409, self.batch.create_namespaced_job, namespace, job)
+        return await self._tolerant(409, self.batch.create_namespaced_job, namespace, job)
 
     async def delete_job(self, namespace: str, name: str) -> None:
         await self.write_limit.wait()
-        await self._call(
+        await self._tolerant(
             404, self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background"
         )
 
@@ -84,12 +131,14 @@ class Cluster:
         await self.write_limit.wait()
         namespace = manifest["metadata"]["namespace"]
         deployment = cast(k8s.V1Deployment, manifest)
-        return await self._call(409, self.apps.create_namespaced_deployment, namespace, deployment)
+        return await self._tolerant(
+            409, self.apps.create_namespaced_deployment, namespace, deployment
+        )
 
     async def delete_deployment(self, namespace: str, name: str) -> bool:
         """Delete a Deployment and, in the background, its pods; False if it was gone."""
         await self.write_limit.wait()
-        return await self._call(
+        return await self._tolerant(
             404,
             self.apps.delete_namespaced_deployment,
             name,
@@ -98,13 +147,13 @@ class Cluster:
         )
 
     async def jobs(self, namespace: str, root: str) -> list[dict[str, Any]]:
-        reply = await asyncio.to_thread(
+        reply = await self.call(
             self.batch.list_namespaced_job, namespace, label_selector=f"{ROOT_LABEL}={root}"
         )
         return list(self._plain(reply).get("items") or [])
 
     async def pod_of(self, namespace: str, job: str) -> dict[str, Any] | None:
-        reply = await asyncio.to_thread(
+        reply = await self.call(
             self.core.list_namespaced_pod,
             namespace,
             label_selector=f"batch.kubernetes.io/job-name={job}",
@@ -113,7 +162,7 @@ class Cluster:
         return items[-1] if items else None
 
     async def pods(self, namespace: str, root: str) -> list[dict[str, Any]]:
-        reply = await asyncio.to_thread(
+        reply = await self.call(
             self.core.list_namespaced_pod, namespace, label_selector=f"{ROOT_LABEL}={root}"
         )
         return list(self._plain(reply).get("items") or [])
@@ -121,22 +170,20 @@ class Cluster:
     async def pod_log_tail(self, namespace: str, pod: str, lines: int = 20) -> list[str]:
         """The pod's last log lines, or nothing when no kubelet can serve them."""
         try:
-            text = await asyncio.to_thread(
+            text = await self.call(
                 self.core.read_namespaced_pod_log,
                 pod,
                 namespace,
                 tail_lines=lines,
                 _request_timeout=5,
             )
-        except Exception as exc:  # no kubelet, pod gone: the log is a nicety
+        except GaiaError as exc:  # no kubelet, pod gone: the log is a nicety
             logger.debug("no log for pod %s/%s: %s", namespace, pod, exc)
             return []
         return str(text).splitlines()[-lines:]
 
     async def gaia_commands(self) -> list[dict[str, Any]]:
-        reply = await asyncio.to_thread(
-            self.custom.list_cluster_custom_object, GROUP, VERSION, COMMANDS
-        )
+        reply = await self.call(self.custom.list_cluster_custom_object, GROUP, VERSION, COMMANDS)
         return list(cast(dict[str, Any], reply).get("items") or [])
 
     async def write_namespace_status(
@@ -144,7 +191,7 @@ class Cluster:
     ) -> None:
         """Replace the status whole (a JSON patch ``add``); a deleted resource is no error."""
         await self.write_limit.wait()
-        await self._call(
+        await self._tolerant(
             404,
             self.custom.patch_namespaced_custom_object_status,
             GROUP,
@@ -158,7 +205,7 @@ class Cluster:
 
     async def write_command_status(self, name: str, status: dict[str, Any]) -> None:
         await self.write_limit.wait()
-        await self._call(
+        await self._tolerant(
             404,
             self.custom.patch_cluster_custom_object_status,
             GROUP,
@@ -192,17 +239,18 @@ class Cluster:
             "count": 1,
         }
         try:
-            await asyncio.to_thread(
+            await self.call(
                 self.core.create_namespaced_event, namespace, cast(k8s.CoreV1Event, body)
             )
-        except ApiException as exc:
-            logger.warning("could not post event %s on %s: %s", reason, meta["name"], exc.reason)
+        except GaiaError as exc:
+            logger.warning("could not post event %s on %s: %s", reason, meta["name"], exc)
 
 
 class Resources:
     """Reading and writing the custom resources themselves (for the HTTP API)."""
 
     def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
         self.custom = cluster.custom
         self.limit = cluster.write_limit
 
@@ -211,27 +259,25 @@ class Resources:
         await self.limit.wait()
         name = body["metadata"]["name"]
         try:
-            current = await asyncio.to_thread(
+            current = await self.cluster.call(
                 self.custom.get_cluster_custom_object, GROUP, VERSION, COMMANDS, name
             )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            created = await asyncio.to_thread(
+        except NotFound:
+            created = await self.cluster.call(
                 self.custom.create_cluster_custom_object, GROUP, VERSION, COMMANDS, body
             )
             return cast(dict[str, Any], created)
         body["metadata"]["resourceVersion"] = cast(dict[str, Any], current)["metadata"][
             "resourceVersion"
         ]
-        replaced = await asyncio.to_thread(
+        replaced = await self.cluster.call(
             self.custom.replace_cluster_custom_object, GROUP, VERSION, COMMANDS, name, body
         )
         return cast(dict[str, Any], replaced)
 
     async def create_namespace(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         await self.limit.wait()
-        created = await asyncio.to_thread(
+        created = await self.cluster.call(
             self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, NAMESPACES, body
         )
         return cast(dict[str, Any], created)
@@ -241,7 +287,7 @@ class Resources:
     ) -> dict[str, Any]:
         """A merge patch of spec fields (lists are replaced whole)."""
         await self.limit.wait()
-        patched = await asyncio.to_thread(
+        patched = await self.cluster.call(
             self.custom.patch_namespaced_custom_object,
             GROUP,
             VERSION,

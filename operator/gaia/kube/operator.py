@@ -17,8 +17,8 @@ from typing import Any
 import kopf
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
 
+from gaia.errors import NotFound
 from gaia.kube.cluster import Cluster
 from gaia.kube.config import OperatorConfig
 from gaia.kube.host import KubeHost
@@ -66,13 +66,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     )
     try:
         await host.load_commands()
-    except ApiException as exc:
-        if exc.status == 404:
-            raise kopf.PermanentError(  # stops the operator, with this message in its log
-                "the GaiaCommand and GaiaNamespace CRDs are not installed; "
-                "run: kubectl apply --server-side -f crds/"
-            ) from None
-        raise
+    except NotFound:
+        raise kopf.PermanentError(  # stops the operator, with this message in its log
+            "the GaiaCommand and GaiaNamespace CRDs are not installed; "
+            "run: kubectl apply --server-side -f crds/"
+        ) from None
     if config.kafka_host:
         from gaia.bus.kafka import KafkaPublisher  # connects (or fails clearly) right away
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -50,10 +50,6 @@ class StoreLanes:
                 logger.error("namespace %s: %s failed: %s", root, what, exc)
 
         self._lane(root).submit(function, *args).add_done_callback(report)
-
-    async def existing(self, root: str, keys: Iterable[str]) -> set[str]:
-        """Which of ``keys`` the store holds: the engine's ``exists``, asked up front."""
-        return await self.call(root, self.store.existing, root, list(keys))
 
     def close(self) -> None:
         """Finish what is queued (a delete, a clean-up), then stop the threads."""

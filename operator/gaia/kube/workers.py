@@ -50,11 +50,13 @@ def deployment_name(key: str) -> str:
     return DEPLOYMENT_PREFIX + key
 
 
-def worker_task_name(root: str, process: str, run: int) -> str:
-    """Like jobs.job_name, for a task run by a worker: its staging folder's name."""
+def worker_task_name(root: str, process: str, run: int, worker: str) -> str:
+    """Like jobs.job_name, for a task run by a worker: its staging folder's name. The
+    worker is part of it, so a task given to a second worker (the first went silent)
+    never shares a folder with the first."""
     digest = hashlib.sha256(f"{root}\0{process}".encode()).hexdigest()[:8]
-    tail = f"-{digest}-{run}"
-    head = _dns(f"gaia-w-{root}-{process}")[: MAX_NAME - len(tail)].rstrip("-")
+    tail = f"-{digest}-{run}-{worker}"
+    head = _dns(f"gaia-w-{root}-{process}")[: max(MAX_NAME - len(tail), 8)].rstrip("-")
     return head + tail
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from gaia.engine.lookup import Lookup
 from gaia.store.local import STAGING, LocalStore
 
 __all__ = ["STAGING", "LocalStore", "Store"]
@@ -19,10 +20,9 @@ class Store(Protocol):
     """What the operator needs of a store. A *staged* location (a path, an object prefix)
     is where a Job left the output of one container path, under ``STAGING/<root>/<job>/``."""
 
-    def exists(self, root: str, key: str) -> bool: ...
-
-    def existing(self, root: str, keys: Iterable[str]) -> set[str]:
-        """Which of ``keys`` exist, in as few requests as the store allows."""
+    def lookup(self, root: str, keys: Iterable[str]) -> Lookup:
+        """Which of ``keys`` exist, and which it cannot hold (with why), in as few
+        requests as the store allows. Raises StoreError when the store cannot answer."""
         ...
 
     def delete(self, root: str, keys: Iterable[str]) -> None: ...
@@ -34,7 +34,8 @@ class Store(Protocol):
     def is_staged(self, staged: Any) -> bool: ...
 
     def publish(self, root: str, staged: Mapping[str, Any]) -> None:
-        """Move staged outputs (from :meth:`staged_outputs`) to their keys."""
+        """Move staged outputs (from :meth:`staged_outputs`) to their keys, all of them
+        or (raising StoreError) none."""
         ...
 
     def clear_staging(self, root: str, job: str) -> None: ...

@@ -2,7 +2,7 @@
 
 Users drop source files in and read results out with ordinary tools. Outputs arrive
 by ``os.replace`` from a staging area on the same filesystem, so a key either exists
-whole or not at all.
+whole or not at all, and a task's outputs are published all together or not at all.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from gaia.engine.keys import data_key_problem, root_problem
+from gaia.engine.keys import data_key_problem, parents, root_problem
+from gaia.engine.lookup import Lookup
 from gaia.errors import InvalidRequest, StoreError
 
 __all__ = ["STAGING", "LocalStore"]
@@ -24,6 +25,8 @@ logger = logging.getLogger(__name__)
 # STAGING/<root>/<job>/<container path>. Keys starting with '.gaia' are private, so no
 # namespace key can collide with it.
 STAGING = ".gaia/staging"
+# Fewer keys than this are looked up one by one; more, by one scan of their directories.
+SCAN_ABOVE = 32
 
 
 class LocalStore:
@@ -37,27 +40,60 @@ class LocalStore:
 
     def path(self, root: str, key: str) -> Path:
         """The host path of ``key``; refuses any key that would leave the namespace."""
-        if problem := data_key_problem(key, private_ok=True):
+        if problem := self._problem(root, key):
             raise InvalidRequest(problem)
+        return self.namespace_dir(root) / key
+
+    def _problem(self, root: str, key: str) -> str | None:
+        """Why ``key`` cannot be held here: a bad name, or a path that resolves outside
+        the namespace (a symbolic link planted on its way)."""
+        if problem := data_key_problem(key, private_ok=True):
+            return problem
         space = self.namespace_dir(root)
-        path = space / key
-        # Keys are checked syntactically; this guards against symlinks planted inside.
-        if not path.resolve().is_relative_to(space.resolve()):
-            raise InvalidRequest(f"data key {key!r} resolves outside namespace {root!r}")
-        return path
+        try:
+            inside = (space / key).resolve().is_relative_to(space.resolve())
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+            return f"data key {key!r} cannot be resolved: {exc}"
+        if not inside:
+            return f"data key {key!r} resolves outside namespace {root!r} (a symbolic link?)"
+        return None
 
     def exists(self, root: str, key: str) -> bool:
-        try:
-            return self.path(root, key).exists()
-        except OSError as exc:
-            raise StoreError(f"namespace {root!r}: cannot look up {key!r}: {exc}") from exc
+        return key in self.lookup(root, [key])
 
-    def existing(self, root: str, keys: Iterable[str]) -> set[str]:
-        return {key for key in keys if self.exists(root, key)}
+    def lookup(self, root: str, keys: Iterable[str]) -> Lookup:
+        """Which of ``keys`` exist, and which cannot be held here (with why). Many keys
+        are found by one scan of the directories that hold them, not a stat each."""
+        keys = list(dict.fromkeys(keys))
+        space = self.namespace_dir(root)
+        unusable: dict[str, str] = {}
+        checked = []
+        for key in keys:
+            if problem := data_key_problem(key, private_ok=True):
+                unusable[key] = problem
+            else:
+                checked.append(key)
+        try:
+            if len(checked) > SCAN_ABOVE and space.is_dir() and not space.is_symlink():
+                existing, linked = _scan(space, checked)
+            else:
+                existing, linked = set(), set(checked)
+            for key in linked:  # the careful way: resolve every link on the path
+                if problem := self._problem(root, key):
+                    unusable[key] = problem
+                elif os.path.lexists(space / key):
+                    existing.add(key)
+        except OSError as exc:
+            raise StoreError(f"namespace {root!r}: cannot look up its keys: {exc}") from exc
+        return Lookup.of(existing, unusable)
 
     def delete(self, root: str, keys: Iterable[str]) -> None:
         for key in keys:
-            path = self.path(root, key)
+            if problem := self._problem(root, key):
+                # Never follow a link out of the namespace, not even to delete.
+                logger.warning("namespace %s: not deleting %r: %s", root, key, problem)
+                continue
+            path = self.namespace_dir(root) / key
             try:
                 if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path)
@@ -78,14 +114,73 @@ class LocalStore:
         shutil.rmtree(self.base / STAGING / root / job, ignore_errors=True)
 
     def publish(self, root: str, staged: Mapping[str, Path]) -> None:
-        """Move staged outputs (data key -> staged path) into place, each atomically."""
+        """Move staged outputs (data key -> staged path) into place: each atomically, and
+        all of them or none (a failure takes back the ones already moved)."""
+        targets: dict[str, Path] = {}
         for key, source in staged.items():
-            target = self.path(root, key)
-            try:
+            if problem := self._problem(root, key):
+                raise StoreError(f"namespace {root!r}: cannot publish {key!r}: {problem}")
+            if not os.path.lexists(source):
+                raise StoreError(f"namespace {root!r}: nothing was staged for {key!r}")
+            targets[key] = self.namespace_dir(root) / key
+        moved: list[Path] = []
+        try:
+            for key, source in staged.items():
+                target = targets[key]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if target.is_dir() and not target.is_symlink():
                     shutil.rmtree(target)  # a stale directory: os.replace cannot overwrite it
                 os.replace(source, target)
-            except OSError as exc:
-                raise StoreError(f"namespace {root!r}: cannot publish {key!r}: {exc}") from exc
-            logger.debug("published %s/%s", root, key)
+                moved.append(target)
+                _sync_directory(target.parent)
+        except OSError as exc:
+            for target in moved:  # a task publishes all of its outputs or none
+                _remove(target)
+            raise StoreError(f"namespace {root!r}: cannot publish {key!r}: {exc}") from exc
+        logger.debug("published %s/%s", root, sorted(staged))
+
+
+def _scan(space: Path, keys: list[str]) -> tuple[set[str], set[str]]:
+    """One ``scandir`` of each directory that holds a key: (keys found, keys to resolve
+    the careful way because a symbolic link lies on their path)."""
+    wanted = set(keys)
+    folders = {parent for key in keys for parent in parents(key)}
+    found: set[str] = set()
+    links: set[str] = set()
+    pending = [""]
+    while pending:
+        folder = pending.pop()
+        try:
+            entries = list(os.scandir(space / folder if folder else space))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            relative = f"{folder}/{entry.name}" if folder else entry.name
+            if relative in wanted:
+                (links if entry.is_symlink() else found).add(relative)
+            if relative in folders:
+                if entry.is_symlink():
+                    links.add(relative)
+                elif entry.is_dir(follow_symlinks=False):
+                    pending.append(relative)
+    linked = {key for key in keys if key in links or any(p in links for p in parents(key))}
+    return found - linked, linked
+
+
+def _sync_directory(path: Path) -> None:
+    """Make a rename into ``path`` durable before the key counts as complete."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        logger.error("could not take back %s after a failed publish: %s", path, exc)

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from gaia.engine.keys import data_key_problem, root_problem
+from gaia.engine.lookup import Lookup
 from gaia.errors import InvalidRequest, StoreError
 from gaia.store.local import STAGING
 
@@ -72,13 +73,20 @@ class S3Store:
         except Exception as exc:
             raise StoreError(f"namespace {root!r}: cannot look up {key!r}: {_why(exc)}") from exc
 
-    def existing(self, root: str, keys: Iterable[str]) -> set[str]:
-        """A lookup per key for a few keys; one listing of the namespace for many."""
-        keys = list(keys)
-        if len(keys) <= LISTING_ABOVE:
-            return {key for key in keys if self.exists(root, key)}
+    def lookup(self, root: str, keys: Iterable[str]) -> Lookup:
+        """Which of ``keys`` exist (a request per key for a few, one listing of the
+        namespace for many), and which cannot be object names (with why)."""
+        unusable: dict[str, str] = {}
+        checked = []
+        for key in dict.fromkeys(keys):
+            if problem := data_key_problem(key, private_ok=True):
+                unusable[key] = problem
+            else:
+                checked.append(key)
+        if len(checked) <= LISTING_ABOVE:
+            return Lookup.of((key for key in checked if self.exists(root, key)), unusable)
         held = self.listing(root)
-        return {key for key in keys if key in held}
+        return Lookup.of((key for key in checked if key in held), unusable)
 
     def listing(self, root: str) -> set[str]:
         """Every key :meth:`exists` finds in ``root`` (each object and the directories
@@ -111,30 +119,50 @@ class S3Store:
 
     def publish(self, root: str, staged: Mapping[str, str]) -> None:
         """Copy staged outputs (data key -> staged object or prefix) to their keys, then
-        delete the staged copies. A key's previous content (file or directory) is replaced."""
+        delete the staged copies. A key's previous content (file or directory) is
+        replaced. All keys or none: a failed copy deletes what this call had copied."""
+        moves = []
         for key, source in staged.items():
-            target = self.object_key(root, key)
             try:
+                target = self.object_key(root, key)
                 copies = list(self.objects(source))
-                if not copies:
-                    raise StoreError(f"nothing staged at s3://{self.bucket}/{source}")
                 previous = set(self.objects(target))
-                written = set()
+            except Exception as exc:
+                raise StoreError(
+                    f"namespace {root!r}: cannot publish {key!r}: {_why(exc)}"
+                ) from exc
+            if not copies:
+                raise StoreError(
+                    f"namespace {root!r}: cannot publish {key!r}: nothing staged at "
+                    f"s3://{self.bucket}/{source}"
+                )
+            moves.append((key, source, target, copies, previous))
+        written: list[str] = []
+        key = ""
+        try:
+            for key, source, target, copies, _ in moves:  # noqa: B007 (named on failure)
                 for name in copies:
-                    written.add(target + name[len(source) :])
                     self.client.copy(
                         {"Bucket": self.bucket, "Key": name},
                         self.bucket,
                         target + name[len(source) :],
                     )
+                    written.append(target + name[len(source) :])
+        except Exception as exc:
+            try:
+                self._delete_names(written)
+            except Exception as undo:
+                logger.error("could not take back a failed publish in %s: %s", root, undo)
+            raise StoreError(f"namespace {root!r}: cannot publish {key!r}: {_why(exc)}") from exc
+        kept = set(written)
+        try:
+            for _, _, _, copies, previous in moves:
                 # Stale objects go after the copies, so the key never looks absent.
-                self._delete_names(sorted(previous - written))
+                self._delete_names(sorted(previous - kept))
                 self._delete_names(copies)
-            except Exception as exc:
-                raise StoreError(
-                    f"namespace {root!r}: cannot publish {key!r}: {_why(exc)}"
-                ) from exc
-            logger.debug("published %s/%s", root, key)
+        except Exception as exc:  # published whole; only leftovers remain
+            logger.warning("namespace %s: could not delete leftovers of a publish: %s", root, exc)
+        logger.debug("published %s/%s", root, sorted(staged))
 
     def clear_staging(self, root: str, job: str) -> None:
         """Forget what a Job staged (best effort: a leftover is only wasted space)."""

@@ -3,7 +3,9 @@
 It keeps what cannot be recomputed: commands, the users' process specs, each namespace's
 mode, task records (run numbers never repeat) and the event history. Data state is not
 kept here: the store is the truth (a key is complete iff it exists), so a restart looks
-in the store again.
+in the store again. Commands and specs come back as the plain dicts they were saved
+from, so that one the rules no longer accept is refused on its own at restore time
+rather than stopping the server.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from gaia.engine.model import Command, ProcessSpec, parse_command, parse_process
+from gaia.engine.model import Command, ProcessSpec
 from gaia.engine.states import Mode
 from gaia.engine.tasks import Task
 
@@ -47,31 +49,38 @@ class StateDB:
     def close(self) -> None:
         self.db.close()
 
-    def _write(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    def save_commands(self, commands: Iterable[Command]) -> None:
         with self.db:
             self.db.execute("BEGIN")
-            self.db.executemany(sql, rows)
+            self.db.executemany(
+                "INSERT OR REPLACE INTO commands VALUES (?, ?)",
+                ((c.key, json.dumps(c.to_dict())) for c in commands),
+            )
 
-    def save_commands(self, commands: Iterable[Command]) -> None:
-        self._write(
-            "INSERT OR REPLACE INTO commands VALUES (?, ?)",
-            ((c.key, json.dumps(c.to_dict())) for c in commands),
-        )
-
-    def save_mode(self, root: str, mode: Mode) -> None:
-        self._write("INSERT OR REPLACE INTO namespaces VALUES (?, ?)", [(root, mode.value)])
-
-    def save_specs(self, root: str, specs: Iterable[ProcessSpec]) -> None:
-        self._write(
-            "INSERT OR REPLACE INTO specs VALUES (?, ?, ?)",
-            ((root, s.key, json.dumps(s.to_dict())) for s in specs),
-        )
-
-    def save_tasks(self, root: str, tasks: Iterable[Task]) -> None:
-        self._write(
-            "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?)",
-            ((root, t.process, json.dumps(t.to_dict())) for t in tasks),
-        )
+    def save(
+        self,
+        root: str,
+        mode: Mode,
+        *,
+        specs: Iterable[ProcessSpec] = (),
+        dropped: Iterable[str] = (),
+        tasks: Iterable[Task] = (),
+    ) -> None:
+        """What one change applied to a namespace, in one transaction."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("INSERT OR REPLACE INTO namespaces VALUES (?, ?)", (root, mode.value))
+            self.db.executemany(
+                "INSERT OR REPLACE INTO specs VALUES (?, ?, ?)",
+                ((root, s.key, json.dumps(s.to_dict())) for s in specs),
+            )
+            self.db.executemany(
+                "DELETE FROM specs WHERE root = ? AND key = ?", ((root, k) for k in dropped)
+            )
+            self.db.executemany(
+                "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?)",
+                ((root, t.process, json.dumps(t.to_dict())) for t in tasks),
+            )
 
     def save_event(self, event: dict[str, Any]) -> None:
         self.db.execute(
@@ -93,20 +102,22 @@ class StateDB:
         )
         return [json.loads(body) for (body,) in rows]
 
-    def load_commands(self) -> list[Command]:
-        return [
-            parse_command(json.loads(b)) for (b,) in self.db.execute("SELECT body FROM commands")
-        ]
+    def load_commands(self) -> list[Any]:
+        return [json.loads(body) for (body,) in self.db.execute("SELECT body FROM commands")]
 
-    def load_namespaces(self) -> dict[str, Mode]:
-        return {
-            root: Mode(mode) for root, mode in self.db.execute("SELECT root, mode FROM namespaces")
-        }
+    def load_namespaces(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT root, mode FROM namespaces"))
 
-    def load_specs(self, root: str) -> list[ProcessSpec]:
+    def load_specs(self, root: str) -> list[Any]:
         rows = self.db.execute("SELECT body FROM specs WHERE root = ? ORDER BY rowid", (root,))
-        return [parse_process(json.loads(body)) for (body,) in rows]
+        return [json.loads(body) for (body,) in rows]
 
     def load_tasks(self, root: str) -> list[Task]:
         rows = self.db.execute("SELECT process, body FROM tasks WHERE root = ?", (root,))
-        return [Task.from_dict(process, json.loads(body)) for process, body in rows]
+        tasks = []
+        for process, body in rows:
+            try:
+                tasks.append(Task.from_dict(process, json.loads(body)))
+            except (ValueError, KeyError, TypeError):
+                continue  # a record this version cannot read: its process runs again
+        return tasks

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from gaia.wire import Event
 from gaia.worker.runner import TaskResult, TaskSpec, run_task
 
 __all__ = ["LocalExecutor", "TaskReport"]
@@ -27,11 +28,11 @@ class TaskReport(Protocol):
     """How the executor tells its host what happened; called on the event loop."""
 
     def started(self, root: str, process: str, run: int, handle: dict[str, object]) -> None: ...
-    def finished(
+    async def finished(
         self, root: str, process: str, run: int, result: TaskResult, workdir: Path
     ) -> None: ...
     def line(self, root: str, process: str, run: int, stream: str, text: str) -> None: ...
-    def worker(self, event: str, worker: str) -> None: ...
+    def worker(self, event: Event, worker: str) -> None: ...
 
 
 @dataclass
@@ -80,7 +81,7 @@ class LocalExecutor:
                 continue
             self._spawn(_Worker(key, self.idle_timeout))
             launched.append(key)
-            self.report.worker("worker-launched", key)
+            self.report.worker(Event.WORKER_LAUNCHED, key)
         return launched, present
 
     def workdir(self, root: str, process: str, run: int) -> Path:
@@ -116,7 +117,7 @@ class LocalExecutor:
         finally:
             self.workers.pop(worker.key, None)
             if worker.idle_timeout is not None:
-                self.report.worker("worker-stopped", worker.key)
+                self.report.worker(Event.WORKER_STOPPED, worker.key)
 
     async def _run(self, worker: _Worker, task_id: TaskId, spec: TaskSpec) -> None:
         root, process, run = task_id
@@ -151,7 +152,7 @@ class LocalExecutor:
             result = TaskResult(False, None, {}, f"could not run: {exc}", ())
         finally:
             self.running.pop(task_id, None)
-        self.report.finished(root, process, run, result, workdir)
+        await self.report.finished(root, process, run, result, workdir)
 
     async def close(self) -> None:
         """Stop every worker, killing the process trees of running tasks."""

@@ -9,8 +9,8 @@ from types import TracebackType
 
 from aiohttp import web
 
-from gaia.api.server import build_app
-from gaia.controller import Controller
+from gaia.standalone.host import StandaloneHost
+from gaia.standalone.serve import standalone_app
 
 __all__ = ["EmbeddedServer"]
 
@@ -21,7 +21,7 @@ class EmbeddedServer:
     def __init__(
         self, data_dir: Path, workers: int = 2, port: int = 0, idle_timeout: float = 300.0
     ) -> None:
-        self.controller = Controller(data_dir, workers=workers, idle_timeout=idle_timeout)
+        self.data_dir, self.workers, self.idle_timeout = data_dir, workers, idle_timeout
         self.port = port
         self.address = ""
         self._loop = asyncio.new_event_loop()
@@ -36,7 +36,8 @@ class EmbeddedServer:
         return self
 
     async def _start(self) -> None:
-        self._runner = web.AppRunner(build_app(self.controller))
+        host = StandaloneHost(self.data_dir, workers=self.workers, idle_timeout=self.idle_timeout)
+        self._runner = web.AppRunner(standalone_app(host))
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()

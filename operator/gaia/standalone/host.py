@@ -1,0 +1,204 @@
+"""The standalone host: the shell (:mod:`gaia.shell`) on one machine.
+
+Tasks run as local processes (:mod:`gaia.standalone.executor`), data lives in a
+directory (:class:`~gaia.store.LocalStore`), state in SQLite
+(:mod:`gaia.standalone.statedb`), and events go to the HTTP stream (and Kafka, if asked).
+Everything runs on one asyncio loop; store calls leave it for a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gaia.bus import EventBus
+from gaia.engine.instructions import CancelTask, StartTask
+from gaia.engine.model import Command
+from gaia.engine.namespace import Namespace
+from gaia.engine.states import Mode
+from gaia.errors import GaiaError, NotFound
+from gaia.shell import Kept, Outcome, Shell, check_worker_keys
+from gaia.standalone.executor import LocalExecutor
+from gaia.standalone.statedb import StateDB
+from gaia.store import LocalStore
+from gaia.wire import Event
+from gaia.worker.runner import TaskResult, TaskSpec
+
+if TYPE_CHECKING:
+    from gaia.bus.kafka import KafkaPublisher
+
+__all__ = ["StandaloneHost"]
+
+logger = logging.getLogger(__name__)
+LOG_TAIL = 50
+
+
+class StandaloneHost(Shell):
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        workers: int = 2,
+        idle_timeout: float = 300.0,
+        sandbox: str = "auto",
+        kafka: str | None = None,
+        kafka_topics: Mapping[str, str] | None = None,
+    ) -> None:
+        """``kafka`` (HOST:PORT) also publishes every event to Kafka, on ``kafka_topics``
+        (``{"log": ..., "status": ...}``); an unreachable broker raises ConnectionFailed."""
+        self.kafka: KafkaPublisher | None = None
+        if kafka:
+            from gaia.bus.kafka import KafkaPublisher  # kafka-python: only when asked for
+
+            self.kafka = KafkaPublisher(kafka, kafka_topics)
+        self.data_dir = data_dir.resolve()
+        state_dir = self.data_dir / ".gaia"
+        self.db = StateDB(state_dir / "state.db")
+        bus = EventBus(sink=self.db.save_event, first_id=self.db.last_event_id() + 1)
+        if self.kafka is not None:
+            bus.add_sink(self.kafka.publish)
+        super().__init__(LocalStore(self.data_dir), bus)
+        self.local_store = LocalStore(self.data_dir)
+        self.executor = LocalExecutor(
+            state_dir / "work", self, workers=workers, idle_timeout=idle_timeout, sandbox=sandbox
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Reload the saved state and resume every namespace. Never refuses to start: a
+        namespace whose saved state cannot be applied comes up in ``error``, saying why."""
+        self.executor.start()
+        self._restore_commands()
+        for root, mode in sorted(self.db.load_namespaces().items()):
+            try:
+                namespace = await self.restore(root, self.db.load_specs(root))
+                namespace.restore_tasks(self.db.load_tasks(root), {})
+                self.carry_out(namespace, namespace.resume(Mode(mode)))
+            except Exception as exc:  # a bug must not keep the other namespaces down
+                logger.exception("namespace %s could not be restored", root)
+                namespace = self.namespaces.get(root) or Namespace(root, self.registry)
+                namespace.reject("*", f"the namespace could not be restored: {exc}")
+                self.namespaces[root] = namespace
+            logger.info("namespace %s: %s", root, namespace.state().value)
+
+    def _restore_commands(self) -> None:
+        """Every saved command that the rules still accept; composites once what they
+        use is back. A command refused now is logged, and its users are refused too."""
+        pending = self.db.load_commands()
+        while pending:
+            refused: list[Any] = []
+            problems: list[str] = []
+            for raw in pending:
+                try:
+                    merged, _ = self.registry.prepare([raw])
+                except GaiaError as exc:
+                    refused.append(raw)
+                    problems.append(str(exc))
+                else:
+                    self.registry.commit(merged)
+            if len(refused) == len(pending):
+                for problem in problems:
+                    logger.error("a saved command could not be restored: %s", problem)
+                return
+            pending = refused
+
+    async def close(self) -> None:
+        await self.executor.close()
+        self.db.close()
+        if self.kafka is not None:
+            await asyncio.to_thread(self.kafka.close)
+
+    # -- what the shell asks of a host -------------------------------------------------
+
+    def run_task(self, namespace: Namespace, start: StartTask) -> None:
+        self.executor.submit(self._task_spec(start))
+
+    def cancel_task(self, namespace: Namespace, cancel: CancelTask) -> None:
+        self.executor.cancel(cancel.root, cancel.process, cancel.run)
+
+    def keep(self, namespace: Namespace, kept: Kept) -> None:
+        self.db.save(
+            namespace.root, namespace.mode, specs=kept.specs, dropped=kept.dropped, tasks=kept.tasks
+        )
+
+    def keep_commands(self, commands: Iterable[Command]) -> None:
+        self.db.save_commands(commands)
+
+    def _task_spec(self, start: StartTask) -> TaskSpec:
+        command = start.command
+        return TaskSpec(
+            root=start.root,
+            process=start.process.key,
+            run=start.run,
+            image=command.image,
+            command=tuple(start.argv),
+            inputs={
+                path: self.local_store.path(start.root, key) for path, key in start.inputs.items()
+            },
+            outputs=tuple(start.outputs.values()),
+            stdout=command.stdout,
+            timeout=command.timeout,
+        )
+
+    # -- the calls of the API that only this host has ----------------------------------
+
+    async def command(self, raw_commands: object) -> list[dict[str, Any]]:
+        """Add or replace commands (see Shell.change_commands); every command, as dicts."""
+        await self.change_commands(raw_commands)
+        return [c.to_dict() for c in self.registry.commands.values()]
+
+    async def launch(self, keys: object) -> dict[str, Any]:
+        launched, running = self.executor.launch(check_worker_keys(keys))
+        return {"launch": launched, "running": running}
+
+    def events_since(self, after: int, root: str | None) -> list[dict[str, Any]]:
+        return self.db.events_since(after, root)
+
+    def logs(self, root: object, process: object) -> dict[str, Any]:
+        namespace = self.namespace(root)
+        if not isinstance(process, str) or process not in namespace.graph.processes:
+            raise NotFound(f"namespace {namespace.root!r} has no process {process!r}")
+        task = namespace.tasks.get(process)
+        if task is None:
+            return {"root": namespace.root, "process": process, "run": None, "log": ""}
+        path = self.executor.workdir(namespace.root, process, task.run) / "log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return {"root": namespace.root, "process": process, "run": task.run, "log": text}
+
+    # -- reports from the executor (TaskReport) ----------------------------------------
+
+    def started(self, root: str, process: str, run: int, handle: dict[str, object]) -> None:
+        self.task_started(root, process, run, handle)
+
+    async def finished(
+        self, root: str, process: str, run: int, result: TaskResult, workdir: Path
+    ) -> None:
+        outcome = Outcome(
+            ok=result.ok,
+            staged=result.staged,
+            error=result.error,
+            exit_code=result.exit_code,
+            log_tail=list(result.log_tail)[-LOG_TAIL:],
+        )
+        await self.task_finished(root, process, run, outcome)
+        shutil.rmtree(workdir / "fs", ignore_errors=True)  # keep only the log
+
+    def line(self, root: str, process: str, run: int, stream: str, text: str) -> None:
+        self.bus.publish(
+            {
+                "event": Event.LOG.value,
+                "root": root,
+                "process": process,
+                "task": f"{process}#{run}",
+                "stream": stream,
+                "line": text,
+            }
+        )
+
+    def worker(self, event: Event, worker: str) -> None:
+        self.bus.publish({"event": event.value, "worker": worker, "root": None})
