@@ -44,14 +44,13 @@ from gaia.errors import (
     TooLarge,
     Unavailable,
 )
+from gaia.wire import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_TOPICS
+from gaia.wire import Event as EventName
 
 __all__ = ["DEFAULT_HOST", "EventSource", "EventStream", "Gaia", "format_event", "load_yaml"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_HOST = "localhost:24442"
-DEFAULT_PORT = 24442
-DEFAULT_TOPICS = {"log": "sisyphus-log", "status": "sisyphus-status"}
 
 Event = dict[str, Any]
 Reply = dict[str, Any]
@@ -406,11 +405,11 @@ def format_event(event: Event) -> str:
     when = time.strftime("%H:%M:%S", time.localtime(float(event.get("time") or time.time())))
     kind = str(event.get("event", "?"))
     process = event.get("process") or ""
-    if kind == "log":
+    if kind == EventName.LOG:
         detail = f"{process} [{event.get('stream', 'stdout')}] {event.get('line', '')}"
-    elif kind == "step-complete" and isinstance(event.get("duration"), int | float):
+    elif kind == EventName.STEP_COMPLETE and isinstance(event.get("duration"), int | float):
         detail = f"{process} {event['duration']:.2f}s"
-    elif kind == "step-error":
+    elif kind == EventName.STEP_ERROR:
         detail = f"{process}: {event.get('error') or 'failed'}"
     elif kind.startswith("flow-"):
         counts = event.get("counts") or {}

@@ -58,6 +58,6 @@ def test_tasks_go_to_workers_that_have_their_image(
         worker_image="tools:3",
         worker_takes=takes,
     )
-    assert not host._for_workers(image)  # no worker has asked for work: Jobs
-    host.work.hear("w1")
-    assert host._for_workers(image) is to_workers
+    assert not host.desk.takes(image)  # no worker has asked for work: Jobs
+    host.desk.queue.hear("w1")
+    assert host.desk.takes(image) is to_workers

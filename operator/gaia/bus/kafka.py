@@ -28,12 +28,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from gaia.errors import ConnectionFailed, InvalidRequest
+from gaia.wire import DEFAULT_TOPICS
+from gaia.wire import Event as EventName
 
-__all__ = ["DEFAULT_TOPICS", "KafkaPublisher"]
+__all__ = ["KafkaPublisher"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TOPICS = {"log": "sisyphus-log", "status": "sisyphus-status"}
 Event = dict[str, Any]
 
 
@@ -133,7 +134,7 @@ class KafkaPublisher:
         except (TypeError, ValueError) as exc:  # a bug, but never the engine's problem
             logger.warning("not publishing an event that is not JSON (%s): %.200r", exc, event)
             return
-        topic = self.topics["log" if event.get("event") == "log" else "status"]
+        topic = self.topics["log" if event.get("event") == EventName.LOG else "status"]
         root = event.get("root")
         try:
             key = root.encode("utf-8") if isinstance(root, str) else None

@@ -170,17 +170,17 @@ class KubeApi:
         wait = body.get("wait", 0)
         if not isinstance(wait, int | float) or isinstance(wait, bool):
             raise InvalidRequest("'wait' must be a number of seconds")
-        return await self.host.work_take(_worker(body), float(wait))
+        return await self.host.desk.take(_worker(body), float(wait))
 
     def work_heartbeat(self, body: dict[str, Any]) -> dict[str, Any]:
         root, process, run = _task_of(body)
-        return {"cancel": self.host.work_heartbeat(_worker(body), root, process, run)}
+        return {"cancel": self.host.desk.heartbeat(_worker(body), root, process, run)}
 
     async def work_done(self, body: dict[str, Any]) -> dict[str, Any]:
         root, process, run = _task_of(body)
         exit_code = body.get("exit_code")
         tail = body.get("log_tail") or []
-        accepted = await self.host.work_done(
+        accepted = await self.host.desk.done(
             _worker(body),
             root,
             process,
@@ -194,7 +194,7 @@ class KubeApi:
 
     async def work_stopped(self, body: dict[str, Any]) -> dict[str, Any]:
         worker = _worker(body)
-        self.host.worker_stopped(worker)
+        self.host.desk.stopped(worker)
         deleted = await self.host.cluster.delete_deployment(
             self.default_namespace, deployment_name(worker)
         )
@@ -204,9 +204,10 @@ class KubeApi:
     def work_workers(self, body: dict[str, Any]) -> dict[str, Any]:
         """Each worker heard from, with the seconds since; and the tasks waiting."""
         now = time.monotonic()
+        queue = self.host.desk.queue
         return {
-            "workers": {k: round(now - t, 3) for k, t in sorted(self.host.work.heard.items())},
-            "queued": len(self.host.work.waiting),
+            "workers": {k: round(now - t, 3) for k, t in sorted(queue.heard.items())},
+            "queued": len(queue.waiting),
         }
 
     async def logs(self, root: object, process: object) -> dict[str, Any]:
@@ -239,7 +240,7 @@ async def serve_api(host: KubeHost, config: OperatorConfig) -> web.AppRunner:
     app = build_app(api, api.work_routes())
 
     async def end_long_polls(app: web.Application) -> None:
-        host.stop_work()
+        host.desk.close()
 
     app.on_shutdown.append(end_long_polls)
     runner = web.AppRunner(app)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gaia.errors import InvalidRequest
+from gaia.wire import DEFAULT_PORT, DEFAULT_TOPICS
 
 __all__ = ["DEFAULT_IMAGE", "OperatorConfig", "S3Config"]
 
@@ -93,9 +94,7 @@ class OperatorConfig:
     worker_takes: str = "image"
     kafka_host: str | None = None  # GAIA_KAFKA_HOST: also publish events to this broker
     # GAIA_KAFKA_LOG_TOPIC, GAIA_KAFKA_STATUS_TOPIC
-    kafka_topics: dict[str, str] = field(
-        default_factory=lambda: {"log": "sisyphus-log", "status": "sisyphus-status"}
-    )
+    kafka_topics: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TOPICS))
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -103,7 +102,7 @@ class OperatorConfig:
         if store not in STORES:
             raise InvalidRequest(f"GAIA_STORE={store!r}: use one of {', '.join(STORES)}")
         namespace = os.environ.get("GAIA_K8S_NAMESPACE", "default")
-        port = int(_number("GAIA_API_PORT", 24442))
+        port = int(_number("GAIA_API_PORT", DEFAULT_PORT))
         return cls(
             store_path=Path(os.environ.get("GAIA_STORE_PATH", "/data")),
             claim=os.environ.get("GAIA_STORE_CLAIM", "gaia-data"),
@@ -124,7 +123,7 @@ class OperatorConfig:
             worker_takes=_choice("GAIA_WORKER_TAKES", WORKER_TAKES),
             kafka_host=os.environ.get("GAIA_KAFKA_HOST") or None,
             kafka_topics={
-                "log": os.environ.get("GAIA_KAFKA_LOG_TOPIC") or "sisyphus-log",
-                "status": os.environ.get("GAIA_KAFKA_STATUS_TOPIC") or "sisyphus-status",
+                "log": os.environ.get("GAIA_KAFKA_LOG_TOPIC") or DEFAULT_TOPICS["log"],
+                "status": os.environ.get("GAIA_KAFKA_STATUS_TOPIC") or DEFAULT_TOPICS["status"],
             },
         )

@@ -11,7 +11,6 @@ periodic re-check or a restart never runs a task twice or loses a completion.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,13 +28,13 @@ from gaia.engine.tasks import Task
 from gaia.errors import GaiaError, InvalidRequest, StoreError
 from gaia.kube.cluster import Cluster
 from gaia.kube.config import DEFAULT_IMAGE, S3Config
-from gaia.kube.jobs import JobOutcome, build_job, job_name, outcome_of, staging_dir
+from gaia.kube.jobs import JobOutcome, build_job, job_name, outcome_of
 from gaia.kube.pods import killed_command, main_exit_code
 from gaia.kube.resources import command_of, processes_of
 from gaia.kube.status import summary, valid_condition
 from gaia.kube.store_lanes import StoreLanes
-from gaia.kube.work_queue import TaskId, WorkQueue
-from gaia.kube.workers import WORKER_ALIVE, WORKER_DATA, worker_task_name
+from gaia.kube.worker_desk import WorkerDesk
+from gaia.kube.workers import worker_task_name
 from gaia.shell import Kept, Outcome, Shell
 from gaia.store import LocalStore, Store
 from gaia.wire import TaskState
@@ -103,7 +102,7 @@ class KubeHost(Shell):
         # Jobs asked for and not yet created (waiting in the rate limiter, or in flight):
         # the re-check must not ask for them again.
         self.creating: set[str] = set()
-        self.work = WorkQueue(WORKER_ALIVE)
+        self.desk = WorkerDesk(self)
 
     # -- what the shell asks of a host -------------------------------------------------
 
@@ -132,9 +131,8 @@ class KubeHost(Shell):
 
     def run_task(self, namespace: Namespace, start: StartTask) -> None:
         key, run = start.process.key, start.run
-        if self._for_workers(start.command.image):
-            namespace.set_handle(key, run, {"worker": None})  # until a worker takes it
-            self.work.put((start.root, key, run))
+        if self.desk.takes(start.command.image):
+            self.desk.hand_over(namespace, start)
             return
         name = job_name(start.root, key, run)
         namespace.set_handle(key, run, {"job": name})
@@ -150,11 +148,7 @@ class KubeHost(Shell):
         task = namespace.tasks.get(cancel.process)
         handle = task.handle if task is not None and task.run == cancel.run else {}
         if "worker" in handle:
-            worker = self.work.release((root, cancel.process, cancel.run))
-            if worker:  # the worker's next heartbeat hears of it and kills the task
-                self._clear_staging(
-                    root, worker_task_name(root, cancel.process, cancel.run, worker)
-                )
+            self.desk.withdraw((root, cancel.process, cancel.run))
             return
         name = job_name(root, cancel.process, cancel.run)
         self._spawn(self._delete_job(self.tracked[root].k8s_namespace, root, name))
@@ -357,9 +351,9 @@ class KubeHost(Shell):
         except GaiaError as exc:  # the re-check finds it again
             logger.warning("could not delete Job %s: %s", job, exc)
             return
-        self._clear_staging(root, job)
+        self.clear_staging(root, job)
 
-    def _clear_staging(self, root: str, name: str) -> None:
+    def clear_staging(self, root: str, name: str) -> None:
         self.lanes.later(root, f"clearing {name}'s staging", self.store.clear_staging, root, name)
 
     def _spawn(self, coroutine: Any) -> None:
@@ -407,7 +401,7 @@ class KubeHost(Shell):
         if state is TaskState.COMPLETE:
             self._spawn(self._delete_job(tracked.k8s_namespace, root, outcome.name))
         elif state is TaskState.ERROR:
-            self._clear_staging(root, outcome.name)  # the Job stays, for `kubectl logs`
+            self.clear_staging(root, outcome.name)  # the Job stays, for `kubectl logs`
 
     async def _failure_detail(
         self, tracked: Tracked, outcome: JobOutcome
@@ -442,7 +436,7 @@ class KubeHost(Shell):
                 return
             for process in sorted(namespace.active):
                 task = namespace.tasks[process]
-                if "worker" in task.handle and self._still_with_workers(namespace, task):
+                if "worker" in task.handle and self.desk.keeps(namespace, task):
                     continue
                 name = job_name(root, process, task.run)
                 if name not in jobs and name not in self.creating:
@@ -465,127 +459,6 @@ class KubeHost(Shell):
             result = Outcome(ok=False, error=error, exit_code=code)
             if await self.task_finished(tracked.root, outcome.process, outcome.run, result):
                 self._spawn(self._delete_job(tracked.k8s_namespace, tracked.root, outcome.name))
-
-    # -- workers (see workers.py) -------------------------------------------------------
-
-    def _for_workers(self, image: str | None) -> bool:
-        """Whether a task of a command with ``image`` goes to the workers: they run it
-        with their own image's programs, so only a command of that image, unless told
-        to take all."""
-        if self.s3 is not None or not self.work.any_alive():
-            return False
-        return self.worker_takes == "all" or image == self.worker_image
-
-    def _still_with_workers(self, namespace: Namespace, task: Task) -> bool:
-        """The re-check's look at a workers' task: True if it stays theirs. A task whose
-        worker went silent goes back to the queue, or to a Job when no worker is alive."""
-        task_id = (namespace.root, task.process, task.run)
-        worker = self.work.holder(task_id)
-        if worker is not None and self.work.alive(worker):
-            return True
-        if worker is None and task_id in self.work.waiting and self.work.any_alive():
-            return True
-        self.work.release(task_id)
-        if worker is not None:
-            self._clear_staging(namespace.root, worker_task_name(*task_id, worker))
-        if self.work.any_alive():
-            logger.warning("worker %s went silent; %s#%s goes back", worker, *task_id[1:])
-            namespace.set_handle(task.process, task.run, {"worker": None})
-            self.work.put(task_id)
-            return True
-        return False  # the caller gives it to a Job
-
-    async def work_take(self, worker: str, wait: float) -> dict[str, Any]:
-        """A worker asks for a task: the next current one, waiting up to ``wait`` s."""
-        deadline = time.monotonic() + min(max(wait, 0.0), 30.0)
-        while True:
-            self.work.hear(worker)
-            while (task_id := self.work.take(worker)) is not None:
-                offer = await self._offer(task_id, worker)
-                if offer is not None:
-                    return {"task": offer}
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.work.closing:
-                return {"task": None}
-            self.work.ready.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self.work.ready.wait()
-
-    async def _offer(self, task_id: TaskId, worker: str) -> dict[str, Any] | None:
-        root, process, run = task_id
-        async with self.lock(root):
-            namespace = self.namespaces.get(root)
-            task = None if namespace is None else namespace.current(process, run)
-            if namespace is None or task is None or self.work.holder(task_id) != worker:
-                self.work.release(task_id)
-                return None  # gone, halted or superseded meanwhile
-            leaf = namespace.graph.processes[process]
-            start = StartTask(root, leaf, self.registry.commands[leaf.command], run)
-            if task.state is TaskState.QUEUED:
-                self.task_started(root, process, run, {"worker": worker})
-            else:  # back from a worker gone silent
-                namespace.set_handle(process, run, {"worker": worker})
-                self.dirty.add(root)
-            name = worker_task_name(root, process, run, worker)
-            return {
-                "root": root,
-                "process": process,
-                "run": run,
-                "command": start.argv,
-                "inputs": {
-                    path: f"{WORKER_DATA}/{root}/{key}" for path, key in start.inputs.items()
-                },
-                "outputs": list(start.outputs.values()),
-                "stdout": start.command.stdout,
-                "timeout": start.command.timeout,
-                "staging": f"{WORKER_DATA}/{staging_dir(root, name)}",
-            }
-
-    def work_heartbeat(self, worker: str, root: str, process: str, run: int) -> bool:
-        """A worker runs ``run``: True if it should kill it (no longer current)."""
-        self.work.hear(worker)
-        namespace = self.namespaces.get(root)
-        return (
-            self.work.holder((root, process, run)) != worker
-            or namespace is None
-            or namespace.current(process, run) is None
-        )
-
-    async def work_done(
-        self,
-        worker: str,
-        root: str,
-        process: str,
-        run: int,
-        *,
-        ok: bool,
-        exit_code: int | None,
-        error: str | None,
-        log_tail: list[str],
-    ) -> bool:
-        """A worker finished a task (outputs staged if ``ok``); False if it was stale."""
-        self.work.hear(worker)
-        task_id = (root, process, run)
-        name = worker_task_name(root, process, run, worker)
-        if self.work.holder(task_id) != worker:
-            self._clear_staging(root, name)
-            return False
-        self.work.release(task_id)
-        if not ok:
-            error = error or f"worker {worker} reported a failure"
-        outcome = Outcome(ok=ok, error=error, exit_code=exit_code, log_tail=log_tail)
-        state = await self.task_finished(root, process, run, outcome)
-        self._clear_staging(root, name)
-        return state is not None
-
-    def stop_work(self) -> None:
-        """The HTTP API is closing: answer every waiting ``/work/take`` now."""
-        self.work.close()
-
-    def worker_stopped(self, worker: str) -> None:
-        """The worker idled out; anything it still had goes back (the re-check)."""
-        self.work.forget(worker)
 
     # -- status ------------------------------------------------------------------------
 

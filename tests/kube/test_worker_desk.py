@@ -1,0 +1,102 @@
+"""The operator's side of the workers' protocol, in process: what a worker staged is
+published whatever the store lanes are doing, and a task a worker holds is never also
+given to a Job. (No cluster is needed: tasks for workers never touch the API.)"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from gaia.kube.host import KubeHost
+from gaia.kube.workers import WORKER_DATA
+from gaia.store import LocalStore
+from gaia.wire import TaskState
+
+MAKE = {
+    "key": "make",
+    "image": "ubuntu",
+    "command": ["sh", "-c", "echo made > /out/o"],
+    "outputs": {"OUT": "/out/o"},
+}
+
+
+class BusyLanes(LocalStore):
+    """A store whose clean-ups run late, as a namespace's store lane does under load
+    (it is busy with other publishes and lookups, or starved of CPU)."""
+
+    def clear_staging(self, root: str, job: str) -> None:
+        time.sleep(0.3)
+        super().clear_staging(root, job)
+
+
+def host_with_a_task(tmp_path: Path) -> tuple[KubeHost, Any]:
+    host = KubeHost(
+        None,  # type: ignore[arg-type]  # tasks for workers never reach the API server
+        tmp_path,
+        "gaia-data",
+        store=BusyLanes(tmp_path),
+        worker_image="ubuntu",
+    )
+    return host, asyncio.new_event_loop()
+
+
+def staged_by_a_worker(tmp_path: Path, offer: dict[str, Any]) -> None:
+    """What `gaia worker` does once its command succeeded: outputs into the staging."""
+    staging = tmp_path / offer["staging"].removeprefix(WORKER_DATA + "/")
+    for path in offer["outputs"]:
+        target = staging / path.strip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("made\n")
+
+
+def test_what_a_fast_worker_staged_is_published_while_the_lanes_lag(tmp_path: Path) -> None:
+    """The operator once cleared a task's staging folder when it offered the task,
+    without waiting: when the lane ran that clean-up late, after a fast worker had
+    staged its outputs, they were deleted and the task failed with "declared outputs
+    ['/out/o'] were not produced"."""
+    host, loop = host_with_a_task(tmp_path)
+
+    async def scenario() -> None:
+        await host.change_commands([MAKE])
+        host.desk.queue.hear("w1")
+        await host.merge("ns", [{"key": "p", "command": "make", "outputs": {"OUT": "o"}}])
+        for _ in range(3):  # earlier runs leave clean-ups queued in the lane
+            offer = (await host.desk.take("w1", 0))["task"]
+            staged_by_a_worker(tmp_path, offer)
+            report = {"ok": True, "exit_code": 0, "error": None, "log_tail": []}
+            assert await host.desk.done("w1", "ns", "p", offer["run"], **report)
+            task = host.namespaces["ns"].tasks["p"]
+            assert task.state is TaskState.COMPLETE, task.error
+            assert (tmp_path / "ns" / "o").read_text() == "made\n"
+            await host.expire("ns", ["p"])  # runs it again
+
+    loop.run_until_complete(scenario())
+    host.lanes.close()
+    loop.close()
+
+
+def test_a_task_a_worker_has_taken_stays_the_workers(tmp_path: Path) -> None:
+    """Between a worker taking a task and the offer being written, the re-check once saw
+    a task neither queued nor assigned, took it for a Job's and created a Job for it."""
+    host, loop = host_with_a_task(tmp_path)
+
+    async def scenario() -> None:
+        await host.change_commands([MAKE])
+        host.desk.queue.hear("w1")
+        await host.merge("ns", [{"key": "p", "command": "make", "outputs": {"OUT": "o"}}])
+        namespace = host.namespaces["ns"]
+        task = namespace.tasks["p"]
+        async with host.lock("ns"):  # the offer waits for the lock, as behind a re-check
+            taking = asyncio.create_task(host.desk.take("w1", 0))
+            await asyncio.sleep(0.05)
+            assert host.desk.queue.holder(("ns", "p", task.run)) == "w1"
+            assert host.desk.keeps(namespace, task)  # the re-check leaves it alone
+        offer = (await taking)["task"]
+        assert offer["process"] == "p"
+        assert namespace.tasks["p"].handle == {"worker": "w1"}
+
+    loop.run_until_complete(scenario())
+    host.lanes.close()
+    loop.close()
