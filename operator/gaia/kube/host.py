@@ -102,7 +102,12 @@ class KubeHost(Shell):
         # Jobs asked for and not yet created (waiting in the rate limiter, or in flight):
         # the re-check must not ask for them again.
         self.creating: set[str] = set()
-        self.desk = WorkerDesk(self)
+        self.desk = WorkerDesk(
+            self,
+            self.clear_staging,
+            image=None if s3 is not None else self.worker_image,
+            takes_all=worker_takes == "all",
+        )
 
     # -- what the shell asks of a host -------------------------------------------------
 

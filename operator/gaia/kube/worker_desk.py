@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from gaia.engine.instructions import StartTask
 from gaia.engine.namespace import Namespace
@@ -20,11 +21,8 @@ from gaia.engine.tasks import Task
 from gaia.kube.jobs import staging_dir
 from gaia.kube.work_queue import TaskId, WorkQueue
 from gaia.kube.workers import WORKER_ALIVE, WORKER_DATA, worker_task_name
-from gaia.shell import Outcome
+from gaia.shell import Kept, Outcome, Shell
 from gaia.wire import TaskState
-
-if TYPE_CHECKING:
-    from gaia.kube.host import KubeHost
 
 __all__ = ["MAX_WAIT", "WorkerDesk"]
 
@@ -33,18 +31,29 @@ MAX_WAIT = 30.0  # the longest long poll a worker is granted
 
 
 class WorkerDesk:
-    def __init__(self, host: KubeHost) -> None:
+    def __init__(
+        self,
+        host: Shell,
+        clear_staging: Callable[[str, str], None],
+        *,
+        image: str | None,
+        takes_all: bool = False,
+    ) -> None:
+        """Workers run ``image`` (None: no workers, as on the object store) and take the
+        tasks of commands with that image, or all with ``takes_all``."""
         self.host = host
+        self.clear_staging = clear_staging
+        self.image = image
+        self.takes_all = takes_all
         self.queue = WorkQueue(WORKER_ALIVE)
 
     def takes(self, image: str | None) -> bool:
         """Whether a task of a command with ``image`` goes to the workers: they run it
         with their own image's programs, so only a command of that image, unless told
-        to take all; never on the object store; only while a worker is alive."""
-        host = self.host
-        if host.s3 is not None or not self.queue.any_alive():
+        to take all; and only while a worker is alive."""
+        if self.image is None or not self.queue.any_alive():
             return False
-        return host.worker_takes == "all" or image == host.worker_image
+        return self.takes_all or image == self.image
 
     def hand_over(self, namespace: Namespace, start: StartTask) -> None:
         namespace.set_handle(start.process.key, start.run, {"worker": None})  # until taken
@@ -54,7 +63,7 @@ class WorkerDesk:
         """The task was cancelled: the worker's next heartbeat hears of it and kills it."""
         worker = self.queue.release(task)
         if worker:
-            self.host.clear_staging(task[0], worker_task_name(*task, worker))
+            self.clear_staging(task[0], worker_task_name(*task, worker))
 
     def keeps(self, namespace: Namespace, task: Task) -> bool:
         """The re-check's look at a workers' task: True if it stays theirs. A task whose
@@ -107,7 +116,7 @@ class WorkerDesk:
                 host.task_started(root, process, run, {"worker": worker})
             else:  # back from a worker gone silent
                 namespace.set_handle(process, run, {"worker": worker})
-                host.dirty.add(root)
+                host.keep(namespace, Kept(tasks=[task]))
             name = worker_task_name(root, process, run, worker)
             return {
                 "root": root,
@@ -150,14 +159,14 @@ class WorkerDesk:
         task_id = (root, process, run)
         name = worker_task_name(root, process, run, worker)
         if self.queue.holder(task_id) != worker:
-            self.host.clear_staging(root, name)
+            self.clear_staging(root, name)
             return False
         self.queue.release(task_id)
         if not ok:
             error = error or f"worker {worker} reported a failure"
         outcome = Outcome(ok=ok, error=error, exit_code=exit_code, log_tail=log_tail)
         state = await self.host.task_finished(root, process, run, outcome)
-        self.host.clear_staging(root, name)
+        self.clear_staging(root, name)
         return state is not None
 
     def close(self) -> None:
