@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gaia.bus import EventBus
+from gaia.engine import views
 from gaia.engine.instructions import CancelTask, DeleteData, Emit, Instruction, StartTask
 from gaia.engine.keys import render, root_problem
 from gaia.engine.namespace import Namespace
@@ -192,6 +193,20 @@ class Controller:
         path = self.executor.workdir(namespace.root, process, task.run) / "log"
         text = path.read_text(errors="replace") if path.exists() else ""
         return {"root": namespace.root, "process": process, "run": task.run, "log": text}
+
+    # -- the dashboard's views (pure functions of gaia.engine.views) --------------------
+
+    def overview(self) -> dict[str, Any]:
+        return views.namespaces(self.namespaces)
+
+    def graph(self, root: object, expand: object) -> dict[str, Any]:
+        return views.graph(self._namespace(root), expand)
+
+    def members(self, root: object, query: dict[str, Any]) -> dict[str, Any]:
+        return views.members(self._namespace(root), query)
+
+    def process(self, root: object, process: object) -> dict[str, Any]:
+        return views.process(self._namespace(root), process, self.registry.commands)
 
     # -- carrying out instructions -----------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from gaia.api import dashboard
 from gaia.bus import EventBus
 from gaia.controller import Controller
 from gaia.errors import GaiaError, InvalidRequest, TooLarge
@@ -42,6 +43,11 @@ class Backend(Protocol):
     def logs(self, root: object, process: object) -> Any: ...
     def workflows(self) -> Any: ...
     def events_since(self, after: int, root: str | None) -> list[dict[str, Any]]: ...
+    # the dashboard's views (gaia.engine.views)
+    def overview(self) -> Any: ...
+    def graph(self, root: object, expand: object) -> Any: ...
+    def members(self, root: object, query: dict[str, Any]) -> Any: ...
+    def process(self, root: object, process: object) -> Any: ...
 
 
 CONTROLLER = web.AppKey("controller", Backend)
@@ -145,6 +151,10 @@ ROUTES: dict[str, Callable[[Backend, dict[str, Any]], Any]] = {
     "/logs": lambda c, b: c.logs(_root(b), _field(b, "process")),
     "/workflows": lambda c, b: c.workflows(),
     "/upload": _upload,
+    "/overview": lambda c, b: c.overview(),
+    "/graph": lambda c, b: c.graph(_root(b), b.get("expand") or []),
+    "/members": lambda c, b: c.members(_root(b), b),
+    "/process": lambda c, b: c.process(_root(b), _field(b, "process")),
 }
 
 
@@ -211,6 +221,7 @@ def build_app(
         app.router.add_post(path, _call(_on_body(call)))
     app.router.add_get("/events", events)
     app.router.add_get("/health", health)
+    dashboard.add_routes(app)
 
     async def lifecycle(app: web.Application) -> Any:
         if isinstance(controller, Controller):  # the operator runs its backend itself

@@ -19,6 +19,7 @@ from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 
 from gaia.api.server import build_app
+from gaia.engine import views
 from gaia.engine.keys import root_problem
 from gaia.engine.namespace import Namespace
 from gaia.errors import InvalidRequest, NotFound, Unavailable
@@ -286,6 +287,20 @@ class KubeApi:
 
     def events_since(self, after: int, root: str | None) -> list[dict[str, Any]]:
         return self.host.history.since(after, root)
+
+    # -- the dashboard's views (pure functions of gaia.engine.views) --------------------
+
+    def overview(self) -> dict[str, Any]:
+        return views.namespaces({r: t.engine for r, t in self.host.tracked.items()})
+
+    def graph(self, root: object, expand: object) -> dict[str, Any]:
+        return views.graph(self._tracked(root).engine, expand)
+
+    def members(self, root: object, query: dict[str, Any]) -> dict[str, Any]:
+        return views.members(self._tracked(root).engine, query)
+
+    def process(self, root: object, process: object) -> dict[str, Any]:
+        return views.process(self._tracked(root).engine, process, self.host.registry.commands)
 
 
 async def serve_api(host: KubeHost, config: OperatorConfig) -> web.AppRunner:
