@@ -247,6 +247,7 @@ export function GroupDetail(props: {
   root: string;
   node: GraphNode | undefined;
   group: string;
+  label: string | undefined;
   expanded: boolean;
   version: number;
   onExpand: (group: string, open: boolean) => void;
@@ -278,7 +279,7 @@ export function GroupDetail(props: {
   return (
     <div class="detail group-detail" data-group={props.group}>
       <h2>
-        {node?.more ? node.label : node?.label ?? props.group}{" "}
+        {props.label ?? (node?.more ? undefined : node?.label) ?? props.group}{" "}
         {node && <Badge state={node.state} />}
       </h2>
       <p class="muted">

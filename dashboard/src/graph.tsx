@@ -8,6 +8,7 @@ import type { GraphNode } from "./types";
 
 const CHAR = 7.3; // width of one character of the 12px monospace labels
 const MAX_LABEL = 36;
+const MIN_FIT = 0.45; // fitting never shrinks labels below legible
 const PROCESS_HEIGHT = 44;
 const DATA_HEIGHT = 28;
 const BAR_STATES = ["complete", "running", "queued", "error", "computing"];
@@ -41,8 +42,14 @@ function computeLayout(nodes: GraphNode[], edges: [string, string][]): Layout {
   const graph = new Graph();
   graph.setGraph({ rankdir: "LR", nodesep: 14, ranksep: 56, marginx: 16, marginy: 16 });
   graph.setDefaultEdgeLabel(() => ({}));
-  for (const node of nodes) graph.setNode(node.id, size(node));
-  for (const [from, to] of edges) graph.setEdge(from, to);
+  // dagre stacks what it is given last on top: feed it backwards, so that members are
+  // drawn top down in the server's (natural) order.
+  const index = new Map(nodes.map((node, i) => [node.id, i]));
+  const ordered = edges
+    .slice()
+    .sort((a, b) => (index.get(a[0])! - index.get(b[0])!) || (index.get(a[1])! - index.get(b[1])!));
+  for (const node of nodes.slice().reverse()) graph.setNode(node.id, size(node));
+  for (const [from, to] of ordered.reverse()) graph.setEdge(from, to);
   layout(graph);
   const boxes = new Map<string, Box>();
   for (const node of nodes) {
@@ -101,10 +108,14 @@ export function GraphView(props: {
     const element = svg.current;
     if (!element) return;
     const { width, height } = element.getBoundingClientRect();
-    const k = Math.min(1.4, width / (laid.width + 40), height / (laid.height + 40));
+    // The whole graph if it is legible so; else legible, from its top left corner.
+    const k = Math.max(
+      MIN_FIT,
+      Math.min(1.4, width / (laid.width + 40), height / (laid.height + 40)),
+    );
     setView({
       k,
-      x: (width - laid.width * k) / 2,
+      x: Math.max(8, (width - laid.width * k) / 2),
       y: Math.max(8, (height - laid.height * k) / 2),
     });
   }

@@ -9,6 +9,7 @@ export class Throttle {
   private last = -Infinity;
   private took = 0;
   private stopped = false;
+  private urgent = false; // a now() came while running
 
   constructor(
     private readonly job: () => Promise<void>,
@@ -32,6 +33,17 @@ export class Throttle {
     }
   }
 
+  /** Run as soon as the current run (if any) ends: for what the user just asked. */
+  now(): void {
+    if (this.stopped) return;
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    if (this.running) this.pending = this.urgent = true;
+    else void this.run();
+  }
+
   stop(): void {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
@@ -39,7 +51,7 @@ export class Throttle {
 
   private async run(): Promise<void> {
     this.running = true;
-    this.pending = false;
+    this.pending = this.urgent = false;
     const started = performance.now();
     try {
       await this.job();
@@ -47,7 +59,8 @@ export class Throttle {
       this.running = false;
       this.last = performance.now();
       this.took = this.last - started;
-      if (this.pending) this.request();
+      if (this.urgent && !this.stopped) void this.run();
+      else if (this.pending) this.request();
     }
   }
 }

@@ -27,6 +27,7 @@ export interface GraphReply {
   version: number;
   groups: number;
   expanded: string[];
+  labels: Record<string, string>; // the expanded groups' labels
   truncated: boolean;
   nodes: GraphNode[];
   edges: [string, string][];

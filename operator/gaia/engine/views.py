@@ -95,6 +95,7 @@ def graph(ns: Namespace, expand: object = ()) -> dict[str, Any]:
         "version": ns.graph.version,
         "groups": sum(1 for g in grouped.groups.values() if len(g.members) > 1),
         "expanded": sorted(g for g in opened if len(grouped.groups[g].members) > 1),
+        "labels": {g: grouped.groups[g].label for g in opened},  # of groups drawn as members
         "truncated": truncated,
         "nodes": nodes,
         "edges": edges,
