@@ -268,6 +268,8 @@ def serve(
         + events,
         flush=True,
     )
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    print(f"gaia: dashboard at {dashboard.url(f'{shown}:{port}')}", flush=True)
     web.run_app(
         build_app(controller),
         host=host,
