@@ -71,49 +71,52 @@ def _build(graph: Graph) -> Grouping:
     process_group: dict[str, str] = {}
     data_group: dict[str, str] = {}
     source_bindings: dict[str, set[tuple[str, str]]] = defaultdict(set)
-    reads: dict[str, set[str]] = defaultdict(set)  # process group -> data keys' groups, later
+    reads: dict[str, set[str]] = defaultdict(set)  # process group -> the data keys it reads
     produced = graph.producer
-    for process in graph.processes.values():
-        gid = process_group_id(process)
-        process_group[process.key] = gid
-        group = groups.get(gid)
-        if group is None:
-            group = groups[gid] = Group(gid, "process", "", command=process.command)
-        group.members.append(process.key)
-        for name, key in process.outputs.items():
-            data_group[key] = f"dg:{gid[3:]}>{name}"
-        for name, key in process.inputs.items():
-            if key not in produced:
-                source_bindings[key].add((gid, name))
-    for key, bindings in source_bindings.items():
-        data_group[key] = "dg:<" + ",".join(f"{g[3:]}>{n}" for g, n in sorted(bindings))
-    owners: dict[str, set[str]] = defaultdict(set)
-    for key, gid in data_group.items():
-        group = groups.get(gid)
-        if group is None:
-            group = groups[gid] = Group(gid, "data", "")
-            producer = produced.get(key)
-            if producer is not None:
-                owners[gid].add(process_group[producer])
-        group.members.append(key)
-    for key, bindings in source_bindings.items():
-        owners[data_group[key]].update(g for g, _ in bindings)
-    owned: dict[str, list[str]] = defaultdict(list)
-    for gid, candidates in owners.items():
-        if len(candidates) == 1:  # a source read by several groups expands with none
-            owner = next(iter(candidates))
-            groups[gid].owner = owner
-            owned[owner].append(gid)
-    for process in graph.processes.values():
-        reads[process_group[process.key]].update(process.inputs.values())
+    ids: dict[tuple[str, str], str] = {}  # (spec, steps) -> group id
+    writes: dict[str, dict[str, Group]] = {}  # process group -> output name -> data group
     edges: set[tuple[str, str]] = set()
+    for process in graph.processes.values():  # the hot loop: a few µs a process
+        key = process.key
+        place = (process.spec, key.partition(":")[2] if ":" in key else "")
+        gid = ids.get(place)
+        if gid is None:
+            gid = ids[place] = process_group_id(process)
+            groups[gid] = Group(gid, "process", "", command=process.command)
+            writes[gid] = {}
+        process_group[key] = gid
+        groups[gid].members.append(key)
+        named = writes[gid]
+        for name, data_key in process.outputs.items():
+            written = named.get(name)
+            if written is None:
+                dgid = f"dg:{gid[3:]}>{name}"
+                written = named[name] = groups[dgid] = Group(dgid, "data", "", owner=gid)
+                groups[gid].writes.append(dgid)
+                edges.add((gid, dgid))
+            data_group[data_key] = written.id
+            written.members.append(data_key)
+        inputs = process.inputs
+        reads[gid].update(inputs.values())
+        for name, data_key in inputs.items():
+            if data_key not in produced:
+                source_bindings[data_key].add((gid, name))
+    readers: dict[str, set[str]] = defaultdict(set)  # source group -> process groups
+    for key, bindings in source_bindings.items():
+        dgid = "dg:<" + ",".join(f"{g[3:]}>{n}" for g, n in sorted(bindings))
+        data_group[key] = dgid
+        if dgid not in groups:
+            groups[dgid] = Group(dgid, "data", "")
+        groups[dgid].members.append(key)
+        readers[dgid].update(g for g, _ in bindings)
+    owned: dict[str, list[str]] = defaultdict(list)
+    for group in groups.values():
+        if group.kind == "data" and group.owner is None and len(readers[group.id]) == 1:
+            group.owner = next(iter(readers[group.id]))  # read by several: expands with none
+        if group.owner is not None:
+            owned[group.owner].append(group.id)
     for gid, keys in reads.items():
-        edges.update((dgid, gid) for dgid in {data_group[key] for key in keys})
-    for gid, group in groups.items():
-        if group.kind == "data" and gid.startswith("dg:") and not gid.startswith("dg:<"):
-            writer = process_group[produced[group.members[0]]]
-            edges.add((writer, gid))
-            groups[writer].writes.append(gid)
+        edges.update((dgid, gid) for dgid in set(map(data_group.__getitem__, keys)))
     for group in groups.values():
         group.label = _label(group)
     return Grouping(graph.version, groups, process_group, data_group, sorted(edges), dict(owned))
