@@ -13,7 +13,13 @@ from gaia.drawing import _layers, dot, draw, mermaid, svg
 def _node(
     node_id: str, kind: str = "process", state: str = "complete", size: int = 1
 ) -> dict[str, Any]:
-    return {"id": node_id, "kind": kind, "label": node_id.split(":", 1)[1], "state": state, "size": size}
+    return {
+        "id": node_id,
+        "kind": kind,
+        "label": node_id.split(":", 1)[1],
+        "state": state,
+        "size": size,
+    }
 
 
 GRAPH = {
