@@ -29,7 +29,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             target.write_bytes(source.read_bytes())
     flow.command(gaia.load_yaml(TRIANGLE / "commands.yaml"))
     flow.merge("triangle", gaia.load_yaml(TRIANGLE / "processes.yaml"))
-    wait_for(flow, "triangle")
+    status = wait_for(flow, "triangle", ("complete", "error"))
+    failed = {
+        k: (t.get("error"), t.get("log_tail"))
+        for k, t in status["tasks"].items()
+        if t["state"] == "error"
+    }
+    assert status["state"] == "complete", f"the triangle failed: {failed}"
     yield started
     started.stop()
 
