@@ -1,31 +1,43 @@
 # Gaia: `make run` shows a workflow computing on this machine; `make test` runs everything.
-# Both install what they need first (a virtualenv in .venv, bubblewrap when possible).
+# Both install what they need first (a virtualenv in .venv, bubblewrap when possible;
+# `make test` also Debian's chromium for the dashboard's browser tests).
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   ?= gaia-data
 
-.PHONY: run test lint typecheck unit bench deps sandbox clean help components kafka
+# On a terminal, `make run` keeps the dashboard up after the run (Ctrl-C ends it).
+STAY   ?= $(shell test -t 0 && test -t 1 && echo --stay)
+
+.PHONY: run test lint typecheck unit bench deps sandbox clean help components kafka dashboard browser
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 14
 
-run: deps sandbox  ## run the triangle workflow on the embedded server, with live progress
-	$(BIN)/gaia run examples/triangle --data $(DATA)
+run: deps sandbox dashboard  ## run the triangle workflow on the embedded server, with live progress
+	$(BIN)/gaia run examples/triangle --data $(DATA) $(STAY)
 
-test: deps sandbox components kafka lint typecheck  ## lint, type-check and run the whole test suite
+test: deps sandbox browser components kafka lint typecheck  ## lint, type-check and run the whole test suite
 	$(BIN)/pytest
 
 unit: deps  ## only the fast engine tests
 	$(BIN)/pytest tests/engine -q
 
 lint: deps
-	$(BIN)/ruff check --no-cache operator tests benchmarks
-	$(BIN)/ruff format --check operator tests benchmarks
+	$(BIN)/ruff check --no-cache operator tests benchmarks dashboard/build.py
+	$(BIN)/ruff format --check operator tests benchmarks dashboard/build.py
 
 typecheck: deps
 	$(BIN)/mypy
+	$(BIN)/python dashboard/build.py --deps
+	cd dashboard && node_modules/.bin/tsc --noEmit
+
+# The page is committed, built (npm ci + vite, Node 20+) only when dashboard/ changed:
+# `make run` needs no Node; tests/dashboard checks that the committed page is built from
+# the sources (so after changing them: `make dashboard`, and commit the result).
+dashboard:  ## build the dashboard into operator/gaia/dashboard/ if its sources changed
+	$(PYTHON) dashboard/build.py
 
 bench: deps sandbox  ## print the engine's and the server's figures
 	$(BIN)/python benchmarks/engine_bench.py
@@ -47,8 +59,16 @@ sandbox:
 	      || echo "note: could not install bubblewrap; tasks will run with rewritten paths"; \
 	  else echo "note: bubblewrap missing (apt-get install bubblewrap); tasks will run with rewritten paths"; fi; }
 
+# Debian's chromium, for the dashboard's browser tests (tests/dashboard).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+	      || echo "note: could not install chromium; the browser tests will fail"; \
+	  else echo "note: chromium missing (apt-get install chromium); the browser tests will fail"; fi; }
+
 clean:  ## remove the virtualenv, caches and the run's data
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(DATA)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(DATA) dashboard/node_modules
 
 components:  ## build the real Kubernetes test components (cached in .cache/)
 	tests/components/build.sh

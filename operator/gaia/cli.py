@@ -1,50 +1,47 @@
 """The ``gaia`` command: run a workflow folder, serve the API, inspect and steer namespaces.
 
     gaia run examples/triangle            # embedded server, live progress, results listed
-    gaia serve --port 24442               # a standalone server for the client and the CLI
+    gaia serve --port 24442               # a standalone server, its dashboard at /ui/
     gaia status triangle                  # state, counts, failures, waiting keys
 
 Every subcommand has ``--help`` with an example. Errors print ``gaia: error: <message>``
-and exit 2. This is the only module that configures logging (``--verbose``).
+and exit 2. Output goes through ``rich``: colours and live lines on a terminal, plain lines
+elsewhere. Shell completion is argcomplete's (``gaia completion bash``). This is the only
+module that configures logging (``--verbose``).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import filecmp
 import json
 import logging
 import os
-import re
-import shutil
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gaia.client import DEFAULT_HOST, DEFAULT_PORT, Gaia, load_yaml
-from gaia.errors import GaiaError, InvalidRequest
-from gaia.progress import Progress, listing, render_status, render_summary
+from gaia.client import DEFAULT_HOST, DEFAULT_PORT, Gaia
+from gaia.errors import GaiaError, NotFound
+from gaia.pod_commands import add_pod_commands
 
 __all__ = ["main"]
 
 DEFAULT_DATA = Path("gaia-data")
-EXIT_CODES = {"complete": 0, "error": 1, "incomplete": 1, "halted": 1}
+SHELLS = ("bash", "zsh", "fish")
+EPILOG = """\
+Start with:  gaia run examples/triangle
+Inside Kubernetes pods (not at a prompt): gaia operator, gaia worker, gaia task
+(each with --help). Shell completion: eval "$(gaia completion bash)"."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``gaia`` command line; return its exit code."""
-    args = _parser().parse_args(argv)
-    level = (
-        logging.DEBUG
-        if args.verbose
-        else logging.INFO
-        if args.func in (_serve, _worker)
-        else logging.WARNING
-    )
+    parser = _parser()
+    _complete(parser)
+    args = parser.parse_args(argv)
+    # Servers and workers narrate at INFO (set_defaults(log_level=...)); the rest warns.
+    level = logging.DEBUG if args.verbose else getattr(args, "log_level", logging.WARNING)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # kafka-python narrates every connection at INFO
         logging.getLogger("kafka").setLevel(logging.WARNING)
@@ -61,36 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _operator(args: argparse.Namespace) -> int:
-    from gaia.kube.operator import main as run_operator
-
-    run_operator()
-    return 0
-
-
-def _worker(args: argparse.Namespace) -> int:
-    from gaia.worker.remote import main as run_worker
-
-    return run_worker(args.key, args.api, args.idle)
-
-
-def _task_fetch(args: argparse.Namespace) -> int:
-    from gaia.worker.transfer import main_fetch  # boto3: only task pods on S3 need it
-
-    return main_fetch(args.root, Path(args.work), [tuple(pair) for pair in args.input or []])
-
-
-def _task_upload(args: argparse.Namespace) -> int:
-    from gaia.worker.transfer import main_upload
-
-    exit_file = Path(args.exit_file) if args.exit_file else None
-    return main_upload(
-        args.root, args.job, Path(args.work), args.output or [], exit_file, args.timeout
-    )
-
-
 def _serve(args: argparse.Namespace) -> int:
-    from gaia.standalone.serve import serve  # it says where it serves
+    import contextlib
+
+    from gaia.standalone.serve import serve  # it says where it serves, and the dashboard's URL
 
     with contextlib.suppress(KeyboardInterrupt):
         serve(
@@ -105,138 +76,62 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    folder = Path(args.dir)
-    if not folder.is_dir():
-        raise InvalidRequest(f"{folder} is not a folder holding commands.yaml and processes.yaml")
-    commands = _yaml_list(folder / "commands.yaml", "commands")
-    processes = _yaml_list(folder / "processes.yaml", "processes")
-    root = args.namespace or namespace_for(folder)
-    say: Callable[[str], None] = (lambda text: None) if args.quiet else print
-    data_dir = Path(args.data) if args.data else None if args.host else DEFAULT_DATA
-    if data_dir is not None:
-        seed(folder / "data", data_dir / root, say)
-    elif (folder / "data").is_dir():
-        say(
-            f"note: {folder / 'data'} is not copied to the remote server at {args.host}; put "
-            "those keys into its data store, or pass --data DIR if it shares this filesystem"
-        )
-    started = time.monotonic()
-    with contextlib.ExitStack() as stack:
-        host = args.host
-        if host is None:
-            from gaia.standalone.embedded import EmbeddedServer
+    from gaia.folder import run_folder  # the embedded server: aiohttp, only when asked for
 
-            embedded = EmbeddedServer(data_dir=data_dir or DEFAULT_DATA, workers=args.workers)
-            server = stack.enter_context(embedded)
-            host = server.address
-            say(f"embedded Gaia server at {host}: data in {data_dir}/, {args.workers} workers")
-        client = Gaia({"gaia_host": host})
-        try:
-            reply = client.command(commands)
-            say(f"{len(reply.get('commands') or [])} commands registered")
-            changed = (client.merge(root, processes).get("processes") or {}).get(root) or []
-            say(
-                f"{root}: {len(changed)} processes added or changed"
-                if changed
-                else f"{root}: processes unchanged"
-            )
-            progress = Progress(client, root, out=None if args.quiet else sys.stdout)
-            progress.start()
-            client.trigger(root)
-            status = progress.wait()
-        except KeyboardInterrupt:
-            print(f"\ninterrupted. {_resume_hint(args, root, host)}", file=sys.stderr)
-            return 130
-        results = data_dir / root if data_dir else None
-        print(render_summary(root, status, time.monotonic() - started, results, host))
-    return EXIT_CODES.get(str(status.get("state")), 1)
-
-
-def seed(source: Path, target: Path, say: Callable[[str], None] = print) -> int:
-    """Copy the files under ``source`` missing from ``target``; keep differing ones, saying so.
-
-    Each file lands whole (written aside, then renamed). Returns how many were copied.
-    """
-    if not source.is_dir():
-        return 0
-    copied = same = 0
-    for path in sorted(p for p in source.rglob("*") if p.is_file()):
-        key = path.relative_to(source).as_posix()
-        destination = target / key
-        if destination.exists():
-            if destination.is_file() and filecmp.cmp(path, destination, shallow=False):
-                same += 1
-            else:  # said even with --quiet: the run will not use the file the user gave
-                print(
-                    f"kept existing {key}: {destination} differs from {path}; delete it "
-                    "and expire the key to use the new file",
-                    file=sys.stderr,
-                )
-            continue
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        # Aside in the data folder itself (same filesystem), outside every namespace.
-        with (
-            path.open("rb") as src,
-            tempfile.NamedTemporaryFile(dir=target.parent, prefix=".seed-", delete=False) as tmp,
-        ):
-            shutil.copyfileobj(src, tmp)
-        os.replace(tmp.name, destination)
-        copied += 1
-    say(
-        f"seeded {copied} {'key' if copied == 1 else 'keys'} from {source} into {target}/"
-        + (f" ({same} already there)" if same else "")
-    )
-    return copied
-
-
-def namespace_for(folder: Path) -> str:
-    """The default namespace of a workflow folder: its name, lowercased, in [a-z0-9-]."""
-    name = re.sub(r"[^a-z0-9-]+", "-", folder.resolve().name.lower()).strip("-")
-    if not name:
-        raise InvalidRequest(f"cannot make a namespace name of {folder}; pass --namespace NS")
-    return name
-
-
-def _resume_hint(args: argparse.Namespace, root: str, host: str) -> str:
-    if args.host is None:
-        return (
-            "The embedded server stopped its tasks; what completed is kept in "
-            f"{args.data or DEFAULT_DATA}/{root}/. Run the same `gaia run` again to resume."
-        )
-    return (
-        f"The server at {host} keeps state and keeps running {root}: follow it with "
-        f"`gaia status {root} --host {host}`, stop it with `gaia halt {root} --host {host}`."
-    )
-
-
-def _yaml_list(path: Path, what: str) -> list[Any]:
-    document = load_yaml(path)
-    if not isinstance(document, list):
-        raise InvalidRequest(f"{path}: expected a YAML list of {what}, found a mapping")
-    return document
+    return run_folder(args)
 
 
 def _client(args: argparse.Namespace) -> Gaia:
     return Gaia({"gaia_host": args.host, "kafka_host": getattr(args, "kafka", None)})
 
 
+def _show(renderable: Any) -> None:
+    from gaia.progress import show
+
+    show(renderable)
+
+
 def _status(args: argparse.Namespace) -> int:
-    if args.namespace is None:
-        reply = _client(args).workflows()
+    from gaia.progress import namespaces_view, status_view
+
+    client = _client(args)
+    if args.namespace is not None:
+        reply = client.status(args.namespace)
         if args.json:
             print(json.dumps(reply, indent=2))
-            return 0
-        for name, state in sorted((reply.get("workflows") or {}).items()):
-            print(f"{name}  {state}")
-        if not reply.get("workflows"):
-            print("no namespaces yet; start one with `gaia run DIR`")
+        else:
+            _show(status_view(reply))
         return 0
-    reply = _client(args).status(args.namespace)
-    print(json.dumps(reply, indent=2) if args.json else render_status(reply))
+    try:
+        listed = client.overview().get("namespaces") or []
+    except NotFound:  # a server from before /overview
+        states = client.workflows().get("workflows") or {}
+        listed = [{"root": root, "state": state} for root, state in states.items()]
+    if args.json:
+        print(json.dumps({"namespaces": listed}, indent=2))
+    elif listed:
+        _show(namespaces_view(listed))
+    else:
+        print("no namespaces yet; start one with `gaia run DIR`")
+    return 0
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from gaia.drawing import draw
+
+    expand = ["*"] if args.all else list(args.expand or [])
+    text = draw(_client(args).graph(args.namespace, expand), args.format)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote the graph of {args.namespace} to {args.output} ({args.format})")
+    else:
+        sys.stdout.write(text)
     return 0
 
 
 def _expire(args: argparse.Namespace) -> int:
+    from gaia.progress import listing
+
     expired = _client(args).expire(args.namespace, args.keys).get("expire") or {}
     for kind in ("process", "data"):
         keys = list(expired.get(kind) or [])
@@ -257,7 +152,19 @@ def _trigger(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    reply = _client(args).logs(args.namespace, args.process)
+    client = _client(args)
+    if args.follow:
+        from gaia.logtail import follow
+
+        def write(line: str) -> None:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+        ended, event = follow(client, args.namespace, args.process, write)
+        detail = f": {event.get('error')}" if event and event.get("error") else ""
+        print(f"({args.process}: {ended}{detail})", file=sys.stderr)
+        return 1 if ended == "error" else 0
+    reply = client.logs(args.namespace, args.process)
     text = str(reply.get("log") or "")
     sys.stdout.write(text if not text or text.endswith("\n") else text + "\n")
     if not text:
@@ -275,19 +182,14 @@ def _launch(args: argparse.Namespace) -> int:
 
 
 def _commands(args: argparse.Namespace) -> int:
+    from gaia.progress import commands_view
+
     commands = _client(args).command([]).get("commands") or []
     if args.json:
         print(json.dumps(commands, indent=2))
-        return 0
-    width = max((len(str(c.get("key"))) for c in commands), default=0)
-    for command in commands:
-        if command.get("steps"):
-            steps = ", ".join(str(s.get("key")) for s in command["steps"])
-            detail = f"composite of {len(command['steps'])} steps: {steps}"
-        else:
-            detail = f"{command.get('image')}  {' '.join(map(str, command.get('command') or []))}"
-        print(f"{command.get('key')!s:<{width}}  {detail}")
-    if not commands:
+    elif commands:
+        _show(commands_view(commands))
+    else:
         print("no commands yet; register some with `gaia run DIR` or the client's command()")
     return 0
 
@@ -301,12 +203,19 @@ def _listen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _completion(args: argparse.Namespace) -> int:
+    import argcomplete
+
+    sys.stdout.write(argcomplete.shellcode(["gaia"], shell=args.shell))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gaia",
         description="Run networks of dependent computations: a workflow folder, a server, "
         "and the namespaces on it.",
-        epilog="Try: gaia run examples/triangle",
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -336,14 +245,56 @@ def _parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=func)
         return sub
 
+    def namespace(sub: Any, **options: Any) -> None:
+        action = sub.add_argument("namespace", metavar="NS", **options)
+        action.completer = _complete_namespaces
+
     workers = os.cpu_count() or 1
+    sub = add(
+        "run",
+        _run,
+        "run a workflow folder (commands.yaml, processes.yaml, data/) to the end",
+        "gaia run examples/triangle --namespace triangle",
+        remote_=False,
+    )
+    sub.add_argument("dir", metavar="DIR", help="folder with commands.yaml, processes.yaml, data/")
+    sub.add_argument(
+        "-n",
+        "--namespace",
+        metavar="NS",
+        help="namespace to run in (default: the folder's name, lowercased)",
+    )
+    sub.add_argument(
+        "--host", metavar="HOST:PORT", help="use this server instead of starting an embedded one"
+    )
+    sub.add_argument(
+        "--data",
+        metavar="DATA",
+        help="the server's data folder, to seed DIR/data into "
+        f"(default with the embedded server: ./{DEFAULT_DATA})",
+    )
+    sub.add_argument(
+        "--workers",
+        type=_positive,
+        default=workers,
+        metavar="N",
+        help="tasks the embedded server runs at once (default: %(default)s)",
+    )
+    sub.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    sub.add_argument(
+        "--stay",
+        action="store_true",
+        help="keep the embedded server and its dashboard up after the run, until Ctrl-C",
+    )
+
     sub = add(
         "serve",
         _serve,
-        "run a standalone Gaia server (HTTP API, local tasks)",
+        "run a standalone Gaia server (HTTP API, dashboard at /ui/, local tasks)",
         "gaia serve --port 24442 --data ./gaia-data",
         remote_=False,
     )
+    sub.set_defaults(log_level=logging.INFO)
     sub.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     sub.add_argument("--port", type=_port, default=DEFAULT_PORT, help="default: %(default)s")
     sub.add_argument(
@@ -378,170 +329,110 @@ def _parser() -> argparse.ArgumentParser:
         help="Kafka topic of every other event (default: %(default)s)",
     )
 
-    add(
-        "operator",
-        _operator,
-        "run the Kubernetes operator (kopf) against the current kubeconfig's cluster; "
-        "configured by GAIA_STORE_PATH, GAIA_STORE_CLAIM, GAIA_API_PORT, ... (docs/kubernetes.md)",
-        "GAIA_STORE_PATH=/data gaia operator",
-        remote_=False,
-    )
-
-    sub = add(
-        "worker",
-        _worker,
-        "inside a worker pod on Kubernetes: take tasks from the operator and run them "
-        "until idle (started by `gaia launch`; docs/kubernetes.md)",
-        "gaia worker --key w1 --api http://gaia.gaia.svc:24442 --idle 300",
-        remote_=False,
-    )
-    sub.add_argument("--key", required=True, help="this worker's name (a DNS label)")
-    sub.add_argument(
-        "--api", required=True, metavar="URL", help="the operator's HTTP API, e.g. http://HOST:PORT"
-    )
-    sub.add_argument(
-        "--idle",
-        type=float,
-        default=300.0,
-        metavar="SECONDS",
-        help="stop after this long without work (default: %(default)s)",
-    )
-
-    task = add(
-        "task",
-        None,
-        "inside a task pod on the S3 store: fetch inputs, upload outputs (used by the operator)",
-        "gaia task fetch --root triangle --input /in/in animals/rabbit",
-        remote_=False,
-    )
-    task.set_defaults(func=lambda args: _usage(task))
-    steps = task.add_subparsers(title="steps", metavar="STEP")
-    where = argparse.ArgumentParser(add_help=False, parents=[verbose])
-    where.add_argument("--root", required=True, metavar="NS", help="the Gaia namespace")
-    where.add_argument(
-        "--work",
-        default="/gaia/work",
-        metavar="DIR",
-        help="the pod's shared folder; container path /p is DIR/fs/p (default: %(default)s)",
-    )
-    bucket = (
-        "The bucket is $GAIA_S3_BUCKET (keys under $GAIA_S3_PREFIX, server $GAIA_S3_ENDPOINT, "
-        "region $GAIA_S3_REGION); credentials are the standard AWS variables."
-    )
-    step = steps.add_parser(
-        "fetch",
-        help="download each input object (or directory key) to its container path",
-        description="Download each input key to DIR/fs/PATH. " + bucket,
-        epilog="example:\n  gaia task fetch --root triangle --input /in/in animals/rabbit",
-        parents=[where],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    step.add_argument(
-        "--input",
-        nargs=2,
-        action="append",
-        metavar=("PATH", "KEY"),
-        help="container path and the data key to put there (repeatable)",
-    )
-    step.set_defaults(func=_task_fetch)
-    step = steps.add_parser(
-        "upload",
-        help="wait for the command's exit code; if 0, upload the outputs to staging",
-        description="Wait for DIR/run/exit; if it holds 0 upload each output DIR/fs/PATH to "
-        "<prefix>/.gaia/staging/NS/JOB/PATH. Exits with the command's code. " + bucket,
-        epilog="example:\n  gaia task upload --root triangle --job gaia-triangle-md5-1 "
-        "--output /out/out",
-        parents=[where],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    step.add_argument("--job", required=True, help="the Job's name (the staging folder)")
-    step.add_argument(
-        "--output",
-        action="append",
-        metavar="PATH",
-        help="a declared output's container path, '/' ending for a directory (repeatable)",
-    )
-    step.add_argument(
-        "--exit-file", metavar="FILE", help="where the exit code appears (default: DIR/run/exit)"
-    )
-    step.add_argument(
-        "--timeout", type=float, metavar="SECONDS", help="give up waiting after this long"
-    )
-    step.set_defaults(func=_task_upload)
-
-    sub = add(
-        "run",
-        _run,
-        "run a workflow folder (commands.yaml, processes.yaml, data/) to the end",
-        "gaia run examples/triangle --namespace triangle",
-        remote_=False,
-    )
-    sub.add_argument("dir", metavar="DIR", help="folder with commands.yaml, processes.yaml, data/")
-    sub.add_argument(
-        "-n",
-        "--namespace",
-        metavar="NS",
-        help="namespace to run in (default: the folder's name, lowercased)",
-    )
-    sub.add_argument(
-        "--host", metavar="HOST:PORT", help="use this server instead of starting an embedded one"
-    )
-    sub.add_argument(
-        "--data",
-        metavar="DATA",
-        help="the server's data folder, to seed DIR/data into "
-        f"(default with the embedded server: ./{DEFAULT_DATA})",
-    )
-    sub.add_argument(
-        "--workers",
-        type=_positive,
-        default=workers,
-        metavar="N",
-        help="tasks the embedded server runs at once (default: %(default)s)",
-    )
-    sub.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
-
     sub = add(
         "status",
         _status,
         "show a namespace's state, counts, failures and waiting keys",
-        "gaia status triangle   (without NS: every namespace and its state)",
+        "gaia status triangle   (without NS: every namespace, its state and counts)",
     )
-    sub.add_argument("namespace", metavar="NS", nargs="?", help="the namespace (default: all)")
+    namespace(sub, nargs="?", help="the namespace (default: all)")
     sub.add_argument("--json", action="store_true", help="print the server's raw reply")
+
+    sub = add(
+        "graph",
+        _graph,
+        "print a namespace's graph, fan-outs grouped, as Mermaid, DOT or SVG",
+        "gaia graph triangle --format svg -o triangle.svg",
+    )
+    namespace(sub)
+    sub.add_argument(
+        "-f", "--format", choices=("mermaid", "dot", "svg"), default="mermaid",
+        help="mermaid (Markdown, notebooks), dot (Graphviz) or svg (default: %(default)s)",
+    )  # fmt: skip
+    sub.add_argument(
+        "--expand", action="append", metavar="GROUP",
+        help="draw this group's members one by one (a group id, e.g. pg:cat; repeatable)",
+    )  # fmt: skip
+    sub.add_argument("--all", action="store_true", help="expand every group (small graphs)")
+    sub.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+
+    sub = add(
+        "logs",
+        _logs,
+        "print the log of a process's latest task; -f follows it while it runs",
+        "gaia logs -f triangle cat-rabbit",
+    )
+    namespace(sub)
+    process = sub.add_argument("process", metavar="PROCESS", help="the process key")
+    process.completer = _complete_processes
+    sub.add_argument(
+        "-f", "--follow", action="store_true", help="then print new lines until the task ends"
+    )
+
     sub = add(
         "expire",
         _expire,
         "expire process or data keys and recompute what depends on them",
         "gaia expire triangle md5-rabbit hello/snake",
     )
-    sub.add_argument("namespace", metavar="NS")
-    sub.add_argument("keys", metavar="KEY", nargs="+", help="a process key or a data key")
+    namespace(sub)
+    keys = sub.add_argument("keys", metavar="KEY", nargs="+", help="a process key or a data key")
+    keys.completer = _complete_processes
     for name, func, text in (
         ("halt", _halt, "cancel a namespace's running tasks, start none"),
         ("trigger", _trigger, "start what is runnable, retrying failures"),
     ):
-        add(name, func, text, f"gaia {name} triangle").add_argument("namespace", metavar="NS")
-    sub = add(
-        "logs", _logs, "print the log of a process's latest task", "gaia logs triangle cat-rabbit"
-    )
-    sub.add_argument("namespace", metavar="NS")
-    sub.add_argument("process", metavar="PROCESS", help="the process key")
-    sub = add("launch", _launch, "start workers, one per key", "gaia launch worker-a worker-b")
-    sub.add_argument("keys", metavar="KEY", nargs="+", help="a worker key (unique)")
-    sub = add("commands", _commands, "list the registered commands", "gaia commands --json")
-    sub.add_argument("--json", action="store_true", help="print the server's raw list")
+        namespace(add(name, func, text, f"gaia {name} triangle"))
     sub = add(
         "listen", _listen, "print events as they happen, until Ctrl-C", "gaia listen triangle"
     )
-    sub.add_argument("namespace", metavar="NS", nargs="?", help="only this namespace's events")
+    namespace(sub, nargs="?", help="only this namespace's events")
     sub.add_argument(
         "--kafka",
         metavar="HOST:PORT",
         default=os.environ.get("GAIA_KAFKA_HOST"),
         help="read the Kafka topics instead of the server's stream ($GAIA_KAFKA_HOST)",
     )
+    sub = add("launch", _launch, "start workers, one per key", "gaia launch worker-a worker-b")
+    sub.add_argument("keys", metavar="KEY", nargs="+", help="a worker key (unique)")
+    sub = add("commands", _commands, "list the registered commands", "gaia commands --json")
+    sub.add_argument("--json", action="store_true", help="print the server's raw list")
+    sub = add(
+        "completion",
+        _completion,
+        "print the shell code that completes gaia's commands, namespaces and processes",
+        "gaia completion bash > ~/.local/share/bash-completion/completions/gaia",
+        remote_=False,
+    )
+    sub.add_argument("shell", choices=SHELLS, help="the shell")
+    add_pod_commands(subs, verbose, _usage)
     return parser
+
+
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Answer the shell's completion request (argcomplete) if this is one; else nothing."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    import argcomplete
+
+    argcomplete.autocomplete(parser)
+
+
+def _complete_namespaces(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    try:
+        client = Gaia({"gaia_host": parsed_args.host, "timeout": 2})
+        return sorted(client.workflows().get("workflows") or {})
+    except (GaiaError, AttributeError):
+        return []
+
+
+def _complete_processes(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    try:
+        client = Gaia({"gaia_host": parsed_args.host, "timeout": 2})
+        reply = client.members(parsed_args.namespace, prefix=prefix, limit=200)
+        return [member["key"] for member in reply.get("members") or []]
+    except (GaiaError, AttributeError):
+        return []
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

@@ -124,6 +124,23 @@ class Gaia:
         """Every namespace and its state: ``{"workflows": {namespace: state}}``."""
         return self._post("/workflows", {})
 
+    def overview(self) -> Reply:
+        """Every namespace with its state and counts: ``{"namespaces": [...]}``."""
+        return self._post("/overview", {})
+
+    def graph(self, root: str, expand: list[str] | None = None) -> Reply:
+        """The graph of ``root`` with fan-outs grouped (``expand``: group ids, or ``["*"]``)."""
+        return self._post("/graph", {"root": root, "expand": expand or []})
+
+    def process(self, root: str, process: str) -> Reply:
+        """One process: its command line, inputs, outputs and latest task."""
+        return self._post("/process", {"root": root, "process": process})
+
+    def members(self, root: str, **query: Any) -> Reply:
+        """Keys by page: ``group=``, or ``prefix=`` (and ``kind="data"``); ``state=``,
+        ``offset=``, ``limit=``."""
+        return self._post("/members", {"root": root, **query})
+
     def events(self, root: str | None = None, since: int | None = None) -> EventSource:
         """Open the stream of events (of ``root``, or all); iterate it, ``close()`` it.
         ``since`` (an event id) first replays the later events the server kept."""

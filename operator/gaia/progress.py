@@ -1,27 +1,37 @@
-"""How the CLI shows a namespace's progress: live while it runs, and as a summary.
+"""How the CLI shows namespaces, through ``rich``: live progress while one runs, and the
+summaries of ``gaia status``, ``gaia run`` and friends.
 
 :class:`Progress` follows one namespace: a background thread reads its events
-(``GET /events?root=NS``) and the caller's thread polls ``status`` about every half second.
-On a terminal it redraws one status line::
+(``GET /events?root=NS``) and the caller's thread polls ``status`` about every half
+second. It prints a permanent line per finished step (``✓ md5-rabbit  0.05s``, or
+``✗ cat-rabbit  exit code 1`` and the tail of its log); on a terminal, a live line under
+them keeps the counts, a bar and the time::
 
-    triangle  running  7/10 processes  2 running  0 failed  [##############......] 3.2s
+    ⠋ triangle  running  7/10 processes  2 running  0 failed ━━━━━━━━━━━━━━╺━━━━━ 0:00:03
 
-and prints a permanent line per finished step (``✓ md5-rabbit  0.05s``, or ``✗ cat-rabbit
-exit code 1`` and the tail of its log). Elsewhere (CI, pipes) it prints only the permanent
-lines and a counts line when the counts change. :func:`render_status` is the summary that
-``gaia status`` prints.
+Elsewhere (CI logs, pipes) rich writes no colours and no control codes: the permanent
+lines, and a counts line whenever the counts change. The ``*_view`` functions build rich
+renderables; ``render_*`` give the same as plain text.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import queue
-import shutil
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as LiveBar
+from rich.table import Table
+from rich.text import Text
 
 from gaia.client import Event, EventSource, Gaia
 from gaia.errors import GaiaError
@@ -29,11 +39,18 @@ from gaia.errors import GaiaError
 __all__ = [
     "FINAL_STATES",
     "Progress",
+    "commands_view",
+    "console_for",
     "counts_of",
     "format_duration",
     "listing",
+    "namespaces_view",
+    "plain",
     "render_status",
     "render_summary",
+    "show",
+    "status_view",
+    "summary_view",
 ]
 
 logger = logging.getLogger(__name__)
@@ -41,6 +58,56 @@ logger = logging.getLogger(__name__)
 FINAL_STATES = frozenset({"complete", "incomplete", "error", "halted"})
 LOG_TAIL_LINES = 10
 LISTED_KEYS = 20
+STATE_STYLES = {
+    "complete": "green",
+    "running": "blue",
+    "queued": "cyan",
+    "error": "red",
+    "incomplete": "yellow",
+    "halted": "yellow",
+    "cancelled": "yellow",
+    "initialized": "dim",
+}
+
+
+def console_for(out: TextIO | None = None, tty: bool | None = None) -> Console:
+    """A console on ``out`` (default stdout): colours and live lines on a terminal; plain,
+    unwrapped lines elsewhere (``tty`` overrides the guess)."""
+    out = out if out is not None else sys.stdout
+    terminal = out.isatty() if tty is None else tty
+    return Console(
+        file=out,
+        force_terminal=terminal,
+        no_color=not terminal,
+        highlight=False,
+        emoji=False,
+        soft_wrap=not terminal,  # a log line stays one line in CI logs
+    )
+
+
+def show(renderable: RenderableType, console: Console | None = None) -> None:
+    """Print ``renderable``: styled on a terminal, else as plain lines without the
+    trailing blanks that tables pad with."""
+    console = console or console_for()
+    if console.is_terminal:
+        console.print(renderable)
+    else:
+        console.file.write(plain(renderable, console.width) + "\n")
+
+
+def plain(renderable: RenderableType, width: int = 120) -> str:
+    """What ``renderable`` prints on a console that is not a terminal."""
+    out = io.StringIO()
+    console = Console(
+        file=out, width=width, color_system=None, highlight=False, emoji=False, soft_wrap=True
+    )
+    console.print(renderable)
+    return "\n".join(line.rstrip() for line in out.getvalue().rstrip("\n").splitlines())
+
+
+def styled_state(state: object) -> Text:
+    text = str(state or "unknown")
+    return Text(text, style=STATE_STYLES.get(text, ""))
 
 
 class Progress:
@@ -60,6 +127,7 @@ class Progress:
     ) -> None:
         self.client, self.root, self.out = client, root, out
         self.tty = bool(out is not None and out.isatty()) if tty is None else tty
+        self.console = console_for(out, self.tty) if out is not None else None
         self.poll_interval = poll_interval
         self.ok, self.failed = _symbols(out)
         self._events: queue.Queue[Event] = queue.Queue()
@@ -68,6 +136,8 @@ class Progress:
         self._status: dict[str, Any] = {}
         self._last_counts: tuple[Any, ...] = ()
         self._started = time.monotonic()
+        self._bar: LiveBar | None = None
+        self._task: Any = None
 
     def start(self) -> None:
         """Subscribe to events and note which steps had finished before this run."""
@@ -76,8 +146,19 @@ class Progress:
         for process, task in (self._status.get("tasks") or {}).items():
             if task.get("state") not in ("queued", "running"):
                 self._reported.add(f"{process}#{task.get('run')}")
-        if self.out is None:
+        if self.console is None:
             return
+        if self.tty:
+            self._bar = LiveBar(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=20),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,  # the summary replaces it
+            )
+            self._task = self._bar.add_task(self.status_line(), total=None)
+            self._bar.start()
         try:
             self._source = self.client.events(self.root)
         except GaiaError as exc:  # still works, from status alone
@@ -98,16 +179,13 @@ class Progress:
                     next_poll = time.monotonic() + max(
                         self.poll_interval, 4 * (time.monotonic() - asked)
                     )
-                    if self._status.get("state") in FINAL_STATES:
+                    final = self._status.get("state") in FINAL_STATES
+                    if final:
                         self._drain(timeout=0.2)  # the last events, in their order
-                        self._report_from_status()
-                        self._show_counts()
-                        return self._status
                     self._report_from_status()
                     self._show_counts()
-                if self.tty:
-                    width = shutil.get_terminal_size().columns - 1
-                    self._write("\r" + self.status_line(width) + "\x1b[K")
+                    if final:
+                        return self._status
         finally:
             self.close()
 
@@ -115,26 +193,17 @@ class Progress:
         if self._source is not None:
             self._source.close()
             self._source = None
-        if self.tty:
-            self._write("\r\x1b[K")
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
-    def status_line(self, width: int | None = None) -> str:
-        """The counts; given a terminal ``width``, also a bar and the time, within it."""
+    def status_line(self) -> str:
         counts = counts_of(self._status)
-        done, total = counts["complete"], counts["processes"]
-        line = (
-            f"{self.root}  {self._status.get('state', 'starting')}  {done}/{total} processes  "
-            f"{counts['running']} running  {counts['failed']} failed"
+        return (
+            f"{self.root}  {self._status.get('state', 'starting')}  {counts['complete']}/"
+            f"{counts['processes']} processes  {counts['running']} running  "
+            f"{counts['failed']} failed"
         )
-        if width is None:
-            return line
-        took = "  " + format_duration(time.monotonic() - self._started)
-        bar = min(20, width - len(line) - 12)  # steady, whatever the time's length
-        if bar >= 5:
-            filled = round(bar * done / total) if total else 0
-            took = f"  [{'#' * filled}{'.' * (bar - filled)}]{took[1:]}"
-        line += took
-        return line if len(line) <= width else line[: max(width - 3, 0)] + "..."
 
     def _read_events(self) -> None:
         source = self._source
@@ -162,11 +231,11 @@ class Progress:
         if kind == "step-complete":
             duration = event.get("duration")
             took = format_duration(duration) if isinstance(duration, int | float) else ""
-            self._print(f"{self.ok} {process}  {took}".rstrip())
+            self._done(process, took)
         elif kind == "step-error":
             self._print_failure(process, event.get("error"), event.get("log_tail"))
         else:
-            self._print(f"- {process}  cancelled")
+            self._print(Text.assemble(("- ", "yellow"), process, ("  cancelled", "yellow")))
 
     def _report_from_status(self) -> None:
         """Show finished steps whose events never came (no stream, or they were missed)."""
@@ -177,32 +246,43 @@ class Progress:
             self._reported.add(name)
             if state == "complete":
                 started, ended = task.get("started"), task.get("ended")
-                took = format_duration(ended - started) if started and ended else ""
-                self._print(f"{self.ok} {process}  {took}".rstrip())
+                self._done(process, format_duration(ended - started) if started and ended else "")
             elif state == "error":
                 self._print_failure(process, task.get("error"), task.get("log_tail"))
             elif state == "cancelled":
-                self._print(f"- {process}  cancelled")
+                self._print(Text.assemble(("- ", "yellow"), process, ("  cancelled", "yellow")))
+
+    def _done(self, process: str, took: str) -> None:
+        line = Text.assemble((f"{self.ok} ", "green"), process)
+        if took:
+            line.append(f"  {took}", style="dim")
+        self._print(line)
 
     def _print_failure(self, process: str, error: Any, log_tail: Any) -> None:
-        self._print(f"{self.failed} {process}  {error or 'failed'}")
+        self._print(
+            Text.assemble((f"{self.failed} ", "red"), process, (f"  {error or 'failed'}", "red"))
+        )
         for line in list(log_tail or [])[-LOG_TAIL_LINES:]:
-            self._print(f"    | {str(line).rstrip()}")
+            self._print(Text(f"    | {str(line).rstrip()}", style="dim"))
 
     def _show_counts(self) -> None:
         counts = counts_of(self._status)
         key = (self._status.get("state"), counts["complete"], counts["running"], counts["failed"])
-        if not self.tty and key != self._last_counts:
-            self._print(self.status_line())
+        if self._bar is not None:
+            self._bar.update(
+                self._task,
+                description=self.status_line(),
+                completed=counts["complete"],
+                total=counts["processes"] or None,
+                refresh=True,
+            )
+        elif key != self._last_counts:
+            self._print(Text(self.status_line()))
         self._last_counts = key
 
-    def _print(self, text: str) -> None:
-        self._write(("\r\x1b[K" if self.tty else "") + text + "\n")
-
-    def _write(self, text: str) -> None:
-        if self.out is not None:
-            self.out.write(text)
-            self.out.flush()
+    def _print(self, text: Text) -> None:
+        if self.console is not None:
+            self.console.print(text)
 
 
 def counts_of(status: dict[str, Any]) -> dict[str, int]:
@@ -232,55 +312,74 @@ def format_duration(seconds: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
-def render_status(reply: dict[str, Any]) -> str:
-    """A readable summary of a ``status`` reply: state, counts, failures, waiting keys."""
+def status_view(reply: dict[str, Any]) -> RenderableType:
+    """A ``status`` reply as people read it: state, counts, failures, waiting keys."""
     root, status = reply.get("root", "?"), reply.get("status") or {}
     counts = counts_of(status)
     ok, failed = _symbols(sys.stdout)
-    lines = [
-        f"{root}: {status.get('state', 'unknown')}",
-        f"  processes  {counts['processes']} total, {counts['complete']} complete, "
-        f"{counts['running']} running, {counts['queued']} queued, {counts['failed']} failed",
-        f"  data       {counts['data']} keys, {counts['data_complete']} complete",
+    parts: list[RenderableType] = [
+        Text.assemble(f"{root}: ", styled_state(status.get("state"))),
+        Text(
+            f"  processes  {counts['processes']} total, {counts['complete']} complete, "
+            f"{counts['running']} running, {counts['queued']} queued, {counts['failed']} failed"
+        ),
+        Text(f"  data       {counts['data']} keys, {counts['data_complete']} complete"),
     ]
     tasks = status.get("tasks") or {}
     failures = sorted(p for p, t in tasks.items() if t.get("state") == "error")
     if failures:
-        lines.append(f"failed ({len(failures)}):")
+        parts.append(Text(f"failed ({len(failures)}):", style="red"))
         for process in failures[:LISTED_KEYS]:
             task = tasks[process]
-            lines.append(f"  {failed} {process}  {task.get('error') or 'failed'}")
-            lines += [f"      | {line}" for line in list(task.get("log_tail") or [])[-5:]]
-        lines += _more(len(failures))
+            parts.append(
+                Text.assemble(
+                    (f"  {failed} ", "red"), process, f"  {task.get('error') or 'failed'}"
+                )
+            )
+            parts += [
+                Text(f"      | {line}", style="dim")
+                for line in list(task.get("log_tail") or [])[-5:]
+            ]
+        parts += _more(len(failures))
     running = sorted(p for p, t in tasks.items() if t.get("state") == "running")
     if running:
-        lines.append(f"running ({len(running)}): " + ", ".join(running[:LISTED_KEYS]))
-        lines += _more(len(running))
+        parts.append(Text(f"running ({len(running)}): " + ", ".join(running[:LISTED_KEYS])))
+        parts += _more(len(running))
     waiting = list(status.get("waiting") or [])
     if waiting:
-        lines.append(f"waiting for ({len(waiting)}):")
-        lines += [f"  {key}" for key in waiting[:LISTED_KEYS]] + _more(len(waiting))
+        parts.append(Text(f"waiting for ({len(waiting)}):", style="yellow"))
+        parts += [Text(f"  {key}") for key in waiting[:LISTED_KEYS]] + _more(len(waiting))
     if status.get("state") == "complete":
-        lines.append(f"  {ok} every key is complete")
-    return "\n".join(lines)
+        parts.append(Text(f"  {ok} every key is complete", style="green"))
+    return Group(*parts)
 
 
-def render_summary(
+def render_status(reply: dict[str, Any]) -> str:
+    return plain(status_view(reply))
+
+
+def summary_view(
     root: str, status: dict[str, Any], elapsed: float, results: Path | None, host: str
-) -> str:
+) -> RenderableType:
     """The end of ``gaia run``: outcome, failures, and the produced keys under ``results``."""
     counts, state = counts_of(status), status.get("state")
-    lines = [
-        f"{root} {state} in {format_duration(elapsed)}: {counts['complete']}/"
-        f"{counts['processes']} processes, {counts['data_complete']}/{counts['data']} data keys"
+    parts: list[RenderableType] = [
+        Text.assemble(
+            f"{root} ",
+            styled_state(state),
+            f" in {format_duration(elapsed)}: {counts['complete']}/{counts['processes']} "
+            f"processes, {counts['data_complete']}/{counts['data']} data keys",
+        )
     ]
     failed = sorted(p for p, t in (status.get("tasks") or {}).items() if t.get("state") == "error")
     if failed:
-        lines.append(f"failed: {listing(failed)}; see `gaia logs {root} {failed[0]}`")
+        parts.append(Text(f"failed: {listing(failed)}; see `gaia logs {root} {failed[0]}`", "red"))
     if state == "incomplete":
-        lines.append(f"waiting for keys that nothing produces: {listing(status.get('waiting'))}")
+        parts.append(
+            Text(f"waiting for keys that nothing produces: {listing(status.get('waiting'))}")
+        )
     if state == "halted":
-        lines.append(f"halted; resume with `gaia trigger {root}`")
+        parts.append(Text(f"halted; resume with `gaia trigger {root}`"))
     data, nodes = status.get("data") or {}, (status.get("flow") or {}).get("data") or {}
     produced = sorted(  # not the private intermediates of composites (".private/...")
         k
@@ -288,13 +387,54 @@ def render_summary(
         if n.get("from") and data.get(k) == "complete" and not k.startswith(".")
     )
     where = f"{results}/" if results else f"the data store of the server at {host}"
-    lines.append(f"results in {where}" + (":" if produced else " (none produced)"))
+    parts.append(Text(f"results in {where}" + (":" if produced else " (none produced)")))
     for key in produced[:LISTED_KEYS]:
         path = results / key if results else None
-        lines.append(
-            f"  {key}" + (f"  {path.stat().st_size} bytes" if path and path.is_file() else "")
+        line = Text(f"  {key}")
+        if path and path.is_file():
+            line.append(f"  {path.stat().st_size} bytes", style="dim")
+        parts.append(line)
+    return Group(*parts, *_more(len(produced)))
+
+
+def render_summary(
+    root: str, status: dict[str, Any], elapsed: float, results: Path | None, host: str
+) -> str:
+    return plain(summary_view(root, status, elapsed, results, host))
+
+
+def namespaces_view(namespaces: Iterable[dict[str, Any]]) -> RenderableType:
+    """The ``/overview`` reply's namespaces as a table."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in ("namespace", "state", "processes", "running", "queued", "failed", "data"):
+        table.add_column(column, justify="left" if column in ("namespace", "state") else "right")
+    for space in namespaces:
+        c = space.get("counts") or {}
+        table.add_row(
+            str(space.get("root")),
+            styled_state(space.get("state")),
+            f"{c.get('complete', 0):,}/{c.get('processes', 0):,}",
+            f"{c.get('running', 0):,}",
+            f"{c.get('queued', 0):,}",
+            Text(f"{c.get('failed', 0):,}", style="red" if c.get("failed") else ""),
+            f"{c.get('data_complete', 0):,}/{c.get('data', 0):,}",
         )
-    return "\n".join(lines + _more(len(produced)))
+    return table
+
+
+def commands_view(commands: Iterable[dict[str, Any]]) -> RenderableType:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("command")
+    table.add_column("image")
+    table.add_column("command line")
+    for command in commands:
+        if command.get("steps"):
+            steps = ", ".join(str(s.get("key")) for s in command["steps"])
+            table.add_row(str(command.get("key")), "", Text(f"composite: {steps}", style="dim"))
+        else:
+            line = " ".join(map(str, command.get("command") or []))
+            table.add_row(str(command.get("key")), str(command.get("image") or ""), line)
+    return table
 
 
 def listing(keys: Any) -> str:
@@ -304,8 +444,8 @@ def listing(keys: Any) -> str:
     return ", ".join(map(str, keys[:LISTED_KEYS])) + more
 
 
-def _more(total: int) -> list[str]:
-    return [f"  ... and {total - LISTED_KEYS} more"] if total > LISTED_KEYS else []
+def _more(total: int) -> list[Text]:
+    return [Text(f"  ... and {total - LISTED_KEYS} more")] if total > LISTED_KEYS else []
 
 
 def _symbols(out: TextIO | None) -> tuple[str, str]:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gaia.bus import EventBus
+from gaia.engine import views
 from gaia.engine.instructions import (
     CancelTask,
     DeleteData,
@@ -222,6 +223,20 @@ class Shell:
 
     def workflows(self) -> dict[str, Any]:
         return {"workflows": {r: n.state().value for r, n in sorted(self.namespaces.items())}}
+
+    # -- the dashboard's views (pure functions of gaia.engine.views) ---------------------
+
+    def overview(self) -> dict[str, Any]:
+        return views.namespaces(self.namespaces)
+
+    def graph(self, root: object, expand: object) -> dict[str, Any]:
+        return views.graph(self.namespace(root), expand)
+
+    def members(self, root: object, query: dict[str, Any]) -> dict[str, Any]:
+        return views.members(self.namespace(root), query)
+
+    def process(self, root: object, process: object) -> dict[str, Any]:
+        return views.process(self.namespace(root), process, self.registry.commands)
 
     # -- restoring after a restart -------------------------------------------------------
 

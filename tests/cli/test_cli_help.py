@@ -11,17 +11,21 @@ import pytest
 
 ARGUMENTS = {
     "serve": ["--host", "--port", "--data", "--workers"],
-    "run": ["DIR", "--namespace", "--host", "--data", "--workers", "--quiet"],
+    "run": ["DIR", "--namespace", "--host", "--data", "--workers", "--quiet", "--stay"],
     "status": ["NS", "--host", "--json"],
     "expire": ["NS", "KEY", "--host"],
     "halt": ["NS", "--host"],
     "trigger": ["NS", "--host"],
-    "logs": ["NS", "PROCESS", "--host"],
+    "logs": ["NS", "PROCESS", "--host", "--follow"],
+    "graph": ["NS", "--format", "--expand", "--all", "--output", "--host"],
+    "completion": ["bash", "zsh", "fish"],
     "launch": ["KEY", "--host"],
     "commands": ["--host", "--json"],
     "listen": ["NS", "--host", "--kafka"],
     "worker": ["--key", "--api", "--idle"],
+    "task": ["fetch", "upload"],
 }
+POD_SIDE = ("operator", "worker", "task")
 
 
 def _gaia(*args: str) -> subprocess.CompletedProcess[str]:
@@ -39,11 +43,27 @@ def test_subcommand_help_names_its_arguments_and_shows_an_example(command: str) 
     assert f"example:\n  gaia {command}" in result.stdout
 
 
-def test_top_level_help_lists_every_subcommand() -> None:
+def test_top_level_help_leads_with_run_serve_status_and_keeps_pod_commands_aside() -> None:
     result = _gaia("--help")
     assert result.returncode == 0
-    for command in ARGUMENTS:
-        assert f"\n    {command} " in result.stdout
+    listed = [
+        line.split()[0]
+        for line in result.stdout.split("COMMAND\n", 1)[1].splitlines()
+        if line.startswith("    ") and not line.startswith("     ")
+    ]
+    assert listed[:3] == ["run", "serve", "status"]
+    assert sorted(listed) == sorted(set(ARGUMENTS) - set(POD_SIDE))
+    first_screen = "\n".join(result.stdout.splitlines()[:24])
+    assert "run a workflow folder" in first_screen
+    for command in POD_SIDE:
+        assert f"\n    {command} " not in result.stdout
+        assert f"gaia {command}" in result.stdout  # named in the epilog, with --help
+
+
+def test_completion_prints_shell_code_for_gaia() -> None:
+    result = _gaia("completion", "bash")
+    assert result.returncode == 0, result.stderr
+    assert "complete " in result.stdout and "gaia" in result.stdout
 
 
 def test_the_console_script_is_installed() -> None:

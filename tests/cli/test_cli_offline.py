@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gaia.cli import main, namespace_for, seed
+from gaia.cli import main
 from gaia.errors import InvalidRequest
+from gaia.folder import namespace_for, seed
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "triangle"
 

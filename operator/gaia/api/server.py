@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from gaia.api import dashboard
 from gaia.bus import EventBus
 from gaia.engine.keys import text_problem
 from gaia.errors import GaiaError, InvalidRequest, TooLarge
@@ -45,6 +46,11 @@ class Backend(Protocol):
     def logs(self, root: object, process: object) -> Any: ...
     def workflows(self) -> Any: ...
     def events_since(self, after: int, root: str | None) -> list[dict[str, Any]]: ...
+    # the dashboard's views (gaia.engine.views)
+    def overview(self) -> Any: ...
+    def graph(self, root: object, expand: object) -> Any: ...
+    def members(self, root: object, query: dict[str, Any]) -> Any: ...
+    def process(self, root: object, process: object) -> Any: ...
 
 
 CONTROLLER = web.AppKey("controller", Backend)
@@ -231,6 +237,10 @@ ROUTES: dict[str, Action] = {
     "/logs": _on_call(lambda b, body: b.logs(_root(body), _field(body, "process"))),
     "/workflows": _on_call(lambda b, body: b.workflows()),
     "/upload": _upload,
+    "/overview": _on_call(lambda b, body: b.overview()),
+    "/graph": _on_call(lambda b, body: b.graph(_root(body), body.get("expand") or [])),
+    "/members": _on_call(lambda b, body: b.members(_root(body), body)),
+    "/process": _on_call(lambda b, body: b.process(_root(body), _field(body, "process"))),
 }
 
 
@@ -297,6 +307,7 @@ def build_app(
         app.router.add_post(path, _call(_on_body(call)))
     app.router.add_get("/events", events)
     app.router.add_get("/health", health)
+    dashboard.add_routes(app)
 
     async def end_streams(app: web.Application) -> None:
         controller.bus.close()

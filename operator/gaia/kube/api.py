@@ -234,6 +234,20 @@ class KubeApi:
     def events_since(self, after: int, root: str | None) -> list[dict[str, Any]]:
         return self.host.history.since(after, root)
 
+    # -- the dashboard's views (the shell's) ------------------------------------------
+
+    def overview(self) -> dict[str, Any]:
+        return self.host.overview()
+
+    def graph(self, root: object, expand: object) -> dict[str, Any]:
+        return self.host.graph(root, expand)
+
+    def members(self, root: object, query: dict[str, Any]) -> dict[str, Any]:
+        return self.host.members(root, query)
+
+    def process(self, root: object, process: object) -> dict[str, Any]:
+        return self.host.process(root, process)
+
 
 async def serve_api(host: KubeHost, config: OperatorConfig) -> web.AppRunner:
     api = KubeApi(host, config)

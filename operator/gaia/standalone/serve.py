@@ -7,6 +7,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gaia.api import dashboard
 from gaia.api.server import build_app
 from gaia.standalone.host import StandaloneHost
 
@@ -56,6 +57,8 @@ def serve(
         + events,
         flush=True,
     )
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    print(f"gaia: dashboard at {dashboard.url(f'{shown}:{port}')}", flush=True)
     web.run_app(
         standalone_app(standalone),
         host=host,

@@ -123,7 +123,9 @@ async def run_task(
     if spec.image:
         logger.debug("%s: image %s ignored, tasks run on this machine", what, spec.image)
     with contextlib.ExitStack() as files:
-        sink = _Sink(files.enter_context((workdir / "log").open("w", encoding="utf-8")), on_line)
+        # Line-buffered: `gaia logs` and the dashboard read the log while the task runs.
+        log = (workdir / "log").open("w", encoding="utf-8", buffering=1)
+        sink = _Sink(files.enter_context(log), on_line)
         try:
             proc, copy = await _start(spec, mode, workdir, files)
         except TaskFailed as exc:
