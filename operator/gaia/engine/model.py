@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gaia.engine.keys import data_key_problem, missing_vars, name_problem, normalise_data_key
+from gaia.engine.resources import Resources, parse_env, parse_resources
 from gaia.errors import InvalidRequest
 
 __all__ = ["Command", "Process", "ProcessSpec", "Step", "parse_command", "parse_process"]
@@ -44,8 +45,11 @@ class Command:
     outputs: Mapping[str, str] = field(default_factory=dict)
     vars: Mapping[str, str | None] = field(default_factory=dict)
     stdout: str | None = None
-    timeout: float | None = None
+    timeout: float | None = None  # seconds of wall time
     steps: tuple[Step, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)  # set in the task's clean environment
+    network: bool = False  # whether the task may use the network (a sandbox has none)
+    resources: Resources | None = None  # cpu, memory and processes a task may use
 
     @property
     def composite(self) -> bool:
@@ -81,6 +85,12 @@ class Command:
             out["stdout"] = self.stdout
         if self.timeout is not None:
             out["timeout"] = self.timeout
+        if self.env:
+            out["env"] = dict(self.env)
+        if self.network:
+            out["network"] = True
+        if self.resources:
+            out["resources"] = self.resources.to_dict()
         return out
 
 
@@ -186,6 +196,7 @@ def parse_command(raw: object) -> Command:
     if raw.get("steps") is not None:
         return _parse_composite(key, raw, where)
     known = {"key", "image", "command", "inputs", "outputs", "vars", "stdout", "timeout"}
+    known |= {"env", "network", "resources"}
     if unknown := sorted(set(raw) - known - {"steps"}):
         raise InvalidRequest(f"{where}: unknown fields {unknown}; a command has {sorted(known)}")
     line = raw.get("command")
@@ -211,6 +222,9 @@ def parse_command(raw: object) -> Command:
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
     ):
         raise InvalidRequest(f"{where}: 'timeout' must be a positive number of seconds")
+    network = raw.get("network", False)
+    if not isinstance(network, bool):
+        raise InvalidRequest(f"{where}: 'network' must be true or false, got {network!r}")
     written = [(f"output {name!r}", path) for name, path in outputs.items()]
     for what, path in [*written, *([("'stdout'", stdout)] if stdout else [])]:
         if path.count("/") == 1:  # "/o": nowhere to stage it, in a sandbox or a pod
@@ -237,6 +251,9 @@ def parse_command(raw: object) -> Command:
         vars=defaults,
         stdout=stdout,
         timeout=float(timeout) if timeout is not None else None,
+        env=parse_env(raw.get("env"), where),
+        network=network,
+        resources=parse_resources(raw.get("resources"), where) or None,
     )
 
 
