@@ -71,7 +71,7 @@ def _operator(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from gaia.worker.remote import main as run_worker
 
-    return run_worker(args.key, args.api, args.idle)
+    return run_worker(args.key, args.api, args.idle, args.sandbox)
 
 
 def _task_fetch(args: argparse.Namespace) -> int:
@@ -100,6 +100,7 @@ def _serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             kafka=args.kafka,
             kafka_topics={"log": args.kafka_log_topic, "status": args.kafka_status_topic},
+            sandbox=args.sandbox,
         )
     return 0
 
@@ -126,7 +127,12 @@ def _run(args: argparse.Namespace) -> int:
         if host is None:
             from gaia.api.embedded import EmbeddedServer
 
-            embedded = EmbeddedServer(data_dir=data_dir or DEFAULT_DATA, workers=args.workers)
+            embedded = EmbeddedServer(
+                data_dir=data_dir or DEFAULT_DATA, workers=args.workers, sandbox=args.sandbox
+            )
+            box = embedded.controller.sandbox
+            if box.problem is not None or box.mode == "none":
+                print(f"gaia: warning: {box.summary()}", file=sys.stderr)
             server = stack.enter_context(embedded)
             host = server.address
             say(f"embedded Gaia server at {host}: data in {data_dir}/, {args.workers} workers")
@@ -155,7 +161,8 @@ def _run(args: argparse.Namespace) -> int:
 def seed(source: Path, target: Path, say: Callable[[str], None] = print) -> int:
     """Copy the files under ``source`` missing from ``target``; keep differing ones, saying so.
 
-    Each file lands whole (written aside, then renamed). Returns how many were copied.
+    Each file lands whole (written aside, then renamed) with the mode of its source.
+    Returns how many were copied.
     """
     if not source.is_dir():
         return 0
@@ -180,6 +187,7 @@ def seed(source: Path, target: Path, say: Callable[[str], None] = print) -> int:
             tempfile.NamedTemporaryFile(dir=target.parent, prefix=".seed-", delete=False) as tmp,
         ):
             shutil.copyfileobj(src, tmp)
+        shutil.copymode(path, tmp.name)  # not the temporary file's 600: tasks read it
         os.replace(tmp.name, destination)
         copied += 1
     say(
@@ -337,6 +345,17 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     workers = os.cpu_count() or 1
+
+    def sandbox_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--sandbox",
+            choices=("auto", "bwrap", "none"),
+            default="auto",
+            help="how tasks are sealed: auto or bwrap (bubblewrap; when it cannot start, no "
+            "task runs) or none (no isolation: a task can do all that this user can; "
+            "unsafe) (default: %(default)s)",
+        )
+
     sub = add(
         "serve",
         _serve,
@@ -377,6 +396,7 @@ def _parser() -> argparse.ArgumentParser:
         default="sisyphus-status",
         help="Kafka topic of every other event (default: %(default)s)",
     )
+    sandbox_option(sub)
 
     add(
         "operator",
@@ -406,6 +426,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop after this long without work (default: %(default)s)",
     )
+    sandbox_option(sub)
 
     task = add(
         "task",
@@ -499,6 +520,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="tasks the embedded server runs at once (default: %(default)s)",
     )
+    sandbox_option(sub)
     sub.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
 
     sub = add(

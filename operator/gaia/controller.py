@@ -25,6 +25,7 @@ from gaia.errors import GaiaError, InvalidRequest, NotFound
 from gaia.executors import LocalExecutor
 from gaia.statedb import StateDB
 from gaia.store import LocalStore
+from gaia.worker import sandbox as sandboxes
 from gaia.worker.runner import TaskResult, TaskSpec
 
 if TYPE_CHECKING:
@@ -48,7 +49,9 @@ class Controller:
         kafka_topics: Mapping[str, str] | None = None,
     ) -> None:
         """``kafka`` (HOST:PORT) also publishes every event to Kafka, on ``kafka_topics``
-        (``{"log": ..., "status": ...}``); an unreachable broker raises ConnectionFailed."""
+        (``{"log": ..., "status": ...}``); an unreachable broker raises ConnectionFailed.
+        ``sandbox`` (auto, bwrap, none) is probed now: :attr:`sandbox` says how tasks run."""
+        self.sandbox = sandboxes.sandbox(sandbox)
         self.kafka: KafkaPublisher | None = None
         if kafka:
             from gaia.bus.kafka import KafkaPublisher  # kafka-python: only when asked for
@@ -62,7 +65,12 @@ class Controller:
         if self.kafka is not None:
             self.bus.add_sink(self.kafka.publish)
         self.executor = LocalExecutor(
-            state_dir / "work", self, workers=workers, idle_timeout=idle_timeout, sandbox=sandbox
+            state_dir / "work",
+            self,
+            workers=workers,
+            idle_timeout=idle_timeout,
+            sandbox=sandbox,
+            hide=(self.data_dir,),
         )
         self.registry = Registry()
         self.namespaces: dict[str, Namespace] = {}
@@ -227,6 +235,9 @@ class Controller:
             outputs=tuple(command.outputs[name] for name in process.outputs),
             stdout=command.stdout,
             timeout=command.timeout,
+            env=command.env,
+            network=command.network,
+            resources=command.resources,
         )
 
     # -- reports from the executor (TaskReport) ----------------------------------------

@@ -19,9 +19,16 @@ class EmbeddedServer:
     """``with EmbeddedServer(data_dir) as server: gaia.Gaia({"gaia_host": server.address})``"""
 
     def __init__(
-        self, data_dir: Path, workers: int = 2, port: int = 0, idle_timeout: float = 300.0
+        self,
+        data_dir: Path,
+        workers: int = 2,
+        port: int = 0,
+        idle_timeout: float = 300.0,
+        sandbox: str = "auto",
     ) -> None:
-        self.controller = Controller(data_dir, workers=workers, idle_timeout=idle_timeout)
+        self.controller = Controller(
+            data_dir, workers=workers, idle_timeout=idle_timeout, sandbox=sandbox
+        )
         self.port = port
         self.address = ""
         self._loop = asyncio.new_event_loop()

@@ -236,16 +236,20 @@ def serve(
     *,
     kafka: str | None = None,
     kafka_topics: Mapping[str, str] | None = None,
+    sandbox: str = "auto",
 ) -> None:
     """Run the standalone server until SIGINT or SIGTERM (run_app handles both); running
     tasks are killed on the way out and run again at the next start. With ``kafka``
-    (HOST:PORT), events also go to Kafka topics; an unreachable broker raises at once."""
+    (HOST:PORT), events also go to Kafka topics; an unreachable broker raises at once.
+    How tasks are sealed (``sandbox``) is said at the start, and so is a sandbox that
+    cannot start (no task runs then)."""
     controller = Controller(
         data_dir,
         workers=workers,
         idle_timeout=idle_timeout,
         kafka=kafka,
         kafka_topics=kafka_topics,
+        sandbox=sandbox,
     )
     events = (
         f"; events also on Kafka at {kafka} ({', '.join(controller.kafka.topics.values())})"
@@ -257,6 +261,7 @@ def serve(
         + events,
         flush=True,
     )
+    print(f"gaia: {controller.sandbox.summary()}", flush=True)
     web.run_app(
         build_app(controller),
         host=host,
