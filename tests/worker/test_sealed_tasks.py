@@ -116,6 +116,24 @@ def test_a_task_sees_the_system_its_inputs_and_its_outputs_only(tmp_path: Path) 
     assert not [line for line in lines if line.startswith(("VISIBLE", "READ"))], lines
 
 
+@NEEDS_BWRAP
+@pytest.mark.skipif(not ROOT, reason="tasks run as the server's own user, who can read it")
+def test_a_private_input_of_a_root_server_fails_before_the_task_starts(tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    private.write_text("root's only\n")
+    private.chmod(0o600)
+    started: list[int] = []
+    task = spec(("cat", "/in/in"), inputs={"/in/in": private})
+    result = run(task, tmp_path / "work", "bwrap", on_start=started.append)
+
+    assert not result.ok and started == []
+    assert result.error is not None
+    assert f"input /in/in ({private}) is not readable by the task's user nobody (65534)" in (
+        result.error
+    )
+    assert f"chmod -R o+rX {private}" in result.error
+
+
 def test_a_data_directory_inside_a_system_directory_is_covered(tmp_path: Path) -> None:
     binds = sandboxes._system_binds([Path("/etc"), Path("/srv/x"), tmp_path], [])
 

@@ -187,7 +187,7 @@ async def _start(
     problem = staging.check(spec.inputs, spec.outputs, spec.stdout, spec.binds)
     user = sandboxes.task_user(box, spec.uid)
     if problem is None and user is not None:
-        problem = staging.unreadable_input(spec.inputs, user, sandboxes.user_name(user))
+        problem = staging.unreadable_input(spec.inputs, user)
     if problem is not None:
         raise TaskFailed(problem)
     fs, scratch = workdir / "fs", workdir / "tmp"

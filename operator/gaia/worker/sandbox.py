@@ -37,7 +37,6 @@ import asyncio
 import functools
 import logging
 import os
-import pwd
 import re
 import shutil
 import subprocess
@@ -241,13 +240,6 @@ def task_user(box: Sandbox, uid: int | None) -> int | None:
         return None
     chosen = NOBODY if uid is None else uid
     return None if chosen == 0 else chosen
-
-
-def user_name(uid: int) -> str:
-    try:
-        return f"{pwd.getpwuid(uid).pw_name} ({uid})"
-    except KeyError:
-        return str(uid)
 
 
 def launch(box: Sandbox, task: Task, fs: Path, scratch: Path) -> Launch:

@@ -10,6 +10,7 @@ stays detectable.
 from __future__ import annotations
 
 import os
+import pwd
 import stat
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -68,7 +69,7 @@ def _check_binds(binds: Mapping[str, Path], others: Sequence[str]) -> str | None
     return None
 
 
-def unreadable_input(inputs: Mapping[str, Path], uid: int, user: str) -> str | None:
+def unreadable_input(inputs: Mapping[str, Path], uid: int) -> str | None:
     """Why the unprivileged ``uid`` cannot read an input (its top level), or None.
 
     A task of a server running as root runs as another user: a private input (mode 600)
@@ -85,11 +86,18 @@ def unreadable_input(inputs: Mapping[str, Path], uid: int, user: str) -> str | N
             allowed = info.st_mode & need == need
         if not allowed:
             return (
-                f"input {path} ({source}) is not readable by the task's user {user}: "
+                f"input {path} ({source}) is not readable by the task's user {_user(uid)}: "
                 "tasks read their inputs as that user; make it readable by others "
                 f"(chmod -R o+rX {source})"
             )
     return None
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} ({uid})"
+    except KeyError:
+        return str(uid)
 
 
 def written_tops(
