@@ -40,6 +40,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -63,6 +64,7 @@ PROBE_TIMEOUT = 30.0
 _NAME_CHARS = r"\w.\-"
 # What a root server's sandbox keeps, only to become the task's user (setpriv drops them).
 _SWITCH_USER_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP")
+_PROBING = threading.Lock()  # workers that start at once wait for one probe
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,7 @@ def _probe_bwrap() -> Sandbox:
     if why is not None:
         logger.warning("sandbox: bubblewrap does not work here: %s", why)
         return Sandbox("bwrap", problem=f"bubblewrap cannot create a sandbox here ({why})")
+    logger.debug("sandbox: bubblewrap works (%s)", box.bwrap)
     limits_problem = _limits_problem(box, root)
     if limits_problem is None:
         probe = _probe_task(box, Resources(processes=64, memory=1 << 30))
@@ -223,10 +226,8 @@ def sandbox(requested: str) -> Sandbox:
         prlimit = _which("prlimit")
         problem = None if prlimit else "prlimit (util-linux) is not installed"
         return Sandbox("none", prlimit=prlimit, limits_problem=problem)
-    box = _probe_bwrap()
-    if box.problem is None:
-        logger.info("sandbox: %s", box.summary())
-    return box
+    with _PROBING:
+        return _probe_bwrap()
 
 
 async def resolve(requested: str) -> Sandbox:
