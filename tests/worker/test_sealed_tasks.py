@@ -324,7 +324,7 @@ def test_staged_outputs_are_fsynced_before_success(
 
 def test_without_bubblewrap_auto_finds_no_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
-    box = sandboxes._probe_bwrap.__wrapped__()  # the probe itself, not its cached answer
+    box = sandboxes._probe_bwrap()  # the probe itself, not the answer kept for tasks
 
     assert box.problem == "bubblewrap (bwrap) is not installed"
     assert "tasks will NOT run" in box.summary() and "--sandbox none" in box.summary()
@@ -332,7 +332,7 @@ def test_without_bubblewrap_auto_finds_no_sandbox(monkeypatch: pytest.MonkeyPatc
 
 def test_without_a_sandbox_no_task_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = sandboxes.Sandbox("bwrap", problem="bubblewrap (bwrap) is not installed")
-    monkeypatch.setattr(sandboxes, "_probe_bwrap", lambda: missing)
+    monkeypatch.setitem(sandboxes._probed, "bwrap", missing)
     started: list[int] = []
     result = run(spec(("touch", str(tmp_path / "ran"))), tmp_path, "auto", on_start=started.append)
 

@@ -65,6 +65,7 @@ _NAME_CHARS = r"\w.\-"
 # What a root server's sandbox keeps, only to become the task's user (setpriv drops them).
 _SWITCH_USER_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP")
 _PROBING = threading.Lock()  # workers that start at once wait for one probe
+_probed: dict[str, Sandbox] = {}  # the probe's answer, once there is one
 
 
 @dataclass(frozen=True)
@@ -172,9 +173,8 @@ def _probe_task(box: Sandbox, resources: Resources | None) -> list[str]:
     return _bwrap_argv(box, task, Path("/nonexistent"))
 
 
-@functools.cache
 def _probe_bwrap() -> Sandbox:
-    """Probe bubblewrap once per process, with what every task uses, then with limits."""
+    """Probe bubblewrap with what every task uses, then with limits (2 or 3 processes)."""
     root = os.geteuid() == 0
     tools = {name: _which(name) for name in ("bwrap", "setpriv", "unshare", "prlimit")}
     if tools["bwrap"] is None:
@@ -223,15 +223,24 @@ def sandbox(requested: str) -> Sandbox:
     if mode not in MODES:
         raise ValueError(f"unknown sandbox {requested!r}: use one of {', '.join(MODES)}")
     if mode == "none":
-        prlimit = _which("prlimit")
-        problem = None if prlimit else "prlimit (util-linux) is not installed"
-        return Sandbox("none", prlimit=prlimit, limits_problem=problem)
+        return _unsandboxed()
     with _PROBING:
-        return _probe_bwrap()
+        if "bwrap" not in _probed:
+            _probed["bwrap"] = _probe_bwrap()
+    return _probed["bwrap"]
+
+
+@functools.cache
+def _unsandboxed() -> Sandbox:
+    prlimit = _which("prlimit")
+    problem = None if prlimit else "prlimit (util-linux) is not installed"
+    return Sandbox("none", prlimit=prlimit, limits_problem=problem)
 
 
 async def resolve(requested: str) -> Sandbox:
-    """:func:`sandbox`, with the probe (a process) off the event loop."""
+    """:func:`sandbox`; the first probe (processes) runs off the event loop."""
+    if "bwrap" in _probed or ALIASES.get(requested, requested) not in ("auto", "bwrap"):
+        return sandbox(requested)
     return await asyncio.to_thread(sandbox, requested)
 
 
