@@ -134,6 +134,21 @@ def test_a_private_input_of_a_root_server_fails_before_the_task_starts(tmp_path:
     assert f"chmod -R o+rX {private}" in result.error
 
 
+def test_a_task_with_the_network_finds_a_resolver_configured_outside_etc(tmp_path: Path) -> None:
+    target = tmp_path / "run" / "stub-resolv.conf"  # as systemd-resolved links it
+    target.parent.mkdir()
+    target.write_text("nameserver 127.0.0.53\n")
+    link = tmp_path / "resolv.conf"
+    link.symlink_to(target)
+
+    assert sandboxes._resolver_binds.__wrapped__(str(link)) == [
+        "--ro-bind",
+        str(target),
+        str(target),
+    ]
+    assert sandboxes._resolver_binds.__wrapped__(str(target)) == []  # a file: in /etc already
+
+
 def test_a_data_directory_inside_a_system_directory_is_covered(tmp_path: Path) -> None:
     binds = sandboxes._system_binds([Path("/etc"), Path("/srv/x"), tmp_path], [])
 

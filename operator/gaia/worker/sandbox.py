@@ -309,6 +309,8 @@ def _bwrap_argv(box: Sandbox, task: Task, fs: Path) -> list[str]:
         # bubblewrap's init runs in the task's user namespace too: one more process
         prefix = _limits(box, task, extra_processes=1)
     argv += _system_binds(task.hide, task.tops)
+    if task.network:
+        argv += _resolver_binds()
     argv += ["--proc", "/proc", "--dev", "/dev"]
     # Private, writable by any user (as on a host) and, with a memory limit, that big.
     memory = task.resources.memory if task.resources else None
@@ -338,6 +340,20 @@ def _system_entries() -> tuple[tuple[str, str | None], ...]:
         elif os.path.isdir(path):
             entries.append((path, None))
     return tuple(entries)
+
+
+@functools.cache
+def _resolver_binds(link: str = "/etc/resolv.conf") -> list[str]:
+    """Where the resolver's configuration really is, when that is outside the system
+    directories (systemd-resolved links it into /run): without it, a task with the network
+    could not look up a name."""
+    real = os.path.realpath(link)
+    shown = [path for path, target in _system_entries() if target is None]
+    if real == link or not os.path.isfile(real):
+        return []
+    if any(real.startswith(top + "/") for top in shown):
+        return []
+    return ["--ro-bind", real, real]
 
 
 def _system_binds(hide: Iterable[Path], tops: Sequence[str]) -> list[str]:
