@@ -355,7 +355,7 @@ def test_without_a_sandbox_no_task_runs(tmp_path: Path, monkeypatch: pytest.Monk
     assert result.error == (
         "process 'md5-rabbit' (run 1) in namespace 'triangle' failed: no sandbox to run it in: "
         "bubblewrap (bwrap) is not installed (start the server with --sandbox none to run "
-        "tasks without isolation (unsafe))"
+        "tasks without isolation, unsafely)"
     )
 
 

@@ -253,7 +253,7 @@ async def _spawn(argv: list[str], cwd: Path, env: dict[str, str]) -> asyncio.sub
         raise
 
 
-_NONE_HINT = "start the server with --sandbox none to run tasks without isolation (unsafe)"
+_NONE_HINT = "start the server with --sandbox none to run tasks without isolation, unsafely"
 
 
 def _failed(
