@@ -1,8 +1,9 @@
 # One image for the operator, the standalone server, the task runner and the workers.
 FROM python:3.11-slim
 
-# bubblewrap lets `gaia serve` show tasks their exact container paths; without the
-# privileges it needs, the runner falls back to rewriting paths on its own.
+# bubblewrap seals each task of `gaia serve` and `gaia worker` (docs/security.md). A
+# container that may not create namespaces runs no task until started with --sandbox none,
+# which leaves the isolation to the container itself.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends bubblewrap \
  && rm -rf /var/lib/apt/lists/*

@@ -50,14 +50,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-# Tasks see their inputs at the exact container paths under bubblewrap; without it they
-# still run, with the paths rewritten in the command line.
+# Tasks run sealed by bubblewrap (docs/security.md); without it no task runs, unless the
+# server is started with --sandbox none (unsafe).
 sandbox:
 	@command -v bwrap >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) \
-	      || echo "note: could not install bubblewrap; tasks will run with rewritten paths"; \
-	  else echo "note: bubblewrap missing (apt-get install bubblewrap); tasks will run with rewritten paths"; fi; }
+	      || echo "note: could not install bubblewrap; tasks will not run (see docs/security.md)"; \
+	  else echo "note: bubblewrap missing (apt-get install bubblewrap); tasks will not run"; fi; }
 
 # Debian's chromium, for the dashboard's browser tests (tests/dashboard).
 browser:

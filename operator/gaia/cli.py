@@ -23,7 +23,7 @@ from typing import Any
 
 from gaia.client import DEFAULT_HOST, DEFAULT_PORT, Gaia
 from gaia.errors import GaiaError, NotFound
-from gaia.pod_commands import add_pod_commands
+from gaia.pod_commands import add_pod_commands, add_sandbox_option
 
 __all__ = ["main"]
 
@@ -71,6 +71,7 @@ def _serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             kafka=args.kafka,
             kafka_topics={"log": args.kafka_log_topic, "status": args.kafka_status_topic},
+            sandbox=args.sandbox,
         )
     return 0
 
@@ -250,6 +251,7 @@ def _parser() -> argparse.ArgumentParser:
         action.completer = _complete_namespaces
 
     workers = os.cpu_count() or 1
+
     sub = add(
         "run",
         _run,
@@ -280,6 +282,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="tasks the embedded server runs at once (default: %(default)s)",
     )
+    add_sandbox_option(sub)
     sub.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     sub.add_argument(
         "--stay",
@@ -328,6 +331,7 @@ def _parser() -> argparse.ArgumentParser:
         default="sisyphus-status",
         help="Kafka topic of every other event (default: %(default)s)",
     )
+    add_sandbox_option(sub)
 
     sub = add(
         "status",

@@ -50,8 +50,14 @@ def run_folder(args: argparse.Namespace) -> int:
         if host is None:
             from gaia.standalone.embedded import EmbeddedServer
 
-            embedded = EmbeddedServer(data_dir=data_dir or DEFAULT_DATA, workers=args.workers)
+            embedded = EmbeddedServer(
+                data_dir=data_dir or DEFAULT_DATA, workers=args.workers, sandbox=args.sandbox
+            )
             server = stack.enter_context(embedded)
+            assert server.host is not None
+            box = server.host.sandbox
+            if box.problem is not None or box.mode == "none":
+                print(f"gaia: warning: {box.summary()}", file=sys.stderr)
             host = server.address
             say(f"embedded Gaia server at {host}: data in {data_dir}/, {args.workers} workers")
         client = Gaia({"gaia_host": host})
@@ -110,6 +116,7 @@ def seed(source: Path, target: Path, say: Callable[[str], None] = print) -> int:
             tempfile.NamedTemporaryFile(dir=target.parent, prefix=".seed-", delete=False) as tmp,
         ):
             shutil.copyfileobj(src, tmp)
+        shutil.copymode(path, tmp.name)  # not the temporary file's 600: tasks read it
         os.replace(tmp.name, destination)
         copied += 1
     say(

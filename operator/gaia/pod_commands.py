@@ -26,7 +26,7 @@ def _operator(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from gaia.worker.remote import main as run_worker
 
-    return run_worker(args.key, args.api, args.idle)
+    return run_worker(args.key, args.api, args.idle, args.sandbox)
 
 
 def _task_fetch(args: argparse.Namespace) -> int:
@@ -85,6 +85,7 @@ def add_pod_commands(subs: Any, verbose: argparse.ArgumentParser, usage: Usage) 
         metavar="SECONDS",
         help="stop after this long without work (default: %(default)s)",
     )
+    add_sandbox_option(sub)
     task = add(
         "task",
         None,
@@ -149,3 +150,15 @@ def _add_task_steps(task: argparse.ArgumentParser, verbose: argparse.ArgumentPar
         "--timeout", type=float, metavar="SECONDS", help="give up waiting after this long"
     )
     step.set_defaults(func=_task_upload)
+
+
+def add_sandbox_option(sub: argparse.ArgumentParser) -> None:
+    """``--sandbox``, for every command that runs tasks on this machine."""
+    sub.add_argument(
+        "--sandbox",
+        choices=("auto", "bwrap", "none"),
+        default="auto",
+        help="how tasks are sealed: auto or bwrap (bubblewrap; when it cannot start, no "
+        "task runs) or none (no isolation: a task can do all that this user can; "
+        "unsafe) (default: %(default)s)",
+    )

@@ -605,6 +605,12 @@ class FakeKubelet:
                 inputs[target + "/" if host.is_dir() else target] = host
             else:
                 binds[target] = host
+        # The container's user, as the pod says, else the image's: root here (as in most
+        # images), in a user namespace of its own and without capabilities.
+        context = {
+            **(pod["spec"].get("securityContext") or {}),
+            **(raw.get("securityContext") or {}),
+        }
         return TaskSpec(
             root=run.key[0],
             process=run.key[1],
@@ -615,6 +621,7 @@ class FakeKubelet:
             outputs=(),
             binds=binds,
             env=env,
+            uid=int(context.get("runAsUser") or 0),
         )
 
     def _volume_source(self, volume: dict[str, Any], run: PodRun) -> Path | None:

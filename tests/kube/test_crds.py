@@ -530,6 +530,48 @@ def test_bad_commands_are_rejected(
     assert field in rejected(cluster, manifest("GaiaCommand", "bad", spec))
 
 
+def test_env_network_and_resources_are_accepted(cluster: Cluster, crds: list[str]) -> None:
+    spec = {
+        **LEAF,
+        "env": {"THREADS": "4", "_MODE": ""},
+        "network": True,
+        "resources": {"cpu": "500m", "memory": "256Mi", "processes": 64},
+    }
+    variants = [{"cpu": 2, "memory": 268435456}, {"cpu": "0.5", "memory": "1.5Gi"}]
+    variants += [{"cpu": "2e-1", "memory": "129e6"}]
+    names = [f"probe-sealed-{n}" for n in range(len(variants) + 1)]
+    try:
+        accepted(cluster, manifest("GaiaCommand", names[0], spec))
+        for name, resources in zip(names[1:], variants, strict=True):
+            accepted(cluster, manifest("GaiaCommand", name, {**spec, "resources": resources}))
+    finally:
+        cluster.kubectl("delete", "gaiacmd", *names, "--ignore-not-found")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"env": {"1A": "x"}}, "env names are variable names"),
+        ({"env": {"N": 4}}, "spec.env.N"),
+        ({"network": "yes"}, "spec.network"),
+        ({"resources": {"cpu": "lots"}}, "cpu is a number of cores"),
+        ({"resources": {"cpu": 0}}, "cpu is a number of cores"),
+        ({"resources": {"memory": "256MB"}}, "memory is a number of bytes"),
+        ({"resources": {"memory": 512}}, "memory is a number of bytes"),
+        ({"resources": {"processes": 0}}, "spec.resources.processes"),
+    ],
+)
+def test_bad_env_network_and_resources_are_rejected(
+    cluster: Cluster, crds: list[str], fields: dict[str, object], message: str
+) -> None:
+    assert message in rejected(cluster, manifest("GaiaCommand", "bad", {**LEAF, **fields}))
+
+
+def test_a_composite_has_no_env_network_or_resources(cluster: Cluster, crds: list[str]) -> None:
+    message = rejected(cluster, manifest("GaiaCommand", "bad", {**COMPOSITE, "network": True}))
+    assert "spec.env, spec.network and spec.resources belong to leaf commands" in message
+
+
 def test_example_files_parse_as_kubernetes_documents() -> None:
     documents = [
         doc

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,18 @@ def free_port() -> int:
 
 
 class Server:
-    """`gaia serve` in a subprocess; stop() and start() again to test restarts."""
+    """`gaia serve` in a subprocess; stop() and start() again to test restarts. ``args``
+    are more options of `gaia serve`; ``env``, its whole environment (default: ours)."""
 
-    def __init__(self, data: Path, workers: int = 2) -> None:
+    def __init__(
+        self,
+        data: Path,
+        workers: int = 2,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.data, self.workers = data, workers
+        self.args, self.env = list(args), env
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log = data.parent / f"server-{self.port}.log"
@@ -43,8 +52,9 @@ class Server:
 
     def start(self) -> Server:
         command = [sys.executable, "-m", "gaia.cli", "serve", "--port", str(self.port)]
-        command += ["--data", str(self.data), "--workers", str(self.workers)]
-        self.process = start_service(command, self.log, f"http://{self.address}/health")
+        command += ["--data", str(self.data), "--workers", str(self.workers), *self.args]
+        health = f"http://{self.address}/health"
+        self.process = start_service(command, self.log, health, env=self.env)
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:

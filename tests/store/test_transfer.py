@@ -55,3 +55,36 @@ def test_upload_waits_for_the_exit_code_and_uploads_nothing_after_a_failure(
     assert transfer.main_upload("ns", "job", tmp_path, ["/out/o"]) == 3
     with pytest.raises(StoreError, match="no exit code"):
         transfer.wait_exit(tmp_path / "run/other", timeout=0.3)
+
+
+@pytest.mark.parametrize(
+    ("link", "output", "named"),
+    [
+        (
+            "out/tree/creds",
+            "/out/tree/",
+            "output /out/tree/ holds a symbolic link: /out/tree/creds",
+        ),
+        ("out/o", "/out/o", "output /out/o is a symbolic link"),
+    ],
+)
+def test_upload_never_follows_a_link_and_names_it(
+    s3_client: Any, bucket: str, tmp_path: Path, link: str, output: str, named: str
+) -> None:
+    """A command could point a link at the upload container's own files (its credentials)."""
+    secret = tmp_path / "credentials"
+    secret.write_text("aws_secret_access_key = hunter2\n")
+    (tmp_path / "fs/out/tree").mkdir(parents=True)
+    (tmp_path / "fs/out/tree/data").write_text("data\n")
+    (tmp_path / "fs" / link).symlink_to(secret)
+    store = S3Store(bucket, "", s3_client)
+
+    with pytest.raises(StoreError, match=named) as raised:
+        transfer.upload(store, "ns", "job-2", tmp_path, [output])
+    assert "namespace 'ns': Job job-2: refusing to upload" in str(raised.value)
+    reply = s3_client.list_objects_v2(Bucket=bucket, Prefix=".gaia/staging/ns/job-2/")
+    bodies = [
+        s3_client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+        for item in reply.get("Contents", [])
+    ]
+    assert not any(b"hunter2" in body for body in bodies)

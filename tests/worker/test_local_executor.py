@@ -43,7 +43,8 @@ def nap(run: int) -> TaskSpec:
 
 async def running_nap(workdir: Path, reports: Reports) -> LocalExecutor:
     """An executor with one worker, running a long task."""
-    executor = LocalExecutor(workdir, reports, workers=1, sandbox="rewrite")
+    # "none": these tests are about the workers, not the sandbox
+    executor = LocalExecutor(workdir, reports, workers=1, sandbox="none")
     executor.start()
     executor.submit(nap(1))
     while not executor.running:

@@ -16,6 +16,7 @@ from gaia.engine.keys import (
     normalise_data_key,
     text_problem,
 )
+from gaia.engine.resources import Resources, parse_env, parse_resources
 from gaia.errors import InvalidRequest
 
 __all__ = ["Command", "Process", "ProcessSpec", "Step", "parse_command", "parse_process"]
@@ -50,8 +51,11 @@ class Command:
     outputs: Mapping[str, str] = field(default_factory=dict)
     vars: Mapping[str, str | None] = field(default_factory=dict)
     stdout: str | None = None
-    timeout: float | None = None
+    timeout: float | None = None  # seconds of wall time
     steps: tuple[Step, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)  # set in the task's clean environment
+    network: bool = False  # whether the task may use the network (a sandbox has none)
+    resources: Resources | None = None  # cpu, memory and processes a task may use
 
     @property
     def composite(self) -> bool:
@@ -87,6 +91,12 @@ class Command:
             out["stdout"] = self.stdout
         if self.timeout is not None:
             out["timeout"] = self.timeout
+        if self.env:
+            out["env"] = dict(self.env)
+        if self.network:
+            out["network"] = True
+        if self.resources:
+            out["resources"] = self.resources.to_dict()
         return out
 
 
@@ -207,6 +217,7 @@ def parse_command(raw: object) -> Command:
     if raw.get("steps") is not None:
         return _parse_composite(key, raw, where)
     known = {"key", "image", "command", "inputs", "outputs", "vars", "stdout", "timeout"}
+    known |= {"env", "network", "resources"}
     if unknown := sorted(set(raw) - known - {"steps"}):
         raise InvalidRequest(f"{where}: unknown fields {unknown}; a command has {sorted(known)}")
     line = raw.get("command")
@@ -237,6 +248,9 @@ def parse_command(raw: object) -> Command:
         or timeout <= 0
     ):
         raise InvalidRequest(f"{where}: 'timeout' must be a positive number of seconds")
+    network = raw.get("network", False)
+    if not isinstance(network, bool):
+        raise InvalidRequest(f"{where}: 'network' must be true or false, got {network!r}")
     written = [(f"output {name!r}", path) for name, path in outputs.items()]
     for what, path in [*written, *([("'stdout'", stdout)] if stdout else [])]:
         if path.count("/") == 1:  # "/o": nowhere to stage it, in a sandbox or a pod
@@ -263,6 +277,9 @@ def parse_command(raw: object) -> Command:
         vars=defaults,
         stdout=stdout,
         timeout=float(timeout) if timeout is not None else None,
+        env=parse_env(raw.get("env"), where),
+        network=network,
+        resources=parse_resources(raw.get("resources"), where) or None,
     )
 
 

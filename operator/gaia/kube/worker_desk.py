@@ -129,6 +129,9 @@ class WorkerDesk:
                 "outputs": list(start.outputs.values()),
                 "stdout": start.command.stdout,
                 "timeout": start.command.timeout,
+                "env": dict(start.command.env),
+                "network": start.command.network,
+                "resources": start.command.resources.to_dict() if start.command.resources else None,
                 "staging": f"{WORKER_DATA}/{staging_dir(root, name)}",
             }
 

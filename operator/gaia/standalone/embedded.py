@@ -19,9 +19,15 @@ class EmbeddedServer:
     """``with EmbeddedServer(data_dir) as server: gaia.Gaia({"gaia_host": server.address})``"""
 
     def __init__(
-        self, data_dir: Path, workers: int = 2, port: int = 0, idle_timeout: float = 300.0
+        self,
+        data_dir: Path,
+        workers: int = 2,
+        port: int = 0,
+        idle_timeout: float = 300.0,
+        sandbox: str = "auto",
     ) -> None:
         self.data_dir, self.workers, self.idle_timeout = data_dir, workers, idle_timeout
+        self.sandbox = sandbox
         self.port = port
         self.address = ""
         self._loop = asyncio.new_event_loop()
@@ -29,6 +35,7 @@ class EmbeddedServer:
             target=self._loop.run_forever, name="gaia-server", daemon=True
         )
         self._runner: web.AppRunner | None = None
+        self.host: StandaloneHost | None = None  # once entered
 
     def __enter__(self) -> EmbeddedServer:
         self._thread.start()
@@ -36,7 +43,13 @@ class EmbeddedServer:
         return self
 
     async def _start(self) -> None:
-        host = StandaloneHost(self.data_dir, workers=self.workers, idle_timeout=self.idle_timeout)
+        host = StandaloneHost(
+            self.data_dir,
+            workers=self.workers,
+            idle_timeout=self.idle_timeout,
+            sandbox=self.sandbox,
+        )
+        self.host = host
         self._runner = web.AppRunner(standalone_app(host))
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)

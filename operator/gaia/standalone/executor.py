@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -51,8 +52,11 @@ class LocalExecutor:
         workers: int = 2,
         idle_timeout: float = 300.0,
         sandbox: str = "auto",
+        hide: Sequence[Path] = (),
     ) -> None:
+        """``hide``: host directories no task may see (the data directory)."""
         self.work_dir = work_dir
+        self.hide = tuple(hide)
         self.report = report
         self.idle_timeout = idle_timeout
         self.sandbox = sandbox
@@ -133,7 +137,14 @@ class LocalExecutor:
             self.report.line(root, process, run, stream, text)
 
         job = asyncio.get_running_loop().create_task(
-            run_task(spec, workdir, on_line=on_line, on_start=on_start, sandbox=self.sandbox)
+            run_task(
+                spec,
+                workdir,
+                on_line=on_line,
+                on_start=on_start,
+                sandbox=self.sandbox,
+                hide=self.hide,
+            )
         )
         self.running[task_id] = job
         try:

@@ -26,6 +26,7 @@ from gaia.standalone.executor import LocalExecutor
 from gaia.standalone.statedb import StateDB
 from gaia.store import LocalStore
 from gaia.wire import Event
+from gaia.worker import sandbox as sandboxes
 from gaia.worker.runner import TaskResult, TaskSpec
 
 if TYPE_CHECKING:
@@ -49,7 +50,9 @@ class StandaloneHost(Shell):
         kafka_topics: Mapping[str, str] | None = None,
     ) -> None:
         """``kafka`` (HOST:PORT) also publishes every event to Kafka, on ``kafka_topics``
-        (``{"log": ..., "status": ...}``); an unreachable broker raises ConnectionFailed."""
+        (``{"log": ..., "status": ...}``); an unreachable broker raises ConnectionFailed.
+        ``sandbox`` (auto, bwrap, none) is probed now: :attr:`sandbox` says how tasks run."""
+        self.sandbox = sandboxes.sandbox(sandbox)
         self.kafka: KafkaPublisher | None = None
         if kafka:
             from gaia.bus.kafka import KafkaPublisher  # kafka-python: only when asked for
@@ -64,7 +67,12 @@ class StandaloneHost(Shell):
         super().__init__(LocalStore(self.data_dir), bus)
         self.local_store = LocalStore(self.data_dir)
         self.executor = LocalExecutor(
-            state_dir / "work", self, workers=workers, idle_timeout=idle_timeout, sandbox=sandbox
+            state_dir / "work",
+            self,
+            workers=workers,
+            idle_timeout=idle_timeout,
+            sandbox=sandbox,
+            hide=(self.data_dir,),
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -143,6 +151,9 @@ class StandaloneHost(Shell):
             outputs=tuple(start.outputs.values()),
             stdout=command.stdout,
             timeout=command.timeout,
+            env=command.env,
+            network=command.network,
+            resources=command.resources,
         )
 
     # -- the calls of the API that only this host has ----------------------------------

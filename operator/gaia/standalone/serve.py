@@ -37,15 +37,18 @@ def serve(
     *,
     kafka: str | None = None,
     kafka_topics: Mapping[str, str] | None = None,
+    sandbox: str = "auto",
 ) -> None:
     """Run the standalone server. With ``kafka`` (HOST:PORT), events also go to Kafka
-    topics; an unreachable broker raises at once."""
+    topics; an unreachable broker raises at once. How tasks are sealed (``sandbox``) is
+    said at the start, and so is a sandbox that cannot start (no task runs then)."""
     standalone = StandaloneHost(
         data_dir,
         workers=workers,
         idle_timeout=idle_timeout,
         kafka=kafka,
         kafka_topics=kafka_topics,
+        sandbox=sandbox,
     )
     events = (
         f"; events also on Kafka at {kafka} ({', '.join(standalone.kafka.topics.values())})"
@@ -57,6 +60,7 @@ def serve(
         + events,
         flush=True,
     )
+    print(f"gaia: {standalone.sandbox.summary()}", flush=True)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     print(f"gaia: dashboard at {dashboard.url(f'{shown}:{port}')}", flush=True)
     web.run_app(

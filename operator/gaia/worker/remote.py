@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gaia.engine.resources import parse_resources
+from gaia.worker import sandbox as sandboxes
 from gaia.worker.runner import TaskResult, TaskSpec, run_task
 
 __all__ = ["HEARTBEAT", "RemoteWorker", "main"]
@@ -49,9 +51,16 @@ class ApiError(RuntimeError):
 
 class RemoteWorker:
     def __init__(
-        self, key: str, api: str, idle: float, data: Path | None = None, work: Path | None = None
+        self,
+        key: str,
+        api: str,
+        idle: float,
+        data: Path | None = None,
+        work: Path | None = None,
+        sandbox: str = "auto",
     ) -> None:
         self.key = key
+        self.sandbox = sandbox
         self.api = api.rstrip("/")
         if "://" not in self.api:
             self.api = "http://" + self.api
@@ -132,9 +141,14 @@ class RemoteWorker:
                 outputs=tuple(task["outputs"]),
                 stdout=task.get("stdout"),
                 timeout=task.get("timeout"),
+                env=task.get("env") or {},
+                network=bool(task.get("network")),
+                resources=parse_resources(task.get("resources"), f"command of {what}"),
             )
             logger.info("worker %s: running %s", self.key, what)
-            job = asyncio.create_task(run_task(spec, workdir / "task", sandbox="auto"))
+            job = asyncio.create_task(
+                run_task(spec, workdir / "task", sandbox=self.sandbox, hide=(self.data, self.work))
+            )
             try:
                 result = await self._supervise(job, ident)
             except Exception as exc:  # the runner broke: the task's failure
@@ -216,6 +230,9 @@ async def _main(worker: RemoteWorker) -> int:
         return 0
 
 
-def main(key: str, api: str, idle: float) -> int:
+def main(key: str, api: str, idle: float, sandbox: str = "auto") -> int:
     """``gaia worker``: serve until idle for ``idle`` seconds (or SIGTERM); exit 0."""
-    return asyncio.run(_main(RemoteWorker(key, api, idle)))
+    box = sandboxes.sandbox(sandbox)
+    log = logger.warning if box.problem is not None or box.mode == "none" else logger.info
+    log("worker %s: %s", key, box.summary())
+    return asyncio.run(_main(RemoteWorker(key, api, idle, sandbox=sandbox)))

@@ -1,19 +1,21 @@
 """Run one task: one execution of one process, as a process tree on this machine.
 
 :func:`run_task` starts the command in its own session (so that its whole process group
-can be signalled), reads standard output and standard error concurrently and line by line,
-and on success hands back where each declared output was staged. Everything the task
-writes stays under its private ``workdir``, except what it writes into ``TaskSpec.binds``
-(host directories bound read-write, like a pod's writable volumes)::
+can be signalled) and sealed by its sandbox (:mod:`gaia.worker.sandbox`), reads standard
+output and standard error concurrently and line by line, and on success hands back where
+each declared output was staged, checked (no links, see :mod:`gaia.worker.outputs`) and
+fsynced. Everything the task writes stays under its private ``workdir``, except what it
+writes into ``TaskSpec.binds`` (host directories bound read-write, like a pod's writable
+volumes)::
 
     workdir/log     every line the command printed, stdout and stderr, in arrival order
     workdir/fs/...  the staging root: container path /out/out is workdir/fs/out/out
-    workdir/tmp     the command's scratch directory (host cwd in rewrite mode)
+    workdir/tmp     the command's scratch directory (host cwd and HOME without a sandbox)
 
 A failed, timed-out or cancelled task stages nothing, and leaves no process behind:
 SIGTERM goes to the whole process group, then SIGKILL after :data:`KILL_GRACE` seconds.
 Under bubblewrap the command's pid namespace dies with bubblewrap, which also takes
-daemons that left the process group; in rewrite mode such a daemon can escape.
+daemons that left the process group; without a sandbox such a daemon can escape.
 """
 
 from __future__ import annotations
@@ -26,13 +28,16 @@ import shlex
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from gaia.engine.resources import Resources
 from gaia.errors import TaskFailed
+from gaia.worker import limits, staging
 from gaia.worker import sandbox as sandboxes
+from gaia.worker.outputs import UnsafeOutput
 
 __all__ = ["KILL_GRACE", "TaskResult", "TaskSpec", "run_task"]
 
@@ -63,7 +68,14 @@ class TaskSpec:
     # container path -> existing host directory, bound read-write at that exact path (as a
     # pod's writable volume mount); what the command writes there goes straight to the host
     binds: Mapping[str, Path] = field(default_factory=dict)
-    env: Mapping[str, str] = field(default_factory=dict)  # set on top of the inherited env
+    # The command's whole environment with PATH, HOME and LANG (nothing is inherited).
+    env: Mapping[str, str] = field(default_factory=dict)
+    network: bool = False  # whether the sandbox leaves it the host's network
+    resources: Resources | None = None  # limits, enforced as gaia.worker.limits says
+    # The user it runs as in the sandbox. None: nobody (65534) when the runner is root,
+    # else the runner's own. With a root runner, 0 is root in a user namespace of its own
+    # without capabilities (a container's root), another uid that user on the host too.
+    uid: int | None = None
 
     def describe(self) -> str:
         return f"process {self.process!r} (run {self.run}) in namespace {self.root!r}"
@@ -109,17 +121,25 @@ async def run_task(
     on_line: LineCallback | None = None,
     on_start: Callable[[int], None] | None = None,
     sandbox: str = "auto",
+    hide: Sequence[Path] = (),
 ) -> TaskResult:
     """Run ``spec`` in ``workdir`` and report how it ended.
 
     Failures of the task (it cannot start, exits non-zero, misses a declared output, times
     out) are returned as ``ok=False``. Cancelling the asyncio task that awaits this kills
-    the command's whole process tree, then lets CancelledError propagate.
+    the command's whole process tree, then lets CancelledError propagate. ``hide`` names
+    host directories (the data directory) that the sandbox covers should they lie inside
+    a system directory it shows.
     """
     workdir = workdir.absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     what = spec.describe()
-    mode = await sandboxes.resolve_mode(sandbox)
+    box = await sandboxes.resolve(sandbox)
+    if box.problem is not None:
+        return _failed(what, f"no sandbox to run it in: {box.problem} ({_NONE_HINT})", None, ())
+    if spec.resources and box.limits_problem is not None:
+        reason = f"its resources cannot be enforced here: {box.limits_problem}"
+        return _failed(what, reason, None, ())
     if spec.image:
         logger.debug("%s: image %s ignored, tasks run on this machine", what, spec.image)
     with contextlib.ExitStack() as files:
@@ -127,21 +147,26 @@ async def run_task(
         log = (workdir / "log").open("w", encoding="utf-8", buffering=1)
         sink = _Sink(files.enter_context(log), on_line)
         try:
-            proc, copy = await _start(spec, mode, workdir, files)
+            proc, copy = await _start(spec, box, workdir, files, hide)
         except TaskFailed as exc:
             return _failed(what, str(exc), None, ())
-        logger.debug("%s: started pid %d (%s sandbox)", what, proc.pid, mode)
+        logger.debug("%s: started pid %d (%s sandbox)", what, proc.pid, box.mode)
         code = await _supervise(proc, sink, copy, spec.timeout, what, on_start)
     tail = tuple(sink.tail)
     if code is None:
-        return _failed(what, f"timed out after {spec.timeout:g}s", None, tail)
+        return _failed(what, f"timed out after {spec.timeout:g}s", None, tail, spec)
     if code < 0:
-        return _failed(what, f"killed by signal {_signal_name(-code)}", None, tail)
+        return _failed(what, f"killed by signal {_signal_name(-code)}", code, tail, spec)
     if code != 0:
-        return _failed(what, f"exit code {code}", code, tail)
+        return _failed(what, f"exit code {code}", code, tail, spec)
     if sink.copy_error is not None:
         return _failed(what, sink.copy_error, code, tail)
-    staged, missing = sandboxes.collect(workdir, spec.outputs)
+    try:  # fsync blocks: off the event loop
+        staged, missing = await asyncio.to_thread(staging.collect, workdir / "fs", spec.outputs)
+    except UnsafeOutput as exc:
+        return _failed(what, str(exc), code, tail)
+    except OSError as exc:
+        return _failed(what, f"could not read its outputs: {exc}", code, tail)
     if missing:
         listed = ", ".join(missing)
         many = len(missing) > 1
@@ -152,42 +177,56 @@ async def run_task(
 
 
 async def _start(
-    spec: TaskSpec, mode: str, workdir: Path, files: contextlib.ExitStack
+    spec: TaskSpec,
+    box: sandboxes.Sandbox,
+    workdir: Path,
+    files: contextlib.ExitStack,
+    hide: Sequence[Path],
 ) -> tuple[asyncio.subprocess.Process, BinaryIO | None]:
     """Lay out the task's files and start its command; TaskFailed says why it cannot."""
     if not spec.command:
         raise TaskFailed("its command line is empty")
-    problem = sandboxes.check(spec.inputs, spec.outputs, spec.stdout, spec.binds)
+    problem = staging.check(spec.inputs, spec.outputs, spec.stdout, spec.binds)
+    user = sandboxes.task_user(box, spec.uid)
+    if problem is None and user is not None:
+        problem = staging.unreadable_input(spec.inputs, user)
     if problem is not None:
         raise TaskFailed(problem)
+    fs, scratch = workdir / "fs", workdir / "tmp"
+    tops = staging.written_tops(spec.inputs, spec.outputs, spec.stdout, spec.binds)
+    task = sandboxes.Task(
+        command=spec.command,
+        inputs=spec.inputs,
+        binds=spec.binds,
+        tops=tops if box.mode == "bwrap" else (),
+        paths=[*spec.inputs, *spec.outputs, *([spec.stdout] if spec.stdout else []), *spec.binds],
+        env=spec.env,
+        network=spec.network,
+        resources=spec.resources,
+        timeout=spec.timeout,
+        uid=spec.uid,
+        hide=hide,
+    )
     try:
-        argv, cwd, env = sandboxes.prepare(
-            mode,
-            spec.command,
-            spec.inputs,
-            spec.outputs,
-            spec.stdout,
-            workdir,
-            binds=spec.binds,
-            env=spec.env,
-        )
+        scratch.mkdir(parents=True, exist_ok=True)
+        mounted = [*spec.inputs, *spec.binds] if box.mode == "bwrap" else []
+        staging.lay_out(fs, spec.outputs, spec.stdout, task.tops, mounted, user)
+        argv, cwd, env = sandboxes.launch(box, task, fs, scratch)
         copy = None
         if spec.stdout is not None:
-            stdout_path = sandboxes.host_path(workdir / "fs", spec.stdout)
+            stdout_path = staging.host_path(fs, spec.stdout)
             copy = files.enter_context(stdout_path.open("wb"))
     except OSError as exc:
         raise TaskFailed(f"could not lay out its files in {workdir}: {exc}") from exc
     try:
         logger.debug("%s: running %s", spec.describe(), shlex.join(argv))
-        proc = await _spawn(argv, cwd, {**os.environ, **env} if env else None)
+        proc = await _spawn(argv, cwd, env)
     except OSError as exc:
         raise TaskFailed(f"could not start {spec.command[0]!r}: {exc}") from exc
     return proc, copy
 
 
-async def _spawn(
-    argv: list[str], cwd: Path, env: dict[str, str] | None
-) -> asyncio.subprocess.Process:
+async def _spawn(argv: list[str], cwd: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
     """Start ``argv`` as the leader of a new process group, so the whole tree can be killed.
 
     asyncio's own cleanup of a start cancelled half-way kills only the leader, then waits
@@ -216,10 +255,24 @@ async def _spawn(
         raise
 
 
-def _failed(what: str, reason: str, code: int | None, tail: tuple[str, ...]) -> TaskResult:
+_NONE_HINT = "start the server with --sandbox none to run tasks without isolation, unsafely"
+
+
+def _failed(
+    what: str,
+    reason: str,
+    code: int | None,
+    tail: tuple[str, ...],
+    spec: TaskSpec | None = None,
+) -> TaskResult:
+    """A failed result; with ``spec``, the limit the task most likely hit is named too.
+    ``code`` is negative for a death by signal (reported as no exit code)."""
+    if spec is not None and (hint := limits.explain(spec.resources, spec.timeout, code, tail)):
+        reason = f"{reason}; {hint}"
     error = f"{what} failed: {reason}"
     logger.info("%s", error)
-    return TaskResult(ok=False, exit_code=code, staged={}, error=error, log_tail=tail)
+    exit_code = code if code is not None and code >= 0 else None
+    return TaskResult(ok=False, exit_code=exit_code, staged={}, error=error, log_tail=tail)
 
 
 def _signal_name(number: int) -> str:

@@ -6,7 +6,9 @@ every object under a directory key, to its container path. ``upload`` (a contain
 the command) waits for the command's exit code in ``run/exit``; if it is 0 it uploads each
 declared output to the Job's staging prefix ``<prefix>/.gaia/staging/<root>/<job>/``, and it
 exits with the command's code, so a failed command uploads nothing. The operator publishes
-the staged objects once the Job succeeded.
+the staged objects once the Job succeeded. ``upload`` never follows a symbolic link: the
+command could point one at the upload container's own files (its credentials), so a link
+or special file anywhere in an output fails the upload, naming it (gaia.worker.outputs).
 
 Both read the bucket from ``GAIA_S3_BUCKET``, ``GAIA_S3_PREFIX``, ``GAIA_S3_ENDPOINT`` and
 ``GAIA_S3_REGION``, and credentials from the standard AWS variables.
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from gaia.errors import InvalidRequest, StoreError
 from gaia.store.s3 import S3Store, make_client
+from gaia.worker import outputs as output_files
 
 __all__ = ["fetch", "store_from_env", "upload"]
 
@@ -87,29 +90,44 @@ def wait_exit(exit_file: Path, timeout: float | None = None) -> int:
 
 
 def upload(store: S3Store, root: str, job: str, work: Path, outputs: Sequence[str]) -> list[str]:
-    """Upload each declared output that exists to the staging prefix; return the missing."""
+    """Upload each declared output that exists to the staging prefix; return the missing.
+
+    Files are read through descriptors opened without following links; a symbolic link or
+    special file in an output raises StoreError naming it (what was uploaded before stays
+    in the staging prefix, which the operator never publishes for a failed Job)."""
     staging = store.staging_prefix(root, job)
     missing = []
     for path in outputs:
         local = _local(work, path)
         name = f"{staging}/{path.strip('/')}"
-        if path.endswith("/") and local.is_dir():
-            files = sorted(p for p in local.rglob("*") if p.is_file())
-            pairs = [(f, f"{name}/{f.relative_to(local).as_posix()}") for f in files]
-        elif not path.endswith("/") and local.is_file():
-            pairs = [(local, name)]
-        else:
+        try:
+            count = _upload_output(store, local, path, name)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             missing.append(path)
             continue
-        for source, target in pairs:
-            try:
-                store.client.upload_file(str(source), store.bucket, target)
-            except Exception as exc:
-                raise StoreError(
-                    f"namespace {root!r}: cannot upload output {path} of Job {job}: {exc}"
-                ) from exc
-        logger.info("uploaded %s (%d objects)", path, len(pairs))
+        except output_files.UnsafeOutput as exc:
+            raise StoreError(f"namespace {root!r}: Job {job}: refusing to upload: {exc}") from exc
+        except Exception as exc:
+            raise StoreError(
+                f"namespace {root!r}: cannot upload output {path} of Job {job}: {exc}"
+            ) from exc
+        logger.info("uploaded %s (%d objects)", path, count)
     return missing
+
+
+def _upload_output(store: S3Store, local: Path, path: str, name: str) -> int:
+    if not path.endswith("/"):
+        with os.fdopen(output_files.open_file(local, path), "rb") as file:
+            store.client.upload_fileobj(file, store.bucket, name)
+        return 1
+    count = 0
+    for relative, fd, _ in output_files.walk(local, path):
+        if fd < 0:
+            continue  # a directory: S3 has none
+        with os.fdopen(os.dup(fd), "rb") as file:
+            store.client.upload_fileobj(file, store.bucket, f"{name}/{relative}")
+        count += 1
+    return count
 
 
 def main_fetch(root: str, work: Path, inputs: Sequence[tuple[str, str]]) -> int:
