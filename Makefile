@@ -6,10 +6,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   ?= gaia-data
 
-.PHONY: run test lint typecheck unit bench deps sandbox clean help components kafka
+.PHONY: run test lint typecheck unit bench bench-compare bench-operator deps sandbox clean help components kafka
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 14
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 16
 
 run: deps sandbox  ## run the triangle workflow on the embedded server, with live progress
 	$(BIN)/gaia run examples/triangle --data $(DATA)
@@ -26,9 +26,17 @@ lint: deps
 
 typecheck: deps
 	$(BIN)/mypy
+	MYPYPATH=operator:benchmarks:tests/kube:tests $(BIN)/mypy --follow-imports=silent benchmarks
 
 bench: deps sandbox  ## print the engine's and the server's figures
 	$(BIN)/python benchmarks/engine_bench.py
+
+# BENCH_ARGS passes options, e.g. BENCH_ARGS='--million --profile bench-profiles'.
+bench-compare: deps sandbox  ## Gaia against Snakemake and the raw spawn rate, one table
+	$(BIN)/python benchmarks/compare.py $(BENCH_ARGS)
+
+bench-operator: deps sandbox components  ## the operator against the test API server
+	$(BIN)/python benchmarks/operator_bench.py $(BENCH_ARGS)
 
 deps: $(VENV)/.installed
 
