@@ -162,8 +162,11 @@ class Profile:
         return inclusive, own
 
 
-def summarise(title: str, profile: Profile, tasks: int, seconds: float, top: int = 15) -> str:
-    """A Markdown summary: the loop's busy share, and the top costs in ms per task."""
+def summarise(
+    title: str, profile: Profile, tasks: int, seconds: float, top: int = 15, per: str = "task"
+) -> str:
+    """A Markdown summary: the loop's busy share, and the top costs in ms per ``per``
+    (``tasks`` of them)."""
     per_task = 1000 / profile.rate / max(tasks, 1)
     lines = [f"### {title}", ""]
     if not profile.stacks:
@@ -173,14 +176,14 @@ def summarise(title: str, profile: Profile, tasks: int, seconds: float, top: int
     lines.append(
         f"{seconds:.1f} s recorded at {profile.rate} Hz. The event loop's thread ({loop}): "
         f"{every:,} samples, busy {busy / max(every, 1):.0%} of them (idle in select "
-        f"{1 - busy / max(every, 1):.0%}): **{busy * per_task:.2f} ms of loop time per task**."
+        f"{1 - busy / max(every, 1):.0%}): **{busy * per_task:.3f} ms of loop time per {per}**."
     )
     groups = Counter({g: profile.busy(g)[0] for g in {s[0] for s in profile.stacks}})
     others = [(g, c) for g, c in groups.most_common() if g != loop and c]
     if others:
         lines.append(
-            "Other threads, busy ms per task: "
-            + ", ".join(f"{g} {c * per_task:.2f}" for g, c in others[:6])
+            f"Other threads, busy ms per {per}: "
+            + ", ".join(f"{g} {c * per_task:.3f}" for g, c in others[:6])
             + "."
         )
     inclusive, own = profile.costs(loop)
@@ -190,15 +193,15 @@ def summarise(title: str, profile: Profile, tasks: int, seconds: float, top: int
         "|---|---:|---:|",
     ]
     lines += [
-        f"| `{name}` | {count * per_task:.2f} | {own.get(name, 0) * per_task:.2f} |"
+        f"| `{name}` | {count * per_task:.3f} | {own.get(name, 0) * per_task:.3f} |"
         for name, count in inclusive.most_common(top)
     ]
-    lines += ["", "| event loop: innermost frame (self) | ms/task |", "|---|---:|"]
-    lines += [f"| `{name}` | {count * per_task:.2f} |" for name, count in own.most_common(top)]
+    lines += ["", f"| event loop: innermost frame (self) | ms/{per} |", "|---|---:|"]
+    lines += [f"| `{name}` | {count * per_task:.3f} |" for name, count in own.most_common(top)]
     if others:
         inclusive, _ = profile.costs(None, exclude=loop)
-        lines += ["", "| other threads: function (inclusive) | ms/task |", "|---|---:|"]
+        lines += ["", f"| other threads: function (inclusive) | ms/{per} |", "|---|---:|"]
         lines += [
-            f"| `{name}` | {count * per_task:.2f} |" for name, count in inclusive.most_common(8)
+            f"| `{name}` | {count * per_task:.3f} |" for name, count in inclusive.most_common(8)
         ]
     return "\n".join(lines)
