@@ -505,6 +505,7 @@ def merged(table: Table, work: Path, values: int, snake: Path | None, restart: b
         base = harness.rss_mib(server.pid)
         with harness.stopwatch() as took:
             reply = client.merge(ROOT, fanout(values))
+        merge_seconds = took[0]
         changed = len(reply["processes"][ROOT])
         table.add(
             name,
@@ -552,6 +553,12 @@ def merged(table: Table, work: Path, values: int, snake: Path | None, restart: b
             f"`snakemake -n` ({harness.SNAKEMAKE_VERSION}) on the same DAG",
             f"{run.seconds:.2f} s" if run.returncode == 0 else "failed",
             f"peak RSS {run.max_rss_mib:.0f} MiB",
+        )
+        table.add(
+            name,
+            "`snakemake -n` / Gaia merge",
+            ratio(run.seconds if run.returncode == 0 else None, merge_seconds),
+            "target ≥ 25",
         )
 
 
