@@ -436,6 +436,8 @@ def jobs_phase(table: Table, world: World, sizes: Sizes, profile: Path | None) -
     creates = [e for e in audit if e.get("verb") == "create"]
     made = sorted(e["t"] for e in creates if (e.get("responseStatus") or {}).get("code") == 201)
     refused = sum((e.get("responseStatus") or {}).get("code") == 409 for e in creates)
+    requested = Counter((e.get("objectRef") or {}).get("name") for e in creates)
+    again = sum(count > 1 for count in requested.values())
     lists = sum(e.get("verb") == "list" for e in audit)
     assert world.kubelet is not None
     runs = Counter(count for (r, _), count in world.kubelet.task_runs.items() if r == root)
@@ -449,19 +451,25 @@ def jobs_phase(table: Table, world: World, sizes: Sizes, profile: Path | None) -
         rate(done, phase.seconds),
         f"{phase.seconds:.1f} s, merge → the status says {phase.status.get('state')}",
     )
-    span = made[-1] - made[0] if len(made) > 1 else None
+    # The first half of the Jobs are runnable at once (the echoes): their creation is
+    # limited by the operator alone; the copies follow the echoes' completions.
+    burst = made[:values]
+    span = burst[-1] - burst[0] if len(burst) > 1 else None
     table.add(
         name,
         "Job creations per second",
-        f"{(len(made) - 1) / span:.1f}/s" if span else "n/a",
-        "first to last created Job; GAIA_JOBS_PER_SECOND=50; target ≥ 20",
+        f"{(len(burst) - 1) / span:.1f}/s" if span else "n/a",
+        f"the first {len(burst):,} Jobs, all runnable at the merge; "
+        f"{rate(len(made), made[-1] - made[0] if len(made) > 1 else None)} first to last; "
+        "GAIA_JOBS_PER_SECOND=50; target ≥ 20",
     )
     table.add(
         name,
         "Job creation requests",
         f"{len(creates):,}",
-        f"{len(made):,} created (201), {refused:,} refused as existing (409); "
-        f"{lists:,} Job lists; target: one request per task",
+        f"{len(made):,} created (201), {refused:,} refused as existing (409), "
+        f"{again:,} Jobs asked for more than once; {lists:,} Job lists; "
+        "target: one request per task",
     )
     table.add(
         name,
