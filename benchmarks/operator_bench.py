@@ -141,6 +141,7 @@ class CountingKubelet(FakeKubelet):
         self.task_runs: Counter[tuple[str, str]] = Counter()
         self.job_pods: Counter[str] = Counter()  # by GaiaNamespace
         self.worker_pods: dict[str, tuple[str, str]] = {}  # worker -> pod key
+        self.job_pod: dict[str, tuple[str, str]] = {}  # Job name -> its latest pod's key
 
     async def _run_pod(self, run: Any, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
@@ -148,6 +149,8 @@ class CountingKubelet(FakeKubelet):
         worker = labels.get("gaia.dev/worker")
         if worker:
             self.worker_pods[worker] = (meta["namespace"], meta["name"])
+        elif "batch.kubernetes.io/job-name" in labels:
+            self.job_pod[labels["batch.kubernetes.io/job-name"]] = (meta["namespace"], meta["name"])
         try:
             await super()._run_pod(run, pod)
         finally:
@@ -416,6 +419,27 @@ def _progress(phase: Phase) -> str:
     )
 
 
+def _failures(table: Table, name: str, world: World, phase: Phase) -> None:
+    """The first failures the status lists, with what the kubelet saw the pod print (the
+    stand-in kubelet serves no logs through the API, so the operator has no tail)."""
+    failures = phase.status.get("failures") or []
+    if not failures:
+        return
+    assert world.kubelet is not None
+    for failure in failures[:3]:
+        printed = ""
+        pod = world.kubelet.job_pod.get(str(failure.get("job")))
+        if pod is not None:
+            with contextlib.suppress(KeyError, OSError):
+                printed = world.kubelet.logs(*pod).strip().replace("\n", " / ")[-300:]
+        table.add(
+            name,
+            f"failed: {failure.get('process')}",
+            f"exit {failure.get('exitCode')}",
+            f"{str(failure.get('error'))[:160]}; the pod printed: {printed!r}",
+        )
+
+
 def jobs_phase(table: Table, world: World, sizes: Sizes, profile: Path | None) -> None:
     values = sizes.jobs
     tasks = 2 * values
@@ -478,6 +502,7 @@ def jobs_phase(table: Table, world: World, sizes: Sizes, profile: Path | None) -
         f"{sum(runs.values()):,} runs for {tasks:,} tasks; target: each once",
     )
     table.add(name, "Jobs left over", f"{left:,}", "30 s after the end; target 0")
+    _failures(table, name, world, phase)
     table.add(
         name,
         "status writes",
@@ -514,6 +539,7 @@ def jobs_phase(table: Table, world: World, sizes: Sizes, profile: Path | None) -
             profiler.seconds,
         )
         (profile / "operator-jobs.md").write_text(text + "\n")
+        _failures(table, f"{tasks:,}-task GaiaNamespace, Jobs, under py-spy", world, profiled)
         print(text, flush=True)
 
 
@@ -578,14 +604,7 @@ def workers_phase(table: Table, world: World, sizes: Sizes, work: Path) -> None:
         f"{sum(runs.values()):,} runs; tasks handed to Jobs instead: "
         f"{world.kubelet.job_pods[root] - jobs_before:,}",
     )
-    failures = phase.status.get("failures") or []
-    if failures:
-        table.add(
-            name,
-            "failures (first)",
-            str(len(failures)),
-            "; ".join(str(f.get("error") or f)[:120] for f in failures[:2]),
-        )
+    _failures(table, name, world, phase)
     table.add(
         name,
         "GaiaNamespace status size",

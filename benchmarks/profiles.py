@@ -37,6 +37,8 @@ WAITING = {
     "recv",
     "accept",
     "getaddrinfo",
+    "SSLSocket.read",  # a blocking read of a TLS socket (the kubernetes client's threads)
+    "poll_wait_for_socket.<locals>.do_poll",
 }
 # Frames every stack of a thread goes through: left out of the inclusive table.
 PLUMBING = {
@@ -56,6 +58,7 @@ PLUMBING = {
     "_bootstrap_inner",
     "operator",
     "spawn_tasks",
+    "_operator",
 }
 
 
@@ -126,7 +129,10 @@ class Profile:
         return profile
 
     def waiting(self, stack: tuple[str, ...]) -> bool:
-        return len(stack) < 2 or _function(stack[-1]) in WAITING
+        if len(stack) < 2:
+            return True
+        qualified = stack[-1].partition(" (")[0]
+        return qualified in WAITING or _function(stack[-1]) in WAITING
 
     def loop_thread(self) -> str | None:
         """The thread group that runs the asyncio event loop."""
@@ -187,17 +193,23 @@ def summarise(
             + "."
         )
     inclusive, own = profile.costs(loop)
+    share = 100 / max(busy, 1)
     lines += [
         "",
-        "| event loop: function (inclusive) | ms/task | self ms/task |",
-        "|---|---:|---:|",
+        f"| event loop: function (inclusive) | ms/{per} | % of busy loop | self ms/{per} |",
+        "|---|---:|---:|---:|",
     ]
     lines += [
-        f"| `{name}` | {count * per_task:.3f} | {own.get(name, 0) * per_task:.3f} |"
+        f"| `{name}` | {count * per_task:.3f} | {count * share:.0f}% "
+        f"| {own.get(name, 0) * per_task:.3f} |"
         for name, count in inclusive.most_common(top)
     ]
-    lines += ["", f"| event loop: innermost frame (self) | ms/{per} |", "|---|---:|"]
-    lines += [f"| `{name}` | {count * per_task:.3f} |" for name, count in own.most_common(top)]
+    lines += ["", f"| event loop: innermost frame (self) | ms/{per} | % of busy loop |"]
+    lines += ["|---|---:|---:|"]
+    lines += [
+        f"| `{name}` | {count * per_task:.3f} | {count * share:.0f}% |"
+        for name, count in own.most_common(top)
+    ]
     if others:
         inclusive, _ = profile.costs(None, exclude=loop)
         lines += ["", f"| other threads: function (inclusive) | ms/{per} |", "|---|---:|"]
