@@ -348,6 +348,7 @@ class Phase:
     status: dict[str, Any]
     cpu: float
     began: float  # epoch seconds
+    merge: float  # seconds the merge call took
 
 
 def run_phase(
@@ -358,8 +359,10 @@ def run_phase(
     tasks = 2 * values
     cpu = harness.cpu_seconds(world.pid)
     began = time.time()
-    client.merge(root, fanout(values))
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout  # the merge's own time counts too
+    with harness.stopwatch() as merging:
+        client.merge(root, fanout(values))
+    print(f"    {root}: merged {tasks:,} processes in {merging[0]:.1f} s", flush=True)
     status: dict[str, Any] = {}
     last_report = time.monotonic()
     while True:
@@ -382,9 +385,8 @@ def run_phase(
             last_report = time.monotonic()
         time.sleep(0.5)
     seconds = time.time() - began
-    return Phase(
-        root, tasks, seconds, finished, status, harness.cpu_seconds(world.pid) - cpu, began
-    )
+    cpu = harness.cpu_seconds(world.pid) - cpu
+    return Phase(root, tasks, seconds, finished, status, cpu, began, merging[0])
 
 
 def _status_writes(cluster: AuditedCluster, root: str, since: float) -> list[float]:
@@ -414,7 +416,7 @@ def _progress(phase: Phase) -> str:
     counts = phase.status.get("counts") or {}
     return (
         f"{counts.get('complete', 0):,}/{phase.tasks:,} complete, {counts.get('failed', 0):,} "
-        f"failed, state {phase.status.get('state')}"
+        f"failed, state {phase.status.get('state')}; the merge call took {phase.merge:.1f} s"
         + ("" if phase.finished else f" at the time limit ({phase.seconds:.0f} s)")
     )
 

@@ -59,6 +59,12 @@ PLUMBING = {
     "operator",
     "spawn_tasks",
     "_operator",
+    "_handle_request",  # aiohttp's request handling and Gaia's middleware around a call
+    "_handle",
+    "impl",
+    "errors_as_json",
+    "handler",
+    "<lambda>",
 }
 
 
