@@ -10,10 +10,10 @@ DATA   ?= gaia-data
 # On a terminal, `make run` keeps the dashboard up after the run (Ctrl-C ends it).
 STAY   ?= $(shell test -t 0 && test -t 1 && echo --stay)
 
-.PHONY: run test lint typecheck unit bench deps sandbox clean help components kafka dashboard browser
+.PHONY: run test lint typecheck unit bench bench-compare bench-operator deps sandbox clean help components kafka dashboard browser
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 14
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 16
 
 run: deps sandbox dashboard  ## run the triangle workflow on the embedded server, with live progress
 	$(BIN)/gaia run examples/triangle --data $(DATA) $(STAY)
@@ -30,6 +30,7 @@ lint: deps
 
 typecheck: deps
 	$(BIN)/mypy
+	MYPYPATH=operator:benchmarks:tests/kube:tests $(BIN)/mypy --follow-imports=silent benchmarks
 	$(BIN)/python dashboard/build.py --deps
 	cd dashboard && node_modules/.bin/tsc --noEmit
 
@@ -41,6 +42,13 @@ dashboard:  ## build the dashboard into operator/gaia/dashboard/ if its sources 
 
 bench: deps sandbox  ## print the engine's and the server's figures
 	$(BIN)/python benchmarks/engine_bench.py
+
+# BENCH_ARGS passes options, e.g. BENCH_ARGS='--million --profile bench-profiles'.
+bench-compare: deps sandbox  ## Gaia against Snakemake and the raw spawn rate, one table
+	$(BIN)/python benchmarks/compare.py $(BENCH_ARGS)
+
+bench-operator: deps sandbox components  ## the operator against the test API server
+	$(BIN)/python benchmarks/operator_bench.py $(BENCH_ARGS)
 
 deps: $(VENV)/.installed
 
