@@ -17,9 +17,7 @@ class Reports:
     def started(self, root: str, process: str, run: int, handle: dict[str, object]) -> None:
         pass
 
-    async def finished(
-        self, root: str, process: str, run: int, result: TaskResult, workdir: Path
-    ) -> None:
+    async def finished(self, root: str, process: str, run: int, result: TaskResult) -> None:
         self.finished.append((root, process, run))
 
     def line(self, root: str, process: str, run: int, stream: str, text: str) -> None:

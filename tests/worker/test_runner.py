@@ -347,3 +347,26 @@ async def _until(condition: Callable[[], bool], timeout: float = 20) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
+
+
+@SANDBOXES
+def test_a_reused_workdir_shows_a_task_nothing_of_the_one_before(
+    sandbox: str, tmp_path: Path, rabbit: Path
+) -> None:
+    """Workers reuse one folder for all their tasks (making folders is what costs most on
+    some disks): what a failed task left must neither be seen by the next one nor be
+    taken for its output."""
+    work = tmp_path / "slot"
+    first = spec(
+        ("sh", "-c", "mkdir /out/sim && echo secret > /out/sim/x && echo s > /out/o; exit 1"),
+        inputs={"/in/in": rabbit},
+        outputs=("/out/sim/", "/out/o"),
+    )
+    assert not run(first, work, sandbox).ok
+    peek = "ls -R /out > /out/seen 2>&1; cat /out/sim/x /out/o 2>/dev/null >> /out/seen; true"
+    second = spec(("sh", "-c", peek), outputs=("/out/seen", "/out/sim/"), run=2)
+    result = run(second, work, sandbox)
+    assert not result.ok  # /out/sim/ was the first task's, not made by this one
+    assert "/out/sim/" in (result.error or "")
+    seen = (work / "fs" / "out" / "seen").read_text()
+    assert "secret" not in seen and "sim" not in seen and "in" not in seen.split()

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from typing import cast
 
 from gaia.engine.keys import (
+    MAX_NAME,
     PRIVATE_PREFIX,
     data_key_problem,
     missing_vars,
@@ -30,19 +32,23 @@ def fan_out(spec: ProcessSpec) -> list[tuple[str, dict[str, str]]]:
     scalars = {name: value for name, value in spec.vars.items() if isinstance(value, str)}
     if not list_names:
         return [(spec.key, scalars)]
-    combos = []
-    for values in itertools.product(*(spec.vars[name] for name in list_names)):
-        suffix = []
-        for name, value in zip(list_names, values, strict=True):
-            reduced = reduce_value(value)
-            if not reduced:
+    reduced: list[dict[str, str]] = []  # per list var: value -> its part of process keys
+    for name in list_names:
+        parts = {}
+        for value in spec.vars[name]:
+            parts[value] = reduce_value(value)
+            if not parts[value]:
                 raise InvalidRequest(
                     f"process {spec.key!r}: fan-out value {value!r} of var {name!r} has no "
                     "letter, digit or '-' to name its process by"
                 )
-            suffix.append(reduced)
-        key = "-".join([spec.key, *suffix])
-        combos.append((key, {**scalars, **dict(zip(list_names, values, strict=True))}))
+        reduced.append(parts)
+    combos = []
+    for values in itertools.product(*(spec.vars[name] for name in list_names)):
+        key = "-".join([spec.key, *(parts[v] for parts, v in zip(reduced, values, strict=True))])
+        combo = scalars.copy()
+        combo.update(zip(list_names, values, strict=True))
+        combos.append((key, combo))
     seen: dict[str, dict[str, str]] = {}
     for key, combo in combos:
         if key in seen:
@@ -60,15 +66,32 @@ def expand(spec: ProcessSpec, commands: Mapping[str, Command]) -> list[Process]:
     if command is None:
         raise InvalidRequest(f"process {spec.key!r} uses unknown command {spec.command!r}")
     processes: list[Process] = []
+    defaults = {name: d for name, d in command.vars.items() if d is not None}
+    checked: set[tuple[str, ...]] = set()  # what every combination shares is checked once
     for key, values in fan_out(spec):
         where = f"process {key!r}"
-        if problem := name_problem(key, "expanded process key"):
+        # A spec key and reduced values make a valid key, unless too long.
+        if len(key) > MAX_NAME and (problem := name_problem(key, "expanded process key")):
             raise InvalidRequest(f"{where}: {problem}")
-        known = {name: d for name, d in command.vars.items() if d is not None} | values
+        known = defaults | values
+        if not checked:
+            _check_templates(spec.inputs, known, where, "input")
+            _check_templates(spec.outputs, known, where, "output")
         inputs = _render_keys(spec.inputs, known, where, "input")
         outputs = _render_keys(spec.outputs, known, where, "output")
-        _invoke(key, spec.key, command, inputs, outputs, values, commands, (), processes)
+        _invoke(key, spec.key, command, inputs, outputs, values, commands, (), processes, checked)
     return processes
+
+
+def _check_templates(
+    bindings: Mapping[str, str], values: Mapping[str, str], where: str, what: str
+) -> None:
+    """Every placeholder names a var: the same names for every fan-out combination."""
+    for name, template in bindings.items():
+        if unknown := missing_vars([template], values):
+            raise InvalidRequest(
+                f"{where}: {what} {name!r} ({template!r}) uses {unknown}, which name no var"
+            )
 
 
 def _render_keys(
@@ -76,10 +99,6 @@ def _render_keys(
 ) -> dict[str, str]:
     rendered = {}
     for name, template in bindings.items():
-        if unknown := missing_vars([template], values):
-            raise InvalidRequest(
-                f"{where}: {what} {name!r} ({template!r}) uses {unknown}, which name no var"
-            )
         key = render(template, values)
         if problem := data_key_problem(key):
             raise InvalidRequest(f"{where}: {what} {name!r}: {problem}")
@@ -97,24 +116,31 @@ def _invoke(
     commands: Mapping[str, Command],
     enclosing: tuple[str, ...],
     into: list[Process],
+    checked: set[tuple[str, ...]],
 ) -> None:
-    where = f"process {key!r}"
-    for bound, declared, what in (
-        (inputs, command.inputs, "input"),
-        (outputs, command.outputs, "output"),
-    ):
-        if missing := sorted(declared.keys() - bound.keys()):
-            raise InvalidRequest(
-                f"{where}: command {command.key!r} {what}s {missing} are not bound"
-            )
-        if extra := sorted(bound.keys() - declared.keys()):
-            raise InvalidRequest(f"{where}: command {command.key!r} has no {what}s {extra}")
-    resolved = {}
-    for name, default in command.vars.items():
-        value = values.get(name, default)
-        if value is None:
-            raise InvalidRequest(f"{where}: var {name!r} of command {command.key!r} has no value")
-        resolved[name] = value
+    # The names bound are the same for every fan-out combination (the spec's or a step's):
+    # checked once per command and place in the composites.
+    shape = (command.key, *enclosing)
+    if shape not in checked:
+        where = f"process {key!r}"
+        for bound, declared, what in (
+            (inputs, command.inputs, "input"),
+            (outputs, command.outputs, "output"),
+        ):
+            if missing := sorted(declared.keys() - bound.keys()):
+                raise InvalidRequest(
+                    f"{where}: command {command.key!r} {what}s {missing} are not bound"
+                )
+            if extra := sorted(bound.keys() - declared.keys()):
+                raise InvalidRequest(f"{where}: command {command.key!r} has no {what}s {extra}")
+        checked.add(shape)
+    given = {name: values.get(name, default) for name, default in command.vars.items()}
+    if None in given.values():
+        name = next(name for name, value in given.items() if value is None)
+        raise InvalidRequest(
+            f"process {key!r}: var {name!r} of command {command.key!r} has no value"
+        )
+    resolved = cast(dict[str, str], given)
     if not command.composite:
         into.append(
             Process(
@@ -144,4 +170,5 @@ def _invoke(
             commands,
             (*enclosing, command.key),
             into,
+            checked,
         )

@@ -145,7 +145,18 @@ class Graph:
                     yield consumer
             yield from new_consumers.get(data_key, ())
 
-        self._check_acyclic(new, outputs_of, consumers_of)
+        # Only a process with both an input someone produces and an output someone reads
+        # can lie on a cycle: the DFS starts at those alone (none, in a plain fan-out).
+        def linked(process: Process) -> bool:
+            return any(
+                key in new_producer or self._live_producer(key, removed)
+                for key in process.inputs.values()
+            ) and any(
+                key in new_consumers or any(c not in removed for c in self.consumers.get(key, ()))
+                for key in process.outputs.values()
+            )
+
+        self._check_acyclic([p.key for p in new.values() if linked(p)], outputs_of, consumers_of)
 
     def _check_nesting(self, added: Sequence[Process], removed: set[str]) -> None:
         """No data key may lie inside another (``a`` and ``a/x``): publishing the outer

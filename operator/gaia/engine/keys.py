@@ -6,6 +6,7 @@ that a bad one is rejected at the edge with a message naming it.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 
@@ -37,23 +38,42 @@ PRIVATE_PREFIX = ".private/"
 # C0 and C1 control characters, DEL included: never part of a name a user means.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _NOT_REDUCED = re.compile(r"[^A-Za-z0-9-]")
+# Keys that need no further check: segments of letters, digits, '_', '-' and '.', none
+# starting with '.' (so no '.', '..' or '.private').
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
+
+
+@functools.lru_cache(maxsize=4096)
+def _parts(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``text`` cut at its placeholders: (literal pieces, var names), the pieces one more
+    than the names. A template is used once per fan-out value: it is cut once."""
+    pieces = PLACEHOLDER.split(text)
+    return tuple(pieces[0::2]), tuple(pieces[1::2])
 
 
 def placeholders(text: str) -> set[str]:
     """The var names that ``{{NAME}}`` placeholders in ``text`` refer to."""
-    return set(PLACEHOLDER.findall(text))
+    return set(_parts(text)[1])
 
 
 def render(text: str, values: Mapping[str, str]) -> str:
     """Substitute every ``{{NAME}}``; the caller has checked that each name has a value."""
-    return PLACEHOLDER.sub(lambda match: values[match.group(1)], text)
+    literals, names = _parts(text)
+    if not names:
+        return text
+    if len(names) == 1:  # the usual template, such as "out/{{V}}"
+        return literals[0] + values[names[0]] + literals[1]
+    out = [literals[0]]
+    for index, name in enumerate(names):
+        out += (values[name], literals[index + 1])
+    return "".join(out)
 
 
 def missing_vars(texts: Iterable[str], values: Mapping[str, object]) -> list[str]:
     """Names used as placeholders in ``texts`` that ``values`` lacks, sorted."""
     used: set[str] = set()
     for text in texts:
-        used |= placeholders(text)
+        used.update(_parts(text)[1])
     return sorted(used - values.keys())
 
 
@@ -110,6 +130,8 @@ def data_key_problem(key: object, *, private_ok: bool = False) -> str | None:
     """
     if not isinstance(key, str) or not key:
         return f"data key must be a non-empty string, got {key!r}"
+    if len(key) <= MAX_SEGMENT_BYTES and _PLAIN_KEY.fullmatch(key):
+        return None  # the common case, decided at once: ASCII names, no dot segments
     if len(key) > MAX_KEY:
         return f"data key {key[:40]!r}... is longer than {MAX_KEY} characters"
     if _CONTROL.search(key):
@@ -141,8 +163,12 @@ def data_key_problem(key: object, *, private_ok: bool = False) -> str | None:
 
 def parents(key: str) -> list[str]:
     """The keys that ``key`` would lie inside: ``a/b/c`` -> ``["a", "a/b"]``."""
-    segments = key.split("/")
-    return ["/".join(segments[:end]) for end in range(1, len(segments))]
+    found = []
+    at = key.find("/")
+    while at > 0:
+        found.append(key[:at])
+        at = key.find("/", at + 1)
+    return found
 
 
 def normalise_data_key(key: str) -> str:

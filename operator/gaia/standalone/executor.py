@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +28,7 @@ class TaskReport(Protocol):
     """How the executor tells its host what happened; called on the event loop."""
 
     def started(self, root: str, process: str, run: int, handle: dict[str, object]) -> None: ...
-    async def finished(
-        self, root: str, process: str, run: int, result: TaskResult, workdir: Path
-    ) -> None: ...
+    async def finished(self, root: str, process: str, run: int, result: TaskResult) -> None: ...
     def line(self, root: str, process: str, run: int, stream: str, text: str) -> None: ...
     def worker(self, event: Event, worker: str) -> None: ...
 
@@ -40,6 +37,7 @@ class TaskReport(Protocol):
 class _Worker:
     key: str
     idle_timeout: float | None  # None: never stops
+    slot: Path  # its working folder, reused by each of its tasks
     task: asyncio.Task[None] | None = None
 
 
@@ -65,10 +63,17 @@ class LocalExecutor:
         self.running: dict[TaskId, asyncio.Task[TaskResult]] = {}
         self.withdrawn: set[TaskId] = set()  # cancelled while still queued
         self.permanent = workers
+        self._slots = 0
+        self._log_folders: set[str] = set()
 
     def start(self) -> None:
         for number in range(1, self.permanent + 1):
-            self._spawn(_Worker(f"local-{number}", None))
+            self._spawn(self._new_worker(f"local-{number}", None))
+
+    def _new_worker(self, key: str, idle_timeout: float | None) -> _Worker:
+        """A worker with a folder of its own (numbered: a key is any string)."""
+        self._slots += 1
+        return _Worker(key, idle_timeout, self.work_dir / "slots" / str(self._slots))
 
     def _spawn(self, worker: _Worker) -> None:
         self.workers[worker.key] = worker
@@ -83,13 +88,21 @@ class LocalExecutor:
             if key in self.workers:
                 present.append(key)
                 continue
-            self._spawn(_Worker(key, self.idle_timeout))
+            self._spawn(self._new_worker(key, self.idle_timeout))
             launched.append(key)
             self.report.worker(Event.WORKER_LAUNCHED, key)
         return launched, present
 
-    def workdir(self, root: str, process: str, run: int) -> Path:
-        return self.work_dir / root / process / str(run)
+    def log_path(self, root: str, process: str, run: int) -> Path:
+        """Where a task's log is kept: one file per run, in a folder per namespace."""
+        return self.work_dir / "logs" / root / f"{process}.{run}.log"
+
+    def _log_folder(self, root: str) -> Path:
+        folder = self.work_dir / "logs" / root
+        if root not in self._log_folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._log_folders.add(root)
+        return folder
 
     def submit(self, spec: TaskSpec) -> None:
         self.queue.put_nowait(((spec.root, spec.process, spec.run), spec))
@@ -125,10 +138,7 @@ class LocalExecutor:
 
     async def _run(self, worker: _Worker, task_id: TaskId, spec: TaskSpec) -> None:
         root, process, run = task_id
-        workdir = self.workdir(root, process, run)
-        if workdir.exists():  # a run number reused after a crash mid-start
-            shutil.rmtree(workdir)
-        workdir.mkdir(parents=True)
+        self._log_folder(root)
 
         def on_start(pid: int) -> None:
             self.report.started(root, process, run, {"pid": pid, "worker": worker.key})
@@ -139,11 +149,12 @@ class LocalExecutor:
         job = asyncio.get_running_loop().create_task(
             run_task(
                 spec,
-                workdir,
+                worker.slot,  # reused by each of its tasks: see the runner
                 on_line=on_line,
                 on_start=on_start,
                 sandbox=self.sandbox,
                 hide=self.hide,
+                log=self.log_path(root, process, run),
             )
         )
         self.running[task_id] = job
@@ -163,7 +174,7 @@ class LocalExecutor:
             result = TaskResult(False, None, {}, f"could not run: {exc}", ())
         finally:
             self.running.pop(task_id, None)
-        await self.report.finished(root, process, run, result, workdir)
+        await self.report.finished(root, process, run, result)
 
     async def close(self) -> None:
         """Stop every worker, killing the process trees of running tasks."""

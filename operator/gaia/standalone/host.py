@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -139,15 +138,16 @@ class StandaloneHost(Shell):
 
     def _task_spec(self, start: StartTask) -> TaskSpec:
         command = start.command
+        space = self.local_store.namespace_dir(start.root)
         return TaskSpec(
             root=start.root,
             process=start.process.key,
             run=start.run,
             image=command.image,
             command=tuple(start.argv),
-            inputs={
-                path: self.local_store.path(start.root, key) for path, key in start.inputs.items()
-            },
+            # Lexical paths: every key was found inside the namespace when the change or
+            # trigger looked it up, and only this user can plant a link in the data since.
+            inputs={path: space / key for path, key in start.inputs.items()},
             outputs=tuple(start.outputs.values()),
             stdout=command.stdout,
             timeout=command.timeout,
@@ -177,7 +177,7 @@ class StandaloneHost(Shell):
         task = namespace.tasks.get(process)
         if task is None:
             return {"root": namespace.root, "process": process, "run": None, "log": ""}
-        path = self.executor.workdir(namespace.root, process, task.run) / "log"
+        path = self.executor.log_path(namespace.root, process, task.run)
         text = path.read_text(errors="replace") if path.exists() else ""
         return {"root": namespace.root, "process": process, "run": task.run, "log": text}
 
@@ -186,9 +186,7 @@ class StandaloneHost(Shell):
     def started(self, root: str, process: str, run: int, handle: dict[str, object]) -> None:
         self.task_started(root, process, run, handle)
 
-    async def finished(
-        self, root: str, process: str, run: int, result: TaskResult, workdir: Path
-    ) -> None:
+    async def finished(self, root: str, process: str, run: int, result: TaskResult) -> None:
         outcome = Outcome(
             ok=result.ok,
             staged=result.staged,
@@ -197,7 +195,6 @@ class StandaloneHost(Shell):
             log_tail=list(result.log_tail)[-LOG_TAIL:],
         )
         await self.task_finished(root, process, run, outcome)
-        shutil.rmtree(workdir / "fs", ignore_errors=True)  # keep only the log
 
     def line(self, root: str, process: str, run: int, stream: str, text: str) -> None:
         self.bus.publish(

@@ -74,6 +74,8 @@ class LocalStore:
             else:
                 checked.append(key)
         try:
+            if not os.path.lexists(space):  # a new namespace: nothing exists yet
+                return Lookup.of((), unusable)
             if len(checked) > SCAN_ABOVE and space.is_dir() and not space.is_symlink():
                 existing, linked = _scan(space, checked)
             else:

@@ -9,8 +9,13 @@ writes into ``TaskSpec.binds`` (host directories bound read-write, like a pod's 
 volumes)::
 
     workdir/log     every line the command printed, stdout and stderr, in arrival order
+                    (or the ``log`` path given)
     workdir/fs/...  the staging root: container path /out/out is workdir/fs/out/out
     workdir/tmp     the command's scratch directory (host cwd and HOME without a sandbox)
+
+A ``workdir`` may be reused from task to task (one per worker): what a task left there
+is cleared before the next one runs, and its folders are kept where the next one needs
+them too, since making and removing folders is what costs most on some disks.
 
 A failed, timed-out or cancelled task stages nothing, and leaves no process behind:
 SIGTERM goes to the whole process group, then SIGKILL after :data:`KILL_GRACE` seconds.
@@ -37,6 +42,7 @@ from gaia.engine.resources import Resources
 from gaia.errors import TaskFailed
 from gaia.worker import limits, staging
 from gaia.worker import sandbox as sandboxes
+from gaia.worker.child import Child, signal_group
 from gaia.worker.outputs import UnsafeOutput
 
 __all__ = ["KILL_GRACE", "TaskResult", "TaskSpec", "run_task"]
@@ -99,7 +105,34 @@ class _Sink:
     log: TextIO
     on_line: LineCallback | None
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_TAIL_LINES))
+    copy: BinaryIO | None = None  # the `stdout` output, when the command has one
     copy_error: str | None = None  # why writing the stdout file failed
+    partial: dict[str, bytearray] = field(default_factory=dict)  # a line not ended yet
+
+    def output(self, stream: str, chunk: bytes) -> None:
+        """A chunk of a stream (no line-length limit: a longer line is cut), split into
+        lines as they arrive; an empty chunk ends the stream."""
+        pending = self.partial.setdefault(stream, bytearray())
+        if not chunk:
+            if pending:
+                self.line(stream, pending)
+            del self.partial[stream]
+            return
+        if stream == "stdout" and self.copy is not None and self.copy_error is None:
+            try:
+                self.copy.write(chunk)
+            except OSError as exc:
+                # Keep draining the pipe: a blocked writer would never exit.
+                self.copy_error = f"could not write its standard output: {exc}"
+        pending += chunk
+        start = 0
+        while (end := pending.find(b"\n", start)) >= 0:
+            self.line(stream, pending[start:end])
+            start = end + 1
+        del pending[:start]
+        if len(pending) > _MAX_LINE:
+            self.line(stream, pending)
+            pending.clear()
 
     def line(self, stream: str, raw: bytes | bytearray) -> None:
         text = raw.decode("utf-8", errors="replace")
@@ -122,6 +155,7 @@ async def run_task(
     on_start: Callable[[int], None] | None = None,
     sandbox: str = "auto",
     hide: Sequence[Path] = (),
+    log: Path | None = None,
 ) -> TaskResult:
     """Run ``spec`` in ``workdir`` and report how it ended.
 
@@ -144,14 +178,14 @@ async def run_task(
         logger.debug("%s: image %s ignored, tasks run on this machine", what, spec.image)
     with contextlib.ExitStack() as files:
         # Line-buffered: `gaia logs` and the dashboard read the log while the task runs.
-        log = (workdir / "log").open("w", encoding="utf-8", buffering=1)
-        sink = _Sink(files.enter_context(log), on_line)
+        log_file = (log or workdir / "log").open("w", encoding="utf-8", buffering=1)
+        sink = _Sink(files.enter_context(log_file), on_line)
         try:
-            proc, copy = await _start(spec, box, workdir, files, hide)
+            child = await _start(spec, box, workdir, files, hide, sink)
         except TaskFailed as exc:
             return _failed(what, str(exc), None, ())
-        logger.debug("%s: started pid %d (%s sandbox)", what, proc.pid, box.mode)
-        code = await _supervise(proc, sink, copy, spec.timeout, what, on_start)
+        logger.debug("%s: started pid %d (%s sandbox)", what, child.pid, box.mode)
+        code = await _supervise(child, sink, spec.timeout, what, on_start)
     tail = tuple(sink.tail)
     if code is None:
         return _failed(what, f"timed out after {spec.timeout:g}s", None, tail, spec)
@@ -182,7 +216,8 @@ async def _start(
     workdir: Path,
     files: contextlib.ExitStack,
     hide: Sequence[Path],
-) -> tuple[asyncio.subprocess.Process, BinaryIO | None]:
+    sink: _Sink,
+) -> Child:
     """Lay out the task's files and start its command; TaskFailed says why it cannot."""
     if not spec.command:
         raise TaskFailed("its command line is empty")
@@ -209,50 +244,20 @@ async def _start(
     )
     try:
         scratch.mkdir(parents=True, exist_ok=True)
+        staging.clear(scratch)
         mounted = [*spec.inputs, *spec.binds] if box.mode == "bwrap" else []
         staging.lay_out(fs, spec.outputs, spec.stdout, task.tops, mounted, user)
         argv, cwd, env = sandboxes.launch(box, task, fs, scratch)
-        copy = None
         if spec.stdout is not None:
             stdout_path = staging.host_path(fs, spec.stdout)
-            copy = files.enter_context(stdout_path.open("wb"))
+            sink.copy = files.enter_context(stdout_path.open("wb"))
     except OSError as exc:
         raise TaskFailed(f"could not lay out its files in {workdir}: {exc}") from exc
     try:
         logger.debug("%s: running %s", spec.describe(), shlex.join(argv))
-        proc = await _spawn(argv, cwd, env)
+        return await Child.start(argv, cwd, env, sink.output)
     except OSError as exc:
         raise TaskFailed(f"could not start {spec.command[0]!r}: {exc}") from exc
-    return proc, copy
-
-
-async def _spawn(argv: list[str], cwd: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
-    """Start ``argv`` as the leader of a new process group, so the whole tree can be killed.
-
-    asyncio's own cleanup of a start cancelled half-way kills only the leader, then waits
-    for the pipes that the rest of the group (a sandbox, say) holds for as long as it runs.
-    So the start is shielded, and a cancelled one is finished and its group killed.
-    """
-    spawn = asyncio.ensure_future(
-        asyncio.create_subprocess_exec(
-            *argv,
-            cwd=cwd,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-    )
-    try:
-        return await asyncio.shield(spawn)
-    except asyncio.CancelledError:
-        with contextlib.suppress(OSError, TimeoutError):
-            proc = await spawn
-            _signal_group(proc.pid, signal.SIGKILL)
-            async with asyncio.timeout(DRAIN_TIMEOUT):
-                await proc.wait()
-        raise
 
 
 _NONE_HINT = "start the server with --sandbox none to run tasks without isolation, unsafely"
@@ -283,121 +288,64 @@ def _signal_name(number: int) -> str:
 
 
 async def _supervise(
-    proc: asyncio.subprocess.Process,
+    child: Child,
     sink: _Sink,
-    copy: BinaryIO | None,
     timeout: float | None,
     what: str,
     on_start: Callable[[int], None] | None,
 ) -> int | None:
-    """Wait for ``proc`` while pumping its output; return its exit code, None on timeout."""
-    assert proc.stdout is not None and proc.stderr is not None
-    pumps = [
-        asyncio.create_task(_pump(proc.stdout, "stdout", sink, copy)),
-        asyncio.create_task(_pump(proc.stderr, "stderr", sink, None)),
-    ]
+    """Wait for ``child`` while its output is read; its exit code, None on timeout."""
     try:
         if on_start is not None:
-            on_start(proc.pid)
+            on_start(child.pid)
         async with asyncio.timeout(timeout):
-            return await _exited(proc)
+            return await asyncio.shield(child.exited)
     except TimeoutError:
-        logger.info("%s: timed out after %ss, killing pid %d", what, timeout, proc.pid)
-        await _terminate(proc)
+        logger.info("%s: timed out after %ss, killing pid %d", what, timeout, child.pid)
+        await _terminate(child)
         return None
     except asyncio.CancelledError:
-        logger.info("%s: cancelled, killing pid %d", what, proc.pid)
-        await _terminate(proc)
+        logger.info("%s: cancelled, killing pid %d", what, child.pid)
+        await _terminate(child)
         raise
     finally:
         # Children left in the background would hold the pipes open: the task is over.
-        _signal_group(proc.pid, signal.SIGKILL)
-        await _drain(proc, pumps, what)
+        signal_group(child.pid, signal.SIGKILL)
+        await _drain(child, what)
 
 
-async def _drain(
-    proc: asyncio.subprocess.Process, pumps: list[asyncio.Task[None]], what: str
-) -> None:
-    """Read what is left in the pipes, then let asyncio close them while its loop runs."""
+async def _drain(child: Child, what: str) -> None:
+    """Read what is left in the pipes; a process that left the group and holds them open
+    is not waited for beyond DRAIN_TIMEOUT."""
     try:
-        _, pending = await asyncio.wait(pumps, timeout=DRAIN_TIMEOUT)
-        if pending:
-            logger.warning("%s: a process that left its group holds its output open", what)
-        else:
-            # Returns once the pipes' transport is closed; left open, the transport would
-            # be collected after the event loop closed, with a warning.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(DRAIN_TIMEOUT):
-                    await proc.wait()
+        async with asyncio.timeout(DRAIN_TIMEOUT):
+            await asyncio.shield(child.drained)
+    except TimeoutError:
+        logger.warning("%s: a process that left its group holds its output open", what)
     finally:
-        for pump in pumps:
-            pump.cancel()
-        await asyncio.gather(*pumps, return_exceptions=True)
+        child.close()
 
 
-async def _pump(
-    reader: asyncio.StreamReader, stream: str, sink: _Sink, copy: BinaryIO | None
-) -> None:
-    """Read one stream in chunks (no line-length limit), splitting lines as they arrive."""
-    pending = bytearray()
-    while chunk := await reader.read(_CHUNK):
-        if copy is not None and sink.copy_error is None:
-            try:
-                copy.write(chunk)
-            except OSError as exc:
-                # Keep draining the pipe: a blocked writer would never exit.
-                sink.copy_error = f"could not write its standard output: {exc}"
-        pending += chunk
-        start = 0
-        while (end := pending.find(b"\n", start)) >= 0:
-            sink.line(stream, pending[start:end])
-            start = end + 1
-        del pending[:start]
-        if len(pending) > _MAX_LINE:
-            sink.line(stream, pending)
-            pending.clear()
-    if pending:
-        sink.line(stream, pending)
-
-
-async def _terminate(proc: asyncio.subprocess.Process) -> None:
+async def _terminate(child: Child) -> None:
     """SIGTERM the process group, wait a grace period for it to empty, then SIGKILL it."""
     try:
-        _signal_group(proc.pid, signal.SIGTERM)
+        signal_group(child.pid, signal.SIGTERM)
         deadline = time.monotonic() + KILL_GRACE
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(KILL_GRACE):
-                await _exited(proc)
+                await asyncio.shield(child.exited)
         # Grandchildren may take a moment longer than the leader to act on SIGTERM.
-        while _group_running(proc.pid) and time.monotonic() < deadline:
+        while _group_running(child.pid) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
     finally:
         # Also runs when cleanup itself is cancelled: nothing may outlive the task.
-        _signal_group(proc.pid, signal.SIGKILL)
-
-
-async def _exited(proc: asyncio.subprocess.Process) -> int:
-    """Wait for the process itself to exit and return its exit code.
-
-    ``proc.wait()`` (Python 3.11) also waits for its pipes to close, which a child left in
-    the background can hold off forever; the return code is set as soon as it exits.
-    """
-    closed = asyncio.ensure_future(proc.wait())
-    try:
-        delay = 0.005
-        while proc.returncode is None and not closed.done():
-            await asyncio.wait({closed}, timeout=delay)
-            delay = min(delay * 2, 0.1)
-        assert proc.returncode is not None
-        return proc.returncode
-    finally:
-        closed.cancel()
+        signal_group(child.pid, signal.SIGKILL)
 
 
 def _group_running(pgid: int) -> bool:
     """Whether a process of the group still runs; zombies, whose parent died with the
     group and which wait for init to reap them, do not count."""
-    if not _signal_group(pgid, 0):
+    if not signal_group(pgid, 0):
         return False
     try:
         stats = [entry.path + "/stat" for entry in os.scandir("/proc") if entry.name.isdigit()]
@@ -412,12 +360,3 @@ def _group_running(pgid: int) -> bool:
         if int(group) == pgid and state != "Z":
             return True
     return False
-
-
-def _signal_group(pgid: int, sig: int) -> bool:
-    """Send ``sig`` (0: none) to a process group; False when the group is gone."""
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True

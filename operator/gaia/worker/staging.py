@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import stat
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -132,12 +133,37 @@ def lay_out(
         for path in mounted
         if path.count("/", 0, len(path.rstrip("/"))) > 1 and path.split("/")[1] in tops
     ]
+    _clear(fs, {d for path in made for d in (path, *path.parents) if d.is_relative_to(fs)})
     for directory in made:
         directory.mkdir(parents=True, exist_ok=True)
     if owner is not None:
         for directory in {d for path in made for d in (path, *path.parents) if d != fs}:
             if directory.is_relative_to(fs):
                 os.chown(directory, owner, owner, follow_symlinks=False)
+
+
+def _clear(folder: Path, kept: set[Path]) -> None:
+    """Empty a staging root a previous task may have used: every file goes (nothing of
+    one task is seen by the next, nor taken for its output), every folder this task does
+    not need too. A folder costs milliseconds to make or remove on some disks: the ones
+    a task of the same shape needs again stay."""
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False) and path in kept:
+            _clear(path, kept)
+        elif entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+
+
+def clear(folder: Path) -> None:
+    """Empty ``folder`` (a task's scratch), keeping it."""
+    _clear(folder, set())
 
 
 def collect(fs: Path, outputs: Iterable[str]) -> tuple[dict[str, Path], list[str]]:
