@@ -13,6 +13,7 @@ from gaia.kube.host import KubeHost
 from gaia.kube.workers import WORKER_DATA
 from gaia.store import LocalStore
 from gaia.wire import TaskState
+from waiting import eventually_async
 
 MAKE = {
     "key": "make",
@@ -90,7 +91,9 @@ def test_a_task_a_worker_has_taken_stays_the_workers(tmp_path: Path) -> None:
         task = namespace.tasks["p"]
         async with host.lock("ns"):  # the offer waits for the lock, as behind a re-check
             taking = asyncio.create_task(host.desk.take("w1", 0))
-            await asyncio.sleep(0.05)
+            await eventually_async(
+                lambda: host.desk.queue.holder(("ns", "p", task.run)), "w1 to take the task"
+            )
             assert host.desk.queue.holder(("ns", "p", task.run)) == "w1"
             assert host.desk.keeps(namespace, task)  # the re-check leaves it alone
         offer = (await taking)["task"]

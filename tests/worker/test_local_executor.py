@@ -8,6 +8,7 @@ from pathlib import Path
 from gaia.standalone.executor import LocalExecutor
 from gaia.wire import Event
 from gaia.worker.runner import TaskResult, TaskSpec
+from waiting import eventually_async
 
 
 class Reports:
@@ -46,8 +47,7 @@ async def running_nap(workdir: Path, reports: Reports) -> LocalExecutor:
     executor = LocalExecutor(workdir, reports, workers=1, sandbox="rewrite")
     executor.start()
     executor.submit(nap(1))
-    while not executor.running:
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: executor.running, "the nap to run")
     return executor
 
 
