@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   ?= gaia-data
 
-.PHONY: run test lint typecheck unit bench deps sandbox clean help components kafka
+.PHONY: run test quick lint typecheck unit bench deps sandbox clean help components kafka
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 14
@@ -16,6 +16,9 @@ run: deps sandbox  ## run the triangle workflow on the embedded server, with liv
 
 test: deps sandbox components kafka lint typecheck  ## lint, type-check and run the whole test suite
 	$(BIN)/pytest
+
+quick: deps  ## the fast tier: every test not marked slow (no process, no component)
+	$(BIN)/pytest -m "not slow" -q
 
 unit: deps  ## only the fast engine tests
 	$(BIN)/pytest tests/engine -q

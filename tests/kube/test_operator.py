@@ -20,6 +20,9 @@ import gaia
 from processes import alive
 from waiting import eventually
 
+pytestmark = pytest.mark.slow  # the control plane, an operator, the fake kubelet's tasks
+
+
 TRIANGLE = Path(__file__).resolve().parents[2] / "examples" / "triangle"
 SLEEPER = {
     "key": "sleeper",

@@ -18,6 +18,9 @@ import gaia
 from kafka_broker import Broker
 from waiting import eventually
 
+pytestmark = pytest.mark.slow  # the control plane, an operator process, a Kafka broker
+
+
 TOPIC = "gaia-operator-status"
 
 

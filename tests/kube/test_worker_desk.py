@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gaia.kube.host import KubeHost
 from gaia.kube.workers import WORKER_DATA
 from gaia.store import LocalStore
@@ -52,6 +54,7 @@ def staged_by_a_worker(tmp_path: Path, offer: dict[str, Any]) -> None:
         target.write_text("made\n")
 
 
+@pytest.mark.slow  # waits out the lagging clean-ups: about a second
 def test_what_a_fast_worker_staged_is_published_while_the_lanes_lag(tmp_path: Path) -> None:
     """The operator once cleared a task's staging folder when it offered the task,
     without waiting: when the lane ran that clean-up late, after a fast worker had

@@ -26,6 +26,9 @@ from waiting import eventually
 World = dict[str, Any]
 
 
+pytestmark = pytest.mark.slow  # the control plane, an operator process, worker pods
+
+
 @pytest.fixture(scope="module")
 def crds(cluster: Cluster) -> None:
     cluster.apply_crds()

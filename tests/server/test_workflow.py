@@ -9,11 +9,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from gaia_server import Server, wait_for
 
 import gaia
 from processes import alive
 from waiting import eventually
+
+pytestmark = pytest.mark.slow  # a `gaia serve` process per test
+
 
 SLEEPER = {
     "key": "sleeper",

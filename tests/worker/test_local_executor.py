@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from gaia.standalone.executor import LocalExecutor
 from gaia.wire import Event
 from gaia.worker.runner import TaskResult, TaskSpec
 from waiting import eventually_async
+
+pytestmark = pytest.mark.slow  # the executor runs real tasks
 
 
 class Reports:

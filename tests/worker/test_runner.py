@@ -1,4 +1,8 @@
-"""The task runner runs real processes, stages their outputs and cleans up after them."""
+"""The task runner runs real processes, stages their outputs and cleans up after them.
+
+Every test that runs a task is marked slow; those that refuse a task before it starts
+are the fast tier's.
+"""
 
 from __future__ import annotations
 
@@ -57,6 +61,7 @@ def rabbit(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @SANDBOXES
 def test_stdout_is_captured_as_the_output(sandbox: str, tmp_path: Path, rabbit: Path) -> None:
     task = spec(
@@ -76,6 +81,7 @@ def test_stdout_is_captured_as_the_output(sandbox: str, tmp_path: Path, rabbit: 
     assert result.log_tail == (f"{digest}  {name}",)
 
 
+@pytest.mark.slow
 @SANDBOXES
 def test_a_file_written_at_its_container_path_is_staged(sandbox: str, tmp_path: Path) -> None:
     task = spec(("sh", "-c", "echo computed > /out/deep/result"), outputs=("/out/deep/result",))
@@ -85,6 +91,7 @@ def test_a_file_written_at_its_container_path_is_staged(sandbox: str, tmp_path: 
     assert result.staged["/out/deep/result"].read_text() == "computed\n"
 
 
+@pytest.mark.slow
 @SANDBOXES
 def test_directory_input_and_output(sandbox: str, tmp_path: Path) -> None:
     source = tmp_path / "source"
@@ -101,6 +108,7 @@ def test_directory_input_and_output(sandbox: str, tmp_path: Path) -> None:
     assert (staged / "a").read_text() == "A"
 
 
+@pytest.mark.slow
 @SANDBOXES
 def test_a_missing_declared_output_fails_naming_it(sandbox: str, tmp_path: Path) -> None:
     task = spec(("sh", "-c", "echo nothing > /out/other"), outputs=("/out/out", "/out/dir/"))
@@ -114,6 +122,7 @@ def test_a_missing_declared_output_fails_naming_it(sandbox: str, tmp_path: Path)
     assert "declared outputs /out/out, /out/dir/ were not produced" in result.error
 
 
+@pytest.mark.slow
 @SANDBOXES
 def test_a_non_zero_exit_fails_and_stages_nothing(sandbox: str, tmp_path: Path) -> None:
     script = "echo partial > /out/out; echo oops >&2; exit 3"
@@ -128,6 +137,7 @@ def test_a_non_zero_exit_fails_and_stages_nothing(sandbox: str, tmp_path: Path) 
     assert result.log_tail == ("oops",)
 
 
+@pytest.mark.slow
 def test_a_command_that_cannot_start_fails(tmp_path: Path) -> None:
     result = run(spec(("/no/such/tool",)), tmp_path, "rewrite")
 
@@ -135,6 +145,7 @@ def test_a_command_that_cannot_start_fails(tmp_path: Path) -> None:
     assert result.error is not None and "could not start '/no/such/tool'" in result.error
 
 
+@pytest.mark.slow
 def test_death_by_signal_is_reported(tmp_path: Path) -> None:
     result = run(spec(("sh", "-c", "kill -KILL $$")), tmp_path, "rewrite")
 
@@ -142,6 +153,7 @@ def test_death_by_signal_is_reported(tmp_path: Path) -> None:
     assert result.error is not None and result.error.endswith("killed by signal SIGKILL")
 
 
+@pytest.mark.slow
 @SANDBOXES
 def test_on_line_gets_each_line_as_it_arrives(sandbox: str, tmp_path: Path) -> None:
     seen: list[tuple[str, str, float]] = []
@@ -165,6 +177,7 @@ def test_on_line_gets_each_line_as_it_arrives(sandbox: str, tmp_path: Path) -> N
     assert sorted((tmp_path / "log").read_text().splitlines()) == sorted(line for _, line in lines)
 
 
+@pytest.mark.slow
 @SANDBOXES
 def test_large_output_on_both_streams_does_not_deadlock(sandbox: str, tmp_path: Path) -> None:
     counts = {"stdout": 0, "stderr": 0}
@@ -183,6 +196,7 @@ def test_large_output_on_both_streams_does_not_deadlock(sandbox: str, tmp_path: 
     assert len(result.log_tail) == 50
 
 
+@pytest.mark.slow
 @SANDBOXES
 def test_a_timeout_kills_the_command_and_reports_it(sandbox: str, tmp_path: Path) -> None:
     marker = sleep_marker()
@@ -201,6 +215,7 @@ def test_a_timeout_kills_the_command_and_reports_it(sandbox: str, tmp_path: Path
     _assert_gone(marker)
 
 
+@pytest.mark.slow
 @SANDBOXES
 def test_cancelling_kills_the_whole_process_tree(sandbox: str, tmp_path: Path) -> None:
     marker = sleep_marker()
@@ -223,6 +238,7 @@ def test_cancelling_kills_the_whole_process_tree(sandbox: str, tmp_path: Path) -
     _assert_gone(marker)
 
 
+@pytest.mark.slow
 @SANDBOXES
 def test_a_cancel_at_any_moment_of_the_start_leaves_nothing_running(
     sandbox: str, tmp_path: Path
@@ -248,6 +264,7 @@ def test_a_cancel_at_any_moment_of_the_start_leaves_nothing_running(
     assert processes_naming(marker) == []
 
 
+@pytest.mark.slow
 @NEEDS_BWRAP
 def test_inputs_are_read_only_under_bwrap(tmp_path: Path, rabbit: Path) -> None:
     script = "echo scribble >> /in/in; rm -f /in/in; echo still here > /out/out"
@@ -259,6 +276,7 @@ def test_inputs_are_read_only_under_bwrap(tmp_path: Path, rabbit: Path) -> None:
     assert any("Read-only file system" in line for line in result.log_tail)
 
 
+@pytest.mark.slow
 def test_rewrite_replaces_container_paths_inside_arguments(tmp_path: Path, rabbit: Path) -> None:
     args = ("--in=/in/in", "/in/in/x", "/in/input", "/data/in/in", "/in", "/inn", "-o", "/out/o")
     task = spec(("echo", *args), inputs={"/in/in": rabbit}, outputs=("/out/o",), stdout="/out/o")
@@ -270,6 +288,7 @@ def test_rewrite_replaces_container_paths_inside_arguments(tmp_path: Path, rabbi
     assert result.staged["/out/o"].read_text() == expected + "\n"
 
 
+@pytest.mark.slow
 @SANDBOXES
 def test_container_paths_under_tmp(sandbox: str, tmp_path: Path, rabbit: Path) -> None:
     inputs = {"/tmp/gaia-in/rabbit": rabbit}
@@ -286,6 +305,7 @@ def test_container_paths_under_tmp(sandbox: str, tmp_path: Path, rabbit: Path) -
     assert result.staged["/tmp/gaia-out/out"].is_relative_to(tmp_path / "work")
 
 
+@pytest.mark.slow
 @SANDBOXES
 def test_an_input_file_directly_under_the_root(sandbox: str, tmp_path: Path, rabbit: Path) -> None:
     task = spec(
@@ -297,6 +317,7 @@ def test_an_input_file_directly_under_the_root(sandbox: str, tmp_path: Path, rab
     assert result.staged["/out/out"].read_bytes() == rabbit.read_bytes()
 
 
+@pytest.mark.slow
 @SANDBOXES
 def test_a_writable_bind_is_written_in_place(sandbox: str, tmp_path: Path, rabbit: Path) -> None:
     host = tmp_path / "volume" / "out"
@@ -320,6 +341,7 @@ def test_a_writable_bind_is_written_in_place(sandbox: str, tmp_path: Path, rabbi
     assert not (host / "copy").is_symlink()
 
 
+@pytest.mark.slow
 @SANDBOXES
 def test_a_failed_task_keeps_what_it_wrote_to_a_bind(sandbox: str, tmp_path: Path) -> None:
     host = tmp_path / "volume"
