@@ -226,8 +226,12 @@ def test_cancelling_kills_the_whole_process_tree(sandbox: str, tmp_path: Path) -
         running = asyncio.create_task(
             run_task(task, tmp_path, sandbox=sandbox, on_start=pids.append)
         )
-        await eventually_async(  # the child and the grandchild
-            lambda: sleepers(marker), "both sleeps to start", until=lambda s: len(s) == 2
+        # Both sleeps (the child and the grandchild) can run before the runner has
+        # reported the start: a cancel then lands in the start, which is another test.
+        await eventually_async(
+            lambda: (pids, sleepers(marker)),
+            "the start reported and both sleeps running",
+            until=lambda got: got[0] and len(got[1]) == 2,
         )
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
