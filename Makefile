@@ -10,7 +10,7 @@ DATA   ?= gaia-data
 # On a terminal, `make run` keeps the dashboard up after the run (Ctrl-C ends it).
 STAY   ?= $(shell test -t 0 && test -t 1 && echo --stay)
 
-.PHONY: run test lint typecheck unit bench bench-compare bench-operator deps sandbox clean help components kafka dashboard browser
+.PHONY: run test quick lint typecheck unit bench bench-compare bench-operator deps sandbox clean help components kafka dashboard browser
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 16
@@ -20,6 +20,9 @@ run: deps sandbox dashboard  ## run the triangle workflow on the embedded server
 
 test: deps sandbox browser components kafka lint typecheck  ## lint, type-check and run the whole test suite
 	$(BIN)/pytest
+
+quick: deps  ## the fast tier: every test not marked slow (no process, no component)
+	$(BIN)/pytest -m "not slow" -q
 
 unit: deps  ## only the fast engine tests
 	$(BIN)/pytest tests/engine -q

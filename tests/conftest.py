@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,6 +46,42 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         raise
     yield broker
     broker.stop()
+
+
+# The fixtures that start a real component: a test that uses one is in the slow tier.
+COMPONENTS = ("cluster", "kafka_broker", "s3_endpoint", "server")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The fast tier (`make quick`, every test not marked ``slow``) starts nothing: a test
+    there that would start a component fails at once, before it is started."""
+    fixtures = getattr(item, "fixturenames", ())
+    used = [name for name in COMPONENTS if name in fixtures]
+    if used and item.get_closest_marker("slow") is None:
+        pytest.fail(f"uses {', '.join(used)}, a real component: mark it slow", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _the_fast_tier_starts_no_process(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """A test not marked ``slow`` that starts a process (a server, a task, a CLI run)
+    fails, naming it: the marker stays honest."""
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    started: list[str] = []
+    popen_init = subprocess.Popen.__init__
+
+    def recording(self: subprocess.Popen[Any], args: Any, *rest: Any, **options: Any) -> None:
+        started.append(args if isinstance(args, str) else " ".join(map(str, args)))
+        popen_init(self, args, *rest, **options)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", recording)
+    yield
+    if started:
+        pytest.fail(f"started processes, so mark it slow: {started[:3]}", pytrace=False)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -16,6 +16,8 @@ import time
 import uuid
 from pathlib import Path
 
+from waiting import eventually
+
 REPO = Path(__file__).resolve().parents[1]
 VERSION = os.environ.get("GAIA_KAFKA_VERSION", "3.9.1")
 CACHE = Path(os.environ.get("GAIA_CACHE", REPO / ".cache"))
@@ -141,37 +143,47 @@ class Broker:
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 
-        assert self.process is not None
-        while time.monotonic() < deadline:  # the port first: kafka-python backs off for long
-            if self.process.poll() is not None:
-                break
+        process = self.process
+        assert process is not None
+
+        def running() -> None:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"the Kafka broker exited ({process.returncode}):\n{self.tail()}"
+                )
+
+        def listening() -> bool:
+            running()
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
             except OSError:
-                time.sleep(0.1)
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"the Kafka broker exited ({self.process.returncode}):\n{self.tail()}"
-                )
+                return False
+            return True
+
+        def answering() -> bool:
+            running()
             try:
                 admin = KafkaAdminClient(
                     bootstrap_servers=self.address, request_timeout_ms=3000, client_id="probe"
                 )
             except (KafkaError, OSError):
-                time.sleep(0.2)
-                continue
+                return False
             try:
-                if admin.describe_cluster().get("brokers"):
-                    return
+                return bool(admin.describe_cluster().get("brokers"))
             except KafkaError:
-                time.sleep(0.2)
+                return False
             finally:
                 admin.close()
-        raise RuntimeError(
-            f"the Kafka broker did not answer in {START_TIMEOUT:g} s:\n{self.tail()}"
-        )
+
+        try:  # the port first: kafka-python backs off for long
+            left = deadline - time.monotonic()
+            eventually(listening, f"the broker's port {self.port}", left, interval=0.1)
+            left = deadline - time.monotonic()
+            eventually(answering, "the broker to describe its cluster", left, interval=0.2)
+        except AssertionError:
+            raise RuntimeError(
+                f"the Kafka broker did not answer in {START_TIMEOUT:g} s:\n{self.tail()}"
+            ) from None
 
     def tail(self, lines: int = 60) -> str:
         text = ""

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 import urllib.request
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from waiting import eventually
 
 
 def start_service(
@@ -31,18 +32,23 @@ def start_service(
         process = subprocess.Popen(
             list(command), stdout=out, stderr=subprocess.STDOUT, env=dict(env) if env else None
         )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"{command[-1]!r} exited:\n{_tail(log)}")
         try:
             urllib.request.urlopen(health_url, timeout=1).read()
-            return process
         except OSError:
-            time.sleep(0.05)
-    process.kill()
-    process.wait()
-    raise RuntimeError(f"{health_url} did not answer in {timeout:g} s:\n{_tail(log)}")
+            return False
+        return True
+
+    try:
+        eventually(answers, health_url, timeout)
+    except AssertionError:
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"{health_url} did not answer in {timeout:g} s:\n{_tail(log)}") from None
+    return process
 
 
 def stop_service(

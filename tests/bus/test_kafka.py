@@ -19,6 +19,7 @@ from kafka import KafkaConsumer, KafkaProducer
 import gaia
 from kafka_broker import Broker, free_port
 from processes import start_service, stop_service
+from waiting import eventually
 
 TRIANGLE = Path(__file__).resolve().parents[2] / "examples" / "triangle"
 DEFAULT_TOPICS = ("sisyphus-log", "sisyphus-status")
@@ -95,12 +96,14 @@ class Listener:
 def wait_until_listening(listener: Listener, broker: Broker, topic: str, root: str) -> None:
     """A consumer reads from "now" once its partitions are assigned; ping until it hears."""
     producer = KafkaProducer(bootstrap_servers=broker.address)
+
+    def heard() -> bool:
+        producer.send(topic, json.dumps({"event": "ping", "root": root}).encode())
+        producer.flush(5)
+        return listener.pinged.wait(0.2)
+
     try:
-        deadline = time.monotonic() + 20
-        while not listener.pinged.wait(0.2):
-            assert time.monotonic() < deadline, "the client's Kafka listener never heard a ping"
-            producer.send(topic, json.dumps({"event": "ping", "root": root}).encode())
-            producer.flush(5)
+        eventually(heard, "the client's Kafka listener to hear a ping", interval=0)
     finally:
         producer.close(5)
 

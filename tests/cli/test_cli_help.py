@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each test runs the `gaia` command
+
+
 ARGUMENTS = {
     "serve": ["--host", "--port", "--data", "--workers"],
     "run": ["DIR", "--namespace", "--host", "--data", "--workers", "--quiet", "--stay"],

@@ -22,6 +22,7 @@ def _closed_address() -> str:
         return f"127.0.0.1:{sock.getsockname()[1]}"
 
 
+@pytest.mark.slow  # runs the `gaia` command
 def test_an_unreachable_server_is_one_line_on_stderr_and_exit_2() -> None:
     address = _closed_address()
     result = subprocess.run(

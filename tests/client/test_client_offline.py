@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from tiny_gaia import TinyServer, serve_tiny
 
 import gaia
 from gaia.client import EventStream, format_event
+from waiting import eventually
 
 # ---------------------------------------------------------------- load_yaml
 
@@ -264,9 +264,7 @@ def test_closing_the_stream_from_another_thread_ends_iteration(tiny_server: Tiny
     seen: list[dict[str, Any]] = []
     reader = threading.Thread(target=lambda: seen.extend(stream), daemon=True)
     reader.start()
-    deadline = time.monotonic() + 20
-    while not seen and time.monotonic() < deadline:
-        time.sleep(0.01)
+    eventually(lambda: seen, "the stream's first event", interval=0.01)
     stream.close()
     reader.join(timeout=20)
     assert not reader.is_alive()

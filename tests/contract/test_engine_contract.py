@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from model import (
@@ -33,6 +34,8 @@ from gaia.engine.lookup import Lookup
 from gaia.engine.namespace import Namespace
 from gaia.engine.registry import Registry
 from gaia.errors import InvalidRequest
+
+pytestmark = pytest.mark.slow  # hypothesis runs the machine for tens of seconds
 
 
 class EngineContract(RuleBasedStateMachine):

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from model import COMMAND_CHANGES, COMMANDS, SETTINGS, SOURCES, dump, keys, merges, recount
@@ -26,6 +27,9 @@ from gaia.engine.namespace import Namespace
 from gaia.errors import InvalidRequest
 from gaia.shell import Outcome
 from gaia.standalone.host import StandaloneHost
+
+pytestmark = pytest.mark.slow  # hypothesis runs the machine for tens of seconds
+
 
 ROOT = "ns"
 

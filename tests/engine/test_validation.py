@@ -165,6 +165,7 @@ def test_bad_commands_are_rejected(command: dict[str, Any], message: str) -> Non
     assert "c" not in host.registry
 
 
+@pytest.mark.slow  # merges 5,000 processes: about a second
 def test_large_merges_check_cycles_without_recursion_limits() -> None:
     host = Host([ECHO], {"k0"})
     n = 5000

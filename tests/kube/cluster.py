@@ -29,9 +29,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
@@ -261,7 +263,7 @@ class Cluster:
                 raise
             return True
 
-        self.wait_for(has_default_account, timeout, f"the default ServiceAccount in {name}")
+        eventually(has_default_account, f"the default ServiceAccount in {name}", timeout)
         return name
 
     def apply_crds(self, paths: Iterable[Path] | None = None, timeout: float = 30) -> list[str]:
@@ -281,13 +283,6 @@ class Cluster:
             *(f"crd/{name}" for name in names),
         )
         return names
-
-    def wait_for(self, predicate: Callable[[], object], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-            time.sleep(0.1)
 
     # --- internals -----------------------------------------------------------------------
 
@@ -372,19 +367,20 @@ current-context: gaia-test
         self, component: Component, url: str, context: ssl.SSLContext | None, timeout: float
     ) -> None:
         started = time.monotonic()
-        deadline = started + timeout
-        while True:
+
+        def healthy() -> bool:
             if component.process.poll() is not None:
                 raise component.failure(f"exited before {url} answered")
             try:
                 with urllib.request.urlopen(url, timeout=2, context=context) as reply:
-                    if reply.status == 200:
-                        break
+                    return bool(reply.status == 200)
             except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise component.failure(f"was not healthy at {url} within {timeout} s")
-            time.sleep(0.05)
+                return False
+
+        try:
+            eventually(healthy, f"{component.name} at {url}", timeout)
+        except AssertionError:
+            raise component.failure(f"was not healthy at {url} within {timeout} s") from None
         self.timings[component.name] = time.monotonic() - started
 
     def _start_etcd(self) -> None:

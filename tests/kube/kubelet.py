@@ -37,7 +37,7 @@ server deletes them without a grace period; the Job controller's tracking finali
 deleted Pod visible (with a ``deletionTimestamp``) until the controller has counted it.
 
     with FakeKubelet(api, {"gaia-data": data_dir}, namespace=ns) as kubelet:
-        ...  # create Jobs; kubelet.running(), kubelet.logs(ns, pod), kubelet.wait_idle()
+        ...  # create Jobs; kubelet.running(), .ended(), .logs(ns, pod), .wait_idle()
 """
 
 from __future__ import annotations
@@ -206,6 +206,18 @@ class FakeKubelet:
                     found[run.key] = pids[0]
             return found
 
+    def ended(self) -> dict[PodKey, int | None]:
+        """The pods whose latest run is over and reported to the API server (a report it
+        gave up on is in ``errors``): (namespace, name) -> the first container's exit code
+        (None: killed, or never started)."""
+        with self._lock:
+            busy = {run.key for run in self._runs.values()}
+            return {
+                key: containers[0].exit_code
+                for key, containers in self._last.items()
+                if containers and key not in busy
+            }
+
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no pod is being run or reported; False if that took too long."""
         with self._lock:
@@ -230,8 +242,7 @@ class FakeKubelet:
             kept = self._logs.get((namespace, pod, chosen.name))
             if kept is not None:
                 return kept
-            workdir = chosen.workdir
-        return read_log(workdir)
+            return "".join(f"{line}\n" for line in list(chosen.lines))
 
     # --- the watch ------------------------------------------------------------------------
 
@@ -518,7 +529,13 @@ class FakeKubelet:
             "rewrite" if container.spec.command[0] == _gaia_executable_or_none() else self.sandbox
         )
         task = asyncio.create_task(
-            run_task(container.spec, container.workdir, on_start=on_start, sandbox=sandbox)
+            run_task(
+                container.spec,
+                container.workdir,
+                on_start=on_start,
+                on_line=lambda stream, line: container.lines.append(line),
+                sandbox=sandbox,
+            )
         )
         container.task = task
 

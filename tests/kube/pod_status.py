@@ -61,6 +61,9 @@ class ContainerRun:
     lost_id: str | None = None  # started by another kubelet (containerID): not run again
     started_at: str | None = None
     finished_at: str | None = None
+    # What it printed so far (both streams, in arrival order): the runner writes its log
+    # file buffered, so a running container's file can lag far behind.
+    lines: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -13,8 +13,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,8 +22,11 @@ import pytest
 import yaml
 from cluster import CRDS, REPO, Cluster, free_port
 from kubelet import FakeKubelet
+from test_operator import wait_state
 
 import gaia
+from processes import start_service, stop_service
+from waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -426,15 +427,18 @@ def test_the_installed_service_account_runs_the_operator(
     log = tmp_path / "operator.log"
     api = cluster.api_client()
     kubelet = FakeKubelet(api, {env["GAIA_STORE_CLAIM"]: store}, namespace=namespace).start()
-    with log.open("ab") as out:
-        operator = subprocess.Popen(
+    try:
+        operator = start_service(
             [sys.executable, "-m", "gaia.cli", *container["command"][1:]],
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            log,
+            f"http://127.0.0.1:{port}/health",
             env={**os.environ, **env, "KUBECONFIG": str(kubeconfig)},
         )
+    except BaseException:
+        kubelet.stop()
+        api.close()
+        raise
     try:
-        wait_healthy(operator, port, log)
         flow = gaia.Gaia({"gaia_host": f"127.0.0.1:{port}", "timeout": 30})
         flow.command(gaia.load_yaml(TRIANGLE / "commands.yaml"))
         flow.merge("charted", gaia.load_yaml(TRIANGLE / "processes.yaml"))
@@ -452,60 +456,35 @@ def test_the_installed_service_account_runs_the_operator(
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(bad))
         wait_for_event(cluster, namespace, "refused", log)
     finally:
-        operator.terminate()
         try:
-            operator.wait(30)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-            operator.wait()
-        kubelet.stop()
-        api.close()
-        cluster.kubectl("delete", "gaianamespaces", "--all", "-n", namespace, check=False)
+            stop_service(operator, log)
+        finally:
+            kubelet.stop()
+            api.close()
+            cluster.kubectl("delete", "gaianamespaces", "--all", "-n", namespace, check=False)
     text = log.read_text(errors="replace")
     assert "forbidden" not in text.lower(), text[-3000:]
     assert "could not post event" not in text, text[-3000:]
 
 
-def wait_healthy(operator: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        if operator.poll() is not None:
-            raise AssertionError(f"the operator exited:\n{log.read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no API after 60 s:\n{log.read_text()[-3000:]}") from None
-            time.sleep(0.1)
-
-
 def wait_complete(cluster: Cluster, namespace: str, name: str, log: Path) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while True:
-        out = cluster.kubectl("get", "gaians", name, "-n", namespace, "-o", "json").stdout
-        found = json.loads(out)
-        status = found.get("status") or {}
-        if (
-            status.get("state") == "complete"
-            and status.get("observedGeneration") == found["metadata"]["generation"]
-        ):
-            return dict(status)
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{name} is {status.get('state')!r}:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
+    """The GaiaNamespace's status once complete for its latest spec; else the operator's log."""
+    try:
+        return wait_state(cluster, namespace, name, ("complete",))
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{log.read_text()[-3000:]}") from None
 
 
 def wait_for_event(cluster: Cluster, namespace: str, name: str, log: Path) -> None:
-    deadline = time.monotonic() + 30
     selector = f"involvedObject.name={name}"
-    while True:
+
+    def reasons() -> set[str | None]:
         out = cluster.kubectl(
             "get", "events", "-n", namespace, "--field-selector", selector, "-o", "json"
         ).stdout
-        reasons = {e.get("reason") for e in json.loads(out)["items"]}
-        if "Invalid" in reasons:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no Invalid event on {name}:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
+        return {e.get("reason") for e in json.loads(out)["items"]}
+
+    try:
+        eventually(reasons, f"an Invalid event on {name}", 30, until=lambda r: "Invalid" in r)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{log.read_text()[-3000:]}") from None

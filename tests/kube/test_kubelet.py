@@ -7,8 +7,7 @@ import logging
 import shutil
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from kubelet import FakeKubelet
 from kubernetes import client
 
 from processes import alive, sleep_marker, sleepers
+from waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -128,14 +128,6 @@ def run_job(api: Any, namespace: str, name: str, script: str, **changes: Any) ->
     batch(api).create_namespaced_job(namespace, job)
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.05)
-    return value
-
-
 def job_conditions(api: Any, namespace: str, name: str) -> dict[str, str]:
     job = batch(api).read_namespaced_job(name, namespace)
     return {c.type: c.status for c in job.status.conditions or []}
@@ -154,9 +146,10 @@ def test_a_job_completes_and_its_output_is_on_the_host(
     # $(ANIMAL) is expanded as Kubernetes does, and $$ is a single $ for the shell.
     run_job(api, namespace, "copy", 'cat /in/in > /out/copy && echo "a $(ANIMAL) $$ANIMAL"')
 
-    conditions = wait_for(
-        lambda: (c := job_conditions(api, namespace, "copy")).get("Complete") == "True" and c,
+    conditions = eventually(
+        lambda: job_conditions(api, namespace, "copy"),
         "the Job controller to complete the Job",
+        until=lambda c: c.get("Complete") == "True",
     )
     # Kubernetes 1.31+ first marks a Job SuccessCriteriaMet, then Complete.
     assert conditions == {"SuccessCriteriaMet": "True", "Complete": "True"}
@@ -180,9 +173,10 @@ def test_a_job_completes_and_its_output_is_on_the_host(
 def test_a_failing_command_fails_the_job(api: Any, namespace: str, kubelet: FakeKubelet) -> None:
     run_job(api, namespace, "fail", "echo 'no such animal' >&2; exit 3")
 
-    conditions = wait_for(
-        lambda: (c := job_conditions(api, namespace, "fail")).get("Failed") == "True" and c,
+    conditions = eventually(
+        lambda: job_conditions(api, namespace, "fail"),
         "the Job controller to fail the Job",
+        until=lambda c: c.get("Failed") == "True",
     )
     assert conditions == {"FailureTarget": "True", "Failed": "True"}
     job = batch(api).read_namespaced_job("fail", namespace)
@@ -204,12 +198,13 @@ def test_deleting_a_running_job_kills_its_processes(
     marker = sleep_marker()
     run_job(api, namespace, "sleepy", f"sleep {marker} & sleep {marker}")
 
-    ((key, pid),) = wait_for(lambda: list(kubelet.running().items()), "the pod to run")
+    ((key, pid),) = eventually(lambda: list(kubelet.running().items()), "the pod to run")
     assert key[0] == namespace and key[1].startswith("sleepy-")
-    wait_for(lambda: len(sleepers(marker)) == 2, "both sleeps to start")
-    wait_for(
-        lambda: batch(api).read_namespaced_job("sleepy", namespace).status.ready == 1,
+    eventually(lambda: sleepers(marker), "both sleeps to start", until=lambda s: len(s) == 2)
+    eventually(
+        lambda: batch(api).read_namespaced_job("sleepy", namespace).status.ready,
         "the Job controller to count a ready pod",
+        until=lambda ready: ready == 1,
     )
     pod = core(api).read_namespaced_pod(key[1], namespace)
     assert pod.status.phase == "Running"
@@ -217,15 +212,18 @@ def test_deleting_a_running_job_kills_its_processes(
 
     batch(api).delete_namespaced_job("sleepy", namespace, propagation_policy="Background")
 
-    wait_for(lambda: not alive(pid), f"pid {pid} to die")
-    wait_for(lambda: sleepers(marker) == [], "the sleeps to die")
+    eventually(lambda: not alive(pid), f"pid {pid} to die")
+    eventually(lambda: sleepers(marker), "the sleeps to die", until=lambda s: s == [])
     assert kubelet.wait_idle(TIMEOUT)
-    pods = core(api).list_namespaced_pod(namespace, label_selector="job-name=sleepy")
-    wait_for(
-        lambda: (
-            not core(api).list_namespaced_pod(namespace, label_selector="job-name=sleepy").items
-        ),
-        f"the pod to be gone (still {[p.metadata.name for p in pods.items]})",
+    eventually(
+        lambda: [
+            p.metadata.name
+            for p in core(api)
+            .list_namespaced_pod(namespace, label_selector="job-name=sleepy")
+            .items
+        ],
+        "the pod to be gone",
+        until=lambda names: names == [],
     )
 
 
@@ -234,23 +232,28 @@ def test_deleting_a_running_pod_reports_it_failed(
 ) -> None:
     marker = sleep_marker()
     run_job(api, namespace, "victim", f"sleep {marker}")
-    ((key, pid),) = wait_for(lambda: list(kubelet.running().items()), "the pod to run")
+    ((key, pid),) = eventually(lambda: list(kubelet.running().items()), "the pod to run")
 
     core(api).delete_namespaced_pod(key[1], namespace)
 
     # The kubelet kills the process, reports the pod Failed and deletes it for good; the
     # Job controller counts the failure (backoffLimit 0: the Job fails).
-    wait_for(lambda: not alive(pid) and sleepers(marker) == [], "the process to die")
-    wait_for(
-        lambda: job_conditions(api, namespace, "victim").get("Failed") == "True",
+    eventually(lambda: not alive(pid) and sleepers(marker) == [], "the process to die")
+    eventually(
+        lambda: job_conditions(api, namespace, "victim"),
         "the Job controller to fail the Job",
+        until=lambda c: c.get("Failed") == "True",
     )
     assert batch(api).read_namespaced_job("victim", namespace).status.failed == 1
-    wait_for(
-        lambda: (
-            not core(api).list_namespaced_pod(namespace, label_selector="job-name=victim").items
-        ),
+    eventually(
+        lambda: [
+            p.metadata.name
+            for p in core(api)
+            .list_namespaced_pod(namespace, label_selector="job-name=victim")
+            .items
+        ],
         "the pod to be gone",
+        until=lambda names: names == [],
     )
 
 
@@ -260,9 +263,10 @@ def test_a_pod_that_cannot_run_fails_with_the_reason(
     volumes = [{"name": "gaia-data", "persistentVolumeClaim": {"claimName": "elsewhere"}}]
     run_job(api, namespace, "lost", "true", volumes=volumes)
 
-    wait_for(
-        lambda: job_conditions(api, namespace, "lost").get("Failed") == "True",
+    eventually(
+        lambda: job_conditions(api, namespace, "lost"),
         "the Job controller to fail the Job",
+        until=lambda c: c.get("Failed") == "True",
     )
     terminated = only_pod(api, namespace, "lost").status.container_statuses[0].state.terminated
     assert (terminated.exit_code, terminated.reason) == (128, "StartError")
@@ -290,13 +294,10 @@ def test_a_pod_started_by_another_kubelet_is_reported_lost_not_run_again(
     core(api).patch_namespaced_pod_status("again", namespace, body)
 
     with FakeKubelet(api, {"gaia-data": data}, namespace=namespace) as kubelet:
-        phase = wait_for(
-            lambda: (
-                (p := core(api).read_namespaced_pod("again", namespace).status.phase)
-                in ("Succeeded", "Failed")
-                and p
-            ),
+        phase = eventually(
+            lambda: core(api).read_namespaced_pod("again", namespace).status.phase,
             "the pod to be reported",
+            until=lambda phase: phase in ("Succeeded", "Failed"),
         )
     assert phase == "Failed" and kubelet.errors == []
     terminated = (

@@ -8,7 +8,6 @@ import json
 import shutil
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,11 @@ from cluster import Cluster
 from gaia_operator import operator_world
 
 import gaia
+from processes import alive
+from waiting import eventually
+
+pytestmark = pytest.mark.slow  # the control plane, an operator, the fake kubelet's tasks
+
 
 TRIANGLE = Path(__file__).resolve().parents[2] / "examples" / "triangle"
 SLEEPER = {
@@ -61,11 +65,8 @@ def start_napping(world: dict[str, Any], root: str, seconds: str | None = None) 
     """Merge a nap into ``root``; return its command's pid once the kubelet runs it."""
     world["client"].command([SLEEPER])
     world["client"].merge(root, [nap(seconds)])
-    deadline = time.monotonic() + 30
-    while not world["kubelet"].running():
-        assert time.monotonic() < deadline, f"the nap in {root} never started"
-        time.sleep(0.1)
-    (pid,) = world["kubelet"].running().values()
+    running = eventually(world["kubelet"].running, f"the nap in {root} to start", 30)
+    (pid,) = running.values()
     return int(pid)
 
 
@@ -94,20 +95,18 @@ def resource(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
 def wait_state(
     cluster: Cluster, namespace: str, name: str, states: tuple[str, ...], timeout: float = 60
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
+    """The GaiaNamespace's status once it is in one of ``states`` for its latest spec."""
+
+    def latest() -> tuple[bool, dict[str, Any]]:
         found = resource(cluster, namespace, name)
         status = found.get("status") or {}
-        if (
-            status.get("state") in states
-            and status.get("observedGeneration") == found["metadata"]["generation"]
-        ):
-            return status
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"{name} is {status.get('state')!r}, not {states}: {status.get('message')}"
-            )
-        time.sleep(0.2)
+        current = status.get("observedGeneration") == found["metadata"]["generation"]
+        return current and status.get("state") in states, status
+
+    _, status = eventually(
+        latest, f"{name} to be {' or '.join(states)}", timeout, until=lambda got: got[0]
+    )
+    return status
 
 
 def jobs(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
@@ -186,10 +185,11 @@ def test_the_client_drives_the_operator_like_gaia_serve(
     (store / "viaclient/animals/snake").write_text("A different snake.\n")
     expired = flow.expire("viaclient", ["animals/snake"])["expire"]
     assert expired["process"] == ["both:cat-ab", "both:wc-ab", "cat-snake", "md5-snake", "wc-snake"]
-    deadline = time.monotonic() + 60
-    while flow.status("viaclient")["status"]["state"] != "complete":  # live, not the resource
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    eventually(  # live, not the resource
+        lambda: flow.status("viaclient")["status"],
+        "viaclient to be complete again",
+        until=lambda status: status["state"] == "complete",
+    )
     after = {k: t["run"] for k, t in flow.status("viaclient")["status"]["tasks"].items()}
     rerun = sorted(k for k in after if after[k] != before[k])
     assert rerun == expired["process"]
@@ -215,13 +215,13 @@ def test_halt_deletes_running_jobs_and_trigger_resumes(
     flow.halt("sleepy")
     status = wait_state(cluster, ns, "sleepy", ("halted",))
     assert status["counts"]["running"] == 0
-    deadline = time.monotonic() + 30
-    while (jobs(cluster, ns) or kubelet.running()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert jobs(cluster, ns) == [] and kubelet.running() == {}
-    assert (
-        not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    eventually(
+        lambda: (jobs(cluster, ns), kubelet.running()),
+        "the Job and its process to go",
+        30,
+        until=lambda left: left == ([], {}),
     )
+    assert not alive(pid)
     assert not (world["store"] / "sleepy" / "rested").exists()
     flow.trigger("sleepy")
     wait_state(cluster, ns, "sleepy", ("running",))
@@ -235,7 +235,10 @@ def test_a_restarted_operator_neither_duplicates_nor_loses_a_task(
     start_napping(world, "restart", seconds="4")
     started = kept_events(flow, "restart", lambda seen: count(seen, "step-start") == 1)[-1]
     operator.stop(signal.SIGKILL)  # mid-run, no goodbye
-    time.sleep(6)  # the task finishes while no operator watches
+    ended = eventually(  # the task finishes while no operator watches
+        world["kubelet"].ended, "the nap's pod to end and be reported", 30
+    )
+    assert list(ended.values()) == [0], ended
     operator.start()
     status = wait_state(cluster, ns, "restart", ("complete",))
     assert (world["store"] / "restart" / "rested").read_text() == "rested\n"
@@ -265,15 +268,18 @@ def test_an_invalid_namespace_is_reported_and_changes_nothing(
         "spec": {"processes": [{"key": "x", "command": "nope", "outputs": {"O": "o"}}]},
     }
     cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
-    deadline = time.monotonic() + 30
-    while True:
+
+    def valid() -> list[dict[str, Any]]:
         status = resource(cluster, ns, "broken").get("status") or {}
-        valid = [c for c in status.get("conditions") or [] if c["type"] == "Valid"]
-        if valid and valid[0]["status"] == "False":
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(0.2)
-    assert "unknown command 'nope'" in valid[0]["message"]
+        return [c for c in status.get("conditions") or [] if c["type"] == "Valid"]
+
+    (condition,) = eventually(
+        valid,
+        "condition Valid=False on broken",
+        30,
+        until=lambda c: c and c[0]["status"] == "False",
+    )
+    assert "unknown command 'nope'" in condition["message"]
     assert jobs(cluster, ns) == []
     events = cluster.kubectl(
         "get", "events", "-n", ns, "--field-selector", "involvedObject.name=broken", "-o", "json"
@@ -336,15 +342,18 @@ def test_changing_a_command_recomputes_its_users(cluster: Cluster, world: dict[s
             "wc-rabbit",
             "wc-snake",
         ]
-        deadline = time.monotonic() + 60
-        while True:
+
+        def state_and_rerun() -> tuple[str | None, list[str]]:
             after = resource(cluster, ns, "triangle").get("status") or {}
             tasks = after.get("tasks") or {}
             rerun = sorted(k for k, t in tasks.items() if t["run"] != before["tasks"][k]["run"])
-            if after.get("state") == "complete" and rerun == expected:
-                break
-            assert time.monotonic() < deadline, (after.get("state"), rerun)
-            time.sleep(0.2)
+            return after.get("state"), rerun
+
+        eventually(
+            state_and_rerun,
+            "triangle complete with the hello users run again",
+            until=lambda got: got == ("complete", expected),
+        )
         assert (store / "triangle/hello/snake").read_text() == "goodbye snake\n"
         assert "goodbye snake" in (store / "triangle/cat/snake").read_text()
     finally:
@@ -357,9 +366,9 @@ def test_the_operator_rides_out_an_api_server_outage(
     """The task ends while the API server is away: once it is back the operator's watches
     and re-check carry the end in; calls that need the API server fail clearly meanwhile."""
     flow, ns, store = world["client"], world["namespace"], world["store"]
-    start_napping(world, "outage", seconds="2")
+    pid = start_napping(world, "outage", seconds="2")
     with cluster.apiserver_outage():
-        time.sleep(3)  # the task ends meanwhile
+        eventually(lambda: not alive(pid), "the nap to end during the outage", 30)
         second = {**nap("2", "rested2"), "key": "nap2"}
         with pytest.raises(gaia.Unavailable, match="API server cannot be reached") as caught:
             flow.merge("outage", [nap("2"), second])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,8 @@ import pytest
 from cluster import Cluster
 from gaia_operator import operator_world
 from test_operator import TRIANGLE, jobs, run_to_failure, wait_state
+
+from waiting import eventually
 
 PREFIX = "team/gaia"
 SECRET = "gaia-s3-test"
@@ -147,10 +148,9 @@ def test_a_store_that_cannot_be_reached_is_reported_then_retried(
     ns, s3, bucket = world["namespace"], world["s3"], world["bucket"]
     s3.delete_bucket(Bucket=bucket)  # every call on it fails from now on
     cluster.kubectl("apply", "-n", ns, "-f", str(TRIANGLE / "kubernetes"))
-    deadline = time.monotonic() + 60
-    while not (warnings := store_warnings(cluster, ns)):
-        assert time.monotonic() < deadline, "no StoreUnavailable event"
-        time.sleep(0.5)
+    warnings = eventually(
+        lambda: store_warnings(cluster, ns), "a StoreUnavailable event", interval=0.5
+    )
     assert "nothing changed: namespace 'triangle': cannot look up" in warnings[0]
     assert "NoSuchBucket" in warnings[0] and "retrying" in warnings[0]
     assert jobs(cluster, ns) == []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from gaia.engine.instructions import StartTask
 from gaia.engine.lookup import Lookup
 from gaia.engine.namespace import Namespace
@@ -34,6 +36,7 @@ def namespace_of(values: int) -> tuple[Namespace, list[StartTask]]:
     return namespace, starts
 
 
+@pytest.mark.slow  # builds a namespace of 100,000 processes: seconds
 def test_a_hundred_thousand_processes_with_failures_summarise_far_below_etcds_limit() -> None:
     namespace, starts = namespace_of(100_000)
     for start in starts[:5000]:  # many failures, each with a long log tail

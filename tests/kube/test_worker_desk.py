@@ -9,10 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gaia.kube.host import KubeHost
 from gaia.kube.workers import WORKER_DATA
 from gaia.store import LocalStore
 from gaia.wire import TaskState
+from waiting import eventually_async
 
 MAKE = {
     "key": "make",
@@ -51,6 +54,7 @@ def staged_by_a_worker(tmp_path: Path, offer: dict[str, Any]) -> None:
         target.write_text("made\n")
 
 
+@pytest.mark.slow  # waits out the lagging clean-ups: about a second
 def test_what_a_fast_worker_staged_is_published_while_the_lanes_lag(tmp_path: Path) -> None:
     """The operator once cleared a task's staging folder when it offered the task,
     without waiting: when the lane ran that clean-up late, after a fast worker had
@@ -90,7 +94,9 @@ def test_a_task_a_worker_has_taken_stays_the_workers(tmp_path: Path) -> None:
         task = namespace.tasks["p"]
         async with host.lock("ns"):  # the offer waits for the lock, as behind a re-check
             taking = asyncio.create_task(host.desk.take("w1", 0))
-            await asyncio.sleep(0.05)
+            await eventually_async(
+                lambda: host.desk.queue.holder(("ns", "p", task.run)), "w1 to take the task"
+            )
             assert host.desk.queue.holder(("ns", "p", task.run)) == "w1"
             assert host.desk.keeps(namespace, task)  # the re-check leaves it alone
         offer = (await taking)["task"]

@@ -8,7 +8,6 @@ import contextlib
 import json
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -22,8 +21,12 @@ from test_operator import SLEEPER, TRIANGLE, jobs, nap, wait_state
 
 import gaia
 from gaia.errors import GaiaError
+from waiting import eventually
 
 World = dict[str, Any]
+
+
+pytestmark = pytest.mark.slow  # the control plane, an operator process, worker pods
 
 
 @pytest.fixture(scope="module")
@@ -79,20 +82,20 @@ def deployments(cluster: Cluster, namespace: str) -> list[str]:
     return sorted(d["metadata"]["name"] for d in json.loads(out)["items"])
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 def wait_worker(world: World, key: str, timeout: float = 60) -> None:
-    wait_for(
-        lambda: key in post(world, "/work/workers", {})["workers"],
-        timeout,
+    eventually(
+        lambda: post(world, "/work/workers", {})["workers"],
         f"worker {key} to ask for work",
+        timeout,
+        until=lambda workers: key in workers,
     )
+
+
+def worker_log(world: World, key: str) -> str:
+    """What the pods of worker ``key`` have logged so far."""
+    kubelet, namespace = world["kubelet"], world["namespace"]
+    pods = [pod for ns, pod in kubelet.running() if pod.startswith(f"gaia-worker-{key}-")]
+    return "".join(kubelet.logs(namespace, pod) for pod in pods)
 
 
 def sleeping(seconds: str) -> bool:
@@ -158,13 +161,18 @@ def test_halt_kills_the_workers_task(cluster: Cluster, make_world: Any) -> None:
         wait_worker(world, "w1")
         flow.command([SLEEPER])
         flow.merge("wsleepy", [nap("4247")])
-        wait_for(lambda: sleeping("4247"), 60, "the worker to start sleep 4247")
+        eventually(lambda: sleeping("4247"), "the worker to start sleep 4247")
         task = flow.status("wsleepy")["status"]["tasks"]["nap"]
         assert task["handle"] == {"worker": "w1"}
         flow.halt("wsleepy")
         wait_state(cluster, ns, "wsleepy", ("halted",))
-        wait_for(lambda: not sleeping("4247"), 30, "the worker to kill sleep 4247")
-        time.sleep(3)  # a report would come now: there is none to publish
+        eventually(lambda: not sleeping("4247"), "the worker to kill sleep 4247", 30)
+        eventually(  # and to drop the run: it never reports it, nothing is published
+            lambda: worker_log(world, "w1"),
+            "the worker to drop the cancelled run",
+            30,
+            until=lambda log: "nap#1 of wsleepy cancelled by the operator" in log,
+        )
         assert not (store / "wsleepy" / "rested").exists()
         assert jobs(cluster, ns) == []
         # the worker is still there, and takes the next run
@@ -180,7 +188,9 @@ def test_an_idle_worker_stops_and_its_deployment_goes(cluster: Cluster, make_wor
         flow, ns = world["client"], world["namespace"]
         flow.launch(["w1"])
         wait_worker(world, "w1")
-        wait_for(lambda: deployments(cluster, ns) == [], 60, "the Deployment to go")
+        eventually(
+            lambda: deployments(cluster, ns), "the Deployment to go", until=lambda d: d == []
+        )
         assert "w1" not in post(world, "/work/workers", {})["workers"]
         # Without workers, tasks are Jobs again.
         flow.command([SLEEPER])

@@ -12,6 +12,9 @@ from gaia_server import Server, wait_for
 
 import gaia
 
+pytestmark = pytest.mark.slow  # a `gaia serve` process per test
+
+
 ECHO = {
     "key": "echo",
     "image": "ubuntu",

@@ -15,6 +15,9 @@ from test_bad_input import raw_post
 
 import gaia
 
+pytestmark = pytest.mark.slow  # a `gaia serve` process per test
+
+
 COPY = {
     "key": "copy",
     "image": "ubuntu",

@@ -9,10 +9,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from gaia_server import Server, wait_for
 
 import gaia
 from processes import alive
+from waiting import eventually
+
+pytestmark = pytest.mark.slow  # a `gaia serve` process per test
+
 
 SLEEPER = {
     "key": "sleeper",
@@ -98,10 +103,11 @@ def start_sleeping(flow: gaia.Gaia) -> int:
     """Merge a long task into namespace 'sleepy'; return its pid once it runs."""
     flow.command([SLEEPER])
     flow.merge("sleepy", [{"key": "nap", "command": "sleeper", "outputs": {"O": "rested"}}])
-    status = wait_for(flow, "sleepy", ("running",))
-    while status["tasks"]["nap"]["state"] != "running":
-        time.sleep(0.05)
-        status = flow.status("sleepy")["status"]
+    status = eventually(
+        lambda: flow.status("sleepy")["status"],
+        "the nap to run",
+        until=lambda status: status["tasks"].get("nap", {}).get("state") == "running",
+    )
     return int(status["tasks"]["nap"]["handle"]["pid"])
 
 
@@ -110,14 +116,13 @@ def test_halt_kills_a_running_task_and_publishes_nothing(server: Server) -> None
     pid = start_sleeping(flow)
     assert alive(pid)
     assert flow.halt("sleepy") == {"halt": "sleepy"}
-    deadline = time.monotonic() + 30  # a guard, not a timing claim
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive(pid)
+    eventually(lambda: not alive(pid), f"the nap (pid {pid}) to be killed", 30)
     status = flow.status("sleepy")["status"]
     assert status["state"] == "halted"
     assert status["tasks"]["nap"]["state"] == "cancelled"
     assert status["data"]["rested"] == "missing"
+    # A deliberate pause: a report of the killed run, were there one, would arrive now and
+    # must publish nothing. (The executor drops a cancelled run: there is nothing to await.)
     time.sleep(0.3)
     assert not (server.data / "sleepy" / "rested").exists()
     assert flow.trigger("sleepy") == {"trigger": "sleepy"}
@@ -202,10 +207,13 @@ def test_listen_carries_on_across_a_server_restart(server: Server, triangle: gai
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
-    while not any(e["event"] == "flow-complete" for e in seen):  # connected and hearing
+
+    def heard_a_run() -> bool:
         triangle.expire("triangle", ["md5-rabbit"])
         wait_for(triangle, "triangle")
-        time.sleep(0.2)
+        return any(e["event"] == "flow-complete" for e in seen)
+
+    eventually(heard_a_run, "the listener to hear a run to its end", interval=0.2)
     server.stop()
     server.start()
     triangle.expire("triangle", ["md5-rabbit"])  # possibly before the listener is back
@@ -256,10 +264,7 @@ def test_expiring_a_running_task_kills_it_and_starts_it_again(server: Server) ->
     pid = start_sleeping(flow)
     reply = flow.expire("sleepy", ["nap"])
     assert reply["expire"] == {"process": ["nap"], "data": ["rested"]}
-    deadline = time.monotonic() + 30  # a guard, not a timing claim
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive(pid)
+    eventually(lambda: not alive(pid), f"the expired nap (pid {pid}) to be killed", 30)
     status = flow.status("sleepy")["status"]
     assert status["tasks"]["nap"]["run"] == 2 and status["state"] == "running"
     flow.halt("sleepy")

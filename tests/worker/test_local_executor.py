@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from gaia.standalone.executor import LocalExecutor
 from gaia.wire import Event
 from gaia.worker.runner import TaskResult, TaskSpec
+from waiting import eventually_async
+
+pytestmark = pytest.mark.slow  # the executor runs real tasks
 
 
 class Reports:
@@ -45,8 +50,7 @@ async def running_nap(workdir: Path, reports: Reports) -> LocalExecutor:
     executor = LocalExecutor(workdir, reports, workers=1, sandbox="none")
     executor.start()
     executor.submit(nap(1))
-    while not executor.running:
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: executor.running, "the nap to run")
     return executor
 
 

@@ -25,6 +25,8 @@ from gaia.engine.resources import Resources
 from gaia.worker import sandbox as sandboxes
 from processes import sleep_marker, sleepers
 
+pytestmark = pytest.mark.slow  # every test runs tasks: real processes
+
 ROOT = os.geteuid() == 0
 STATUS = ("grep", "-E", "^(Uid|Cap|NoNewPrivs)", "/proc/self/status")
 
