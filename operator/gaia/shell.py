@@ -28,6 +28,8 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from gaia.bus import EventBus
 from gaia.engine import views
 from gaia.engine.instructions import (
@@ -85,6 +87,8 @@ class Shell:
         self.namespaces: dict[str, Namespace] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._commands_lock = asyncio.Lock()
+        # root -> (graph version, namespace, its flow in JSON): see status()
+        self._flow_json: dict[str, tuple[int, Namespace, orjson.Fragment]] = {}
 
     # -- what a host supplies ------------------------------------------------------------
 
@@ -218,8 +222,17 @@ class Shell:
         return {"process": processes, "data": data}
 
     def status(self, root: object) -> dict[str, Any]:
+        """The namespace's status; its graph (``flow``) comes encoded already, once per
+        change of the graph, for the HTTP API to send as it is."""
         namespace = self.namespace(root)
-        return {"root": namespace.root, "status": namespace.status()}
+        status = namespace.status()
+        version = namespace.graph.version
+        cached = self._flow_json.get(namespace.root)
+        if cached is None or cached[0] != version or cached[1] is not namespace:
+            cached = (version, namespace, orjson.Fragment(orjson.dumps(status["flow"])))
+            self._flow_json[namespace.root] = cached
+        status["flow"] = cached[2]
+        return {"root": namespace.root, "status": status}
 
     def workflows(self) -> dict[str, Any]:
         return {"workflows": {r: n.state().value for r, n in sorted(self.namespaces.items())}}
@@ -246,8 +259,12 @@ class Shell:
         restored any more (a rule tightened, its command gone) is rejected on its own,
         with the reason in the status; the rest comes back."""
         namespace = Namespace(root, self.registry)
-        accepted, rejected = self._restorable(root, raw_specs)
-        plan = namespace.prepare_merge(accepted, self.registry.commands)
+        rejected: dict[str, str] = {}
+        try:
+            plan = namespace.prepare_merge(list(raw_specs), self.registry.commands)
+        except GaiaError:  # find which, one spec at a time
+            accepted, rejected = self._restorable(root, raw_specs)
+            plan = namespace.prepare_merge(accepted, self.registry.commands)
         try:
             lookup = await self.look_up(root, plan.keys)
         except StoreError as exc:
@@ -263,14 +280,9 @@ class Shell:
     def _restorable(
         self, root: str, raw_specs: Sequence[object]
     ) -> tuple[list[object], dict[str, str]]:
-        """The specs that still apply (checked one at a time on a scratch namespace, so
-        that one bad spec costs only itself) and, for the others, why not."""
+        """The specs that still apply, checked one at a time on a scratch namespace (so
+        that one bad spec costs only itself), and, for the others, why not."""
         scratch = Namespace(root, self.registry)
-        try:
-            scratch.prepare_merge(list(raw_specs), self.registry.commands)
-            return list(raw_specs), {}
-        except GaiaError:
-            pass
         accepted: list[object] = []
         rejected: dict[str, str] = {}
         for index, raw in enumerate(raw_specs):

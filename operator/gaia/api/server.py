@@ -15,6 +15,7 @@ import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+import orjson
 from aiohttp import web
 
 from gaia.api import dashboard
@@ -56,16 +57,26 @@ class Backend(Protocol):
 CONTROLLER = web.AppKey("controller", Backend)
 
 
-def dumps(value: Any) -> str:
-    """Replies are strict JSON too: a NaN reaching one is a bug, not a reply."""
-    return json.dumps(value, allow_nan=False)
+def dumps(value: Any) -> bytes:
+    """A reply in JSON. orjson: the status of a big namespace is tens of megabytes, which
+    the standard library encodes ten times slower; a part encoded before (the graph,
+    unchanged between calls) comes in as an ``orjson.Fragment``."""
+    return orjson.dumps(value)
+
+
+def json_reply(
+    value: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=dumps(value), status=status, content_type="application/json", headers=headers
+    )
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status, dumps=dumps)
+    return json_reply({"error": message}, status)
 
 
 @web.middleware
@@ -167,7 +178,7 @@ def _call(action: Action) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         body = await _body(request)
         reply = await action(request.app[CONTROLLER], body)
-        return web.json_response(reply, dumps=dumps)
+        return json_reply(reply)
 
     return handler
 
@@ -277,7 +288,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 def _sse(event: dict[str, Any]) -> bytes:
-    return f"id: {event.get('id', '')}\ndata: {dumps(event)}\n\n".encode()
+    return b"id: %d\ndata: %s\n\n" % (event.get("id") or 0, dumps(event))
 
 
 async def health(request: web.Request) -> web.Response:

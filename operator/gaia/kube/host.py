@@ -336,6 +336,7 @@ class KubeHost(Shell):
         if tracked and tracked.resource["metadata"].get("uid") == resource["metadata"].get("uid"):
             del self.tracked[root]
             self.namespaces.pop(root, None)
+            self._flow_json.pop(root, None)
 
     # -- Jobs --------------------------------------------------------------------------
 
