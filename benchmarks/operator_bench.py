@@ -58,22 +58,6 @@ from harness import GaiaServe, Table, rate, ratio  # noqa: E402
 from profiles import Profile, Profiler, summarise  # noqa: E402
 
 GROUP, VERSION, PLURAL = "gaia.dev", "v1alpha1", "gaianamespaces"
-AUDIT_POLICY = """\
-apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: [RequestReceived]
-rules:
-- level: Metadata
-  verbs: [create, delete, patch, update, list]
-  resources:
-  - group: batch
-    resources: [jobs]
-  - group: gaia.dev
-    resources: [gaianamespaces, gaianamespaces/status]
-  - group: ""
-    resources: [pods]
-- level: None
-"""
 
 
 @dataclass
@@ -86,56 +70,6 @@ class Sizes:
 
 
 QUICK = Sizes(jobs=10, workers=50, jobs_timeout=180, workers_timeout=180, serve_timeout=60)
-
-
-class AuditedCluster(Cluster):
-    """The test control plane, with the API server writing an audit log of the calls
-    that matter here (Job, pod and GaiaNamespace writes and lists), and the
-    controller-manager's client allowed more than its default 20 requests per second: each
-    Job costs its controllers about five requests (pod create, finalizer patch, status
-    updates, deletes), so the default caps the test bed at about 4 Jobs per second, whatever
-    the operator does."""
-
-    @property
-    def audit_log(self) -> Path:
-        return self.dir / "audit.log"
-
-    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Any:
-        if name == "kube-apiserver":
-            policy = self.dir / "audit-policy.yaml"
-            policy.write_text(AUDIT_POLICY)
-            argv = [
-                *argv,
-                f"--audit-policy-file={policy}",
-                f"--audit-log-path={self.audit_log}",
-                "--audit-log-format=json",
-                "--audit-log-maxsize=0",
-            ]
-        if name == "kube-controller-manager":
-            argv = [*argv, "--kube-api-qps=500", "--kube-api-burst=1000"]
-        return super()._start(name, argv, env)
-
-    def audit(self, since: float = 0.0) -> list[dict[str, Any]]:
-        """Audit events (ResponseComplete) received at or after ``since`` (epoch s)."""
-        events: list[dict[str, Any]] = []
-        if not self.audit_log.exists():
-            return events
-        with self.audit_log.open() as lines:
-            for line in lines:
-                with contextlib.suppress(ValueError):
-                    event = json.loads(line)
-                    if event.get("stage") != "ResponseComplete":
-                        continue
-                    event["t"] = _epoch(event["requestReceivedTimestamp"])
-                    if event["t"] >= since:
-                        events.append(event)
-        return events
-
-
-def _epoch(stamp: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 class CountingKubelet(FakeKubelet):
@@ -260,7 +194,7 @@ class World:
     def __init__(self, work: Path, env: dict[str, str]) -> None:
         self.work = work
         self.env = env
-        self.cluster = AuditedCluster()
+        self.cluster = Cluster()
         self.kubelet: CountingKubelet | None = None
         self.operator: Operator | None = None
         self.api: Any = None
@@ -395,7 +329,7 @@ def run_phase(
     return Phase(root, tasks, seconds, finished, status, cpu, began, merging[0])
 
 
-def _status_writes(cluster: AuditedCluster, root: str, since: float) -> list[float]:
+def _status_writes(cluster: Cluster, root: str, since: float) -> list[float]:
     return sorted(
         e["t"]
         for e in cluster.audit(since)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import ctypes
+import datetime
+import json
 import os
 import secrets
 import shutil
@@ -40,6 +42,24 @@ CRDS = REPO / "crds"
 BUILD = REPO / "tests" / "components" / "build.sh"
 KUBECTL = os.environ.get("KUBECTL", "/usr/bin/kubectl")
 LOG_TAIL = 30
+
+
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, delete, patch, update, list]
+  resources:
+  - group: batch
+    resources: [jobs]
+  - group: gaia.dev
+    resources: [gaianamespaces, gaianamespaces/status]
+  - group: ""
+    resources: [pods]
+- level: None
+"""
 
 
 class ClusterError(RuntimeError):
@@ -404,6 +424,34 @@ current-context: gaia-test
         )
         self._wait_healthy(etcd, f"http://127.0.0.1:{client}/health", None, 30)
 
+    @property
+    def audit_log(self) -> Path:
+        """The API server's log of Job, pod and GaiaNamespace writes and lists (JSON)."""
+        return self.dir / "audit.log"
+
+    def _audit_policy(self) -> Path:
+        policy = self.dir / "audit-policy.yaml"
+        policy.write_text(AUDIT_POLICY)
+        return policy
+
+    def audit(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """Audit events (ResponseComplete) received at or after ``since`` (epoch s), each
+        with its time as ``t``."""
+        events: list[dict[str, Any]] = []
+        if not self.audit_log.exists():
+            return events
+        with self.audit_log.open() as lines:
+            for line in lines:
+                with contextlib.suppress(ValueError):
+                    event = json.loads(line)
+                    if event.get("stage") != "ResponseComplete":
+                        continue
+                    stamp = event["requestReceivedTimestamp"].replace("Z", "+00:00")
+                    event["t"] = datetime.datetime.fromisoformat(stamp).timestamp()
+                    if event["t"] >= since:
+                        events.append(event)
+        return events
+
     def _start_apiserver(self) -> None:
         d = self.dir
         apiserver = self._start(
@@ -424,6 +472,10 @@ current-context: gaia-test
                 f"--service-account-key-file={d / 'sa.pub'}",
                 "--allow-privileged=true",
                 "--endpoint-reconciler-type=none",
+                f"--audit-policy-file={self._audit_policy()}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-maxsize=0",
                 "--v=1",
             ],
         )
@@ -444,6 +496,10 @@ current-context: gaia-test
                 "--controllers=job,deployment,replicaset,serviceaccount,garbagecollector",
                 "--use-service-account-credentials=false",
                 "--leader-elect=false",
+                # Each Job costs its controllers about five requests: the default of 20
+                # per second would cap the test bed at about 4 Jobs a second.
+                "--kube-api-qps=500",
+                "--kube-api-burst=1000",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={self.ports['controller-manager']}",
                 f"--cert-dir={d / 'kcm-certs'}",

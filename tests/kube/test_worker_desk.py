@@ -106,3 +106,35 @@ def test_a_task_a_worker_has_taken_stays_the_workers(tmp_path: Path) -> None:
     loop.run_until_complete(scenario())
     host.lanes.close()
     loop.close()
+
+
+def test_time_the_operator_itself_was_stalled_is_not_a_workers_silence() -> None:
+    """A worker that asked for work while the operator's loop was stuck (a long listing,
+    once) counted as silent, and its tasks went to Jobs."""
+    from gaia.kube.work_queue import WorkQueue
+
+    queue = WorkQueue(alive_for=60)
+    queue.hear("w1")
+    queue.heard["w1"] -= 70  # last heard 70 s ago...
+    assert not queue.alive("w1")
+    queue.forgive(15)  # ...15 of which the operator could not hear anyone
+    assert queue.alive("w1")
+
+
+@pytest.mark.slow  # it waits out a stall of its own making
+def test_the_loop_watch_measures_a_stall_and_forgives_it() -> None:
+    from gaia.kube.stalls import LoopWatch
+
+    forgiven: list[float] = []
+    watch = LoopWatch(forgiven.append)
+
+    async def scenario() -> None:
+        running = asyncio.create_task(watch.run())
+        await asyncio.sleep(0.3)
+        time.sleep(1.2)  # the loop is stuck
+        await asyncio.sleep(0.6)
+        running.cancel()
+
+    asyncio.run(scenario())
+    assert 1.0 <= watch.longest < 10
+    assert forgiven and max(forgiven) == watch.longest

@@ -208,6 +208,7 @@ class KubeApi:
         return {
             "workers": {k: round(now - t, 3) for k, t in sorted(queue.heard.items())},
             "queued": len(queue.waiting),
+            "loop": self.host.loop_watch.figures(),
         }
 
     async def logs(self, root: object, process: object) -> dict[str, Any]:

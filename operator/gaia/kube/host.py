@@ -31,6 +31,7 @@ from gaia.kube.config import DEFAULT_IMAGE, S3Config
 from gaia.kube.jobs import JobOutcome, build_job, job_name, outcome_of
 from gaia.kube.pods import killed_command, main_exit_code
 from gaia.kube.resources import command_of, processes_of
+from gaia.kube.stalls import LoopWatch
 from gaia.kube.status import summary, valid_condition
 from gaia.kube.store_lanes import StoreLanes
 from gaia.kube.worker_desk import WorkerDesk
@@ -101,8 +102,12 @@ class KubeHost(Shell):
         self.dirty: set[str] = set()  # namespaces whose status must be written
         self.pending: set[asyncio.Task[Any]] = set()
         # Jobs asked for and not yet created (waiting in the rate limiter, or in flight):
-        # the re-check must not ask for them again.
+        # the re-check must not ask for them again. And Jobs created, with when (monotonic):
+        # one the re-check finds gone without an outcome is not created again (it may have
+        # run: a task never runs twice because of the operator), its task fails instead.
         self.creating: set[str] = set()
+        self.created: dict[str, float] = {}
+        self.loop_watch = LoopWatch(lambda seconds: self.desk.queue.forgive(seconds))
         self.desk = WorkerDesk(
             self,
             self.clear_staging,
@@ -282,6 +287,7 @@ class KubeHost(Shell):
             jobs = await self.cluster.jobs(tracked.k8s_namespace, root)
             for outcome in sorted(filter(None, map(outcome_of, jobs)), key=lambda o: o.run):
                 if namespace.adopt(outcome.process, outcome.run, {"job": outcome.name}):
+                    self.created[outcome.name] = time.monotonic()
                     if outcome.finished:
                         finished.append(outcome)
                 else:
@@ -353,13 +359,16 @@ class KubeHost(Shell):
 
     async def _create_now(self, name: str, manifest: dict[str, Any]) -> None:
         try:
-            await self.cluster.create_job(manifest)
+            await self.cluster.create_job(manifest)  # a 409 is fine: it exists
         except GaiaError as exc:  # the periodic re-check creates it again
             logger.warning("could not create Job %s: %s", name, exc)
+        else:
+            self.created[name] = time.monotonic()
         finally:
             self.creating.discard(name)
 
     async def _delete_job(self, namespace: str, root: str, job: str) -> None:
+        self.created.pop(job, None)
         try:
             await self.cluster.delete_job(namespace, job)
         except GaiaError as exc:  # the re-check finds it again
@@ -397,6 +406,7 @@ class KubeHost(Shell):
                 return  # superseded
             if task.run != outcome.run or not task.state.active:
                 return  # already handled, or not ours yet
+            self.created.setdefault(outcome.name, time.monotonic())  # it exists
             if task.state is TaskState.QUEUED and (
                 job is None or (job.get("status") or {}).get("active") or outcome.finished
             ):
@@ -412,6 +422,8 @@ class KubeHost(Shell):
                 error = f"exit code {exit_code} (Job {outcome.name}: {outcome.error})"
             result = Outcome(ok=False, error=error, exit_code=exit_code, log_tail=tail)
         state = await self.task_finished(root, outcome.process, outcome.run, result)
+        if state is not None:
+            self.created.pop(outcome.name, None)  # its outcome is recorded
         if state is TaskState.COMPLETE:
             self._spawn(self._delete_job(tracked.k8s_namespace, root, outcome.name))
         elif state is TaskState.ERROR:
@@ -432,33 +444,53 @@ class KubeHost(Shell):
     # -- the re-check ------------------------------------------------------------------
 
     async def recheck(self, root: str) -> None:
-        """The safety net against missed watch events: compare Jobs with the engine."""
+        """The safety net against missed watch events: compare Jobs with the engine. One
+        listing (parsed off the loop); the work after it follows the active tasks and
+        the Jobs that changed, not the size of the namespace."""
         tracked = self.tracked.get(root)
         if tracked is None:
             return
+        listed_at = time.monotonic()
         jobs = {
             o.name: (o, j)
             for j in await self.cluster.jobs(tracked.k8s_namespace, root)
             if (o := outcome_of(j))
         }
+        namespace = self.namespaces.get(root)
+        if namespace is None:
+            return
         for outcome, job in jobs.values():
+            task = namespace.tasks.get(outcome.process)
+            if task is not None and task.run == outcome.run and not task.state.active:
+                continue  # its outcome is recorded: nothing to do but wait for its TTL
             await self.job_event(outcome, job)
         await self._fail_killed_commands(tracked)
         async with self.lock(root):
-            namespace = self.namespaces.get(root)
-            if namespace is None:
+            if self.namespaces.get(root) is not namespace:
                 return
             for process in sorted(namespace.active):
                 task = namespace.tasks[process]
                 if "worker" in task.handle and self.desk.keeps(namespace, task):
                     continue
                 name = job_name(root, process, task.run)
-                if name not in jobs and name not in self.creating:
-                    # lost on creation (an API error), or back from the workers
-                    namespace.set_handle(process, task.run, {"job": name})
-                    leaf = namespace.graph.processes[process]
-                    start = StartTask(root, leaf, self.registry.commands[leaf.command], task.run)
-                    self._create(self._manifest(start))
+                if name in jobs or name in self.creating:
+                    continue
+                created = self.created.get(name)
+                if created is not None and created > listed_at:
+                    continue  # created after the listing was taken
+                if created is not None:  # gone without an outcome: it may have run
+                    self.created.pop(name, None)
+                    error = (
+                        f"Job {name} was deleted before its end was seen; nothing was "
+                        "published (trigger to run the process again)"
+                    )
+                    self.carry_out(namespace, namespace.task_failed(process, task.run, error))
+                    continue
+                # lost on creation (an API error), or back from the workers
+                namespace.set_handle(process, task.run, {"job": name})
+                leaf = namespace.graph.processes[process]
+                start = StartTask(root, leaf, self.registry.commands[leaf.command], task.run)
+                self._create(self._manifest(start))
 
     async def _fail_killed_commands(self, tracked: Tracked) -> None:
         namespace = self.namespaces.get(tracked.root)

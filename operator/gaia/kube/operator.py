@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import Any
 
 import kopf
+import orjson
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 def _plain(body: Any) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(json.dumps(body, default=dict))
+    result: dict[str, Any] = orjson.loads(orjson.dumps(body, default=dict))
     return result
 
 
@@ -79,6 +79,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         memo["kafka"] = publisher
     memo["host"] = host
     memo["loops"] = [
+        asyncio.create_task(host.loop_watch.run()),
         asyncio.create_task(_every(config.status_seconds, host.flush_status)),
         asyncio.create_task(_every(config.recheck_seconds, lambda: _recheck_all(host))),
     ]

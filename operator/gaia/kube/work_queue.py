@@ -59,6 +59,12 @@ class WorkQueue:
             return ""
         return self.assigned.pop(task, None)
 
+    def forgive(self, seconds: float) -> None:
+        """The operator could not hear anyone for ``seconds`` (its loop stalled): no
+        worker counts that time as silence."""
+        for worker in self.heard:
+            self.heard[worker] += seconds
+
     def forget(self, worker: str) -> None:
         """The worker stopped (idle); what it still had is sent back by the re-check."""
         self.heard.pop(worker, None)
