@@ -41,6 +41,7 @@ from gaia.engine.instructions import (
     outputs_of,
 )
 from gaia.engine.keys import root_problem
+from gaia.engine.limits import DEFAULT_LIMITS, Limits
 from gaia.engine.lookup import Lookup
 from gaia.engine.model import Command, ProcessSpec
 from gaia.engine.namespace import MergePlan, Namespace
@@ -80,9 +81,10 @@ class Outcome:
 class Shell:
     """Both hosts' common part; see the module docstring for what a host adds."""
 
-    def __init__(self, store: Store, bus: EventBus) -> None:
+    def __init__(self, store: Store, bus: EventBus, limits: Limits = DEFAULT_LIMITS) -> None:
         self.store = store
         self.bus = bus
+        self.limits = limits
         self.registry = Registry()
         self.namespaces: dict[str, Namespace] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -144,6 +146,10 @@ class Shell:
             )
         return namespace
 
+    def new_namespace(self, root: str) -> Namespace:
+        """An empty namespace of this host (not registered: a merge does that)."""
+        return Namespace(root, self.registry, limits=self.limits)
+
     def lock(self, root: str) -> asyncio.Lock:
         return self._locks.setdefault(root, asyncio.Lock())
 
@@ -189,7 +195,7 @@ class Shell:
             raise InvalidRequest(problem)
         assert isinstance(root, str)
         async with self.lock(root):
-            namespace = self.namespaces.get(root) or Namespace(root, self.registry)
+            namespace = self.namespaces.get(root) or self.new_namespace(root)
             plan = namespace.prepare_merge(
                 raw_processes, self.registry.commands, replace_all=replace_all
             )
@@ -258,7 +264,7 @@ class Shell:
         then restores or adopts its tasks and calls ``resume``. A spec that cannot be
         restored any more (a rule tightened, its command gone) is rejected on its own,
         with the reason in the status; the rest comes back."""
-        namespace = Namespace(root, self.registry)
+        namespace = self.new_namespace(root)
         rejected: dict[str, str] = {}
         try:
             plan = namespace.prepare_merge(list(raw_specs), self.registry.commands)
@@ -282,7 +288,7 @@ class Shell:
     ) -> tuple[list[object], dict[str, str]]:
         """The specs that still apply, checked one at a time on a scratch namespace (so
         that one bad spec costs only itself), and, for the others, why not."""
-        scratch = Namespace(root, self.registry)
+        scratch = self.new_namespace(root)
         accepted: list[object] = []
         rejected: dict[str, str] = {}
         for index, raw in enumerate(raw_specs):
@@ -374,11 +380,15 @@ def _refuse_unusable(namespace: Namespace, lookup: Lookup) -> None:
         raise InvalidRequest(f"namespace {namespace.root!r}: {listed}")
 
 
-def check_worker_keys(keys: object, problem_of: Any = None) -> list[str]:
+def check_worker_keys(
+    keys: object, limits: Limits, running: int, problem_of: Any = None
+) -> list[str]:
     """``launch``'s keys: a list of unique, valid names (``problem_of(key)`` says why a
-    key is not valid for this host, or None)."""
+    key is not valid for this host, or None), within the limits with ``running`` workers
+    alive already."""
     if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
         raise InvalidRequest("'keys' must be a list of worker names")
+    limits.check_launch(len(keys), running)
     if problem_of is not None and (problems := [p for k in keys if (p := problem_of(k))]):
         raise InvalidRequest("; ".join(problems))
     if duplicates := sorted(k for k, n in Counter(keys).items() if n > 1):

@@ -159,3 +159,31 @@ def test_later_clients_names_are_accepted(server: Server, settled: gaia.Gaia) ->
     assert (code, reply) == (200, {"trigger": "triangle"})
     code, reply = raw_post(server, "/workflows", b"{}")
     assert reply["workflows"]["triangle"] in ("running", "complete")
+
+
+def test_launching_twenty_thousand_workers_is_refused_and_starts_none(
+    server: Server, settled: gaia.Gaia
+) -> None:
+    with pytest.raises(
+        gaia.InvalidRequest,
+        match=r"20,000 workers asked for at once, over the limit of 64 \(GAIA_MAX_WORKERS_PER_LAUNCH\)",
+    ):
+        settled.launch([f"w{n}" for n in range(20_000)])
+    assert settled.launch(["w0"]) == {"launch": ["w0"], "running": []}  # none had started
+
+
+def test_a_fan_out_of_ten_million_is_refused_before_it_is_made(
+    server: Server, settled: gaia.Gaia
+) -> None:
+    before = settled.status("triangle")
+    values = [str(n) for n in range(1000)]
+    process = {
+        "key": "huge",
+        "command": "echo",
+        "inputs": {"IN": "in/{{A}}/{{B}}/{{C}}"},
+        "outputs": {"OUT": "out/{{A}}/{{B}}/{{C}}"},
+        "vars": {"A": values, "B": values[:100], "C": values[:100]},
+    }
+    with pytest.raises(gaia.InvalidRequest, match=r"10,000,000 processes, over the limit"):
+        settled.merge("triangle", [process])
+    assert settled.status("triangle") == before

@@ -21,6 +21,7 @@ from gaia.engine.complete import CompleteKeys
 from gaia.engine.expand import expand
 from gaia.engine.graph import Graph
 from gaia.engine.instructions import CancelTask, DeleteData, Emit, Instruction, StartTask
+from gaia.engine.limits import DEFAULT_LIMITS, Limits, processes_of
 from gaia.engine.lookup import Lookup
 from gaia.engine.model import Command, Process, ProcessSpec, parse_process
 from gaia.engine.registry import Registry
@@ -60,10 +61,15 @@ class MergePlan:
 
 class Namespace:
     def __init__(
-        self, root: str, registry: Registry, clock: Callable[[], float] = time.time
+        self,
+        root: str,
+        registry: Registry,
+        clock: Callable[[], float] = time.time,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.root = root
         self.registry = registry  # the global commands, for the tasks it starts
+        self.limits = limits
         self.clock = clock
         self.graph = Graph()
         self.specs: dict[str, ProcessSpec] = {}
@@ -109,6 +115,7 @@ class Namespace:
             specs[spec.key] = spec
         forced = set(force)
         plan = MergePlan(replace_all=replace_all)
+        self._check_size(specs, commands, forced, replace_all)
         for spec in specs.values():
             if spec.key not in forced and self.specs.get(spec.key) == spec:
                 continue
@@ -128,6 +135,27 @@ class Namespace:
         except InvalidRequest as exc:
             raise InvalidRequest(f"namespace {self.root!r}: {exc}") from None
         return plan
+
+    def _check_size(
+        self,
+        specs: Mapping[str, ProcessSpec],
+        commands: Mapping[str, Command],
+        forced: set[str],
+        replace_all: bool,
+    ) -> None:
+        """The limits, counted before anything is expanded: a fan-out of 10^7 is refused
+        at once, without making 10^7 of anything."""
+        count = 0
+        leaving = 0
+        for spec in specs.values():
+            if spec.key not in forced and self.specs.get(spec.key) == spec:
+                continue
+            self.limits.check_vars(spec)
+            count += processes_of(spec, commands)
+            leaving += len(self.expansion.get(spec.key, ()))
+        if replace_all:
+            leaving += sum(len(self.expansion[k]) for k in self.specs if k not in specs)
+        self.limits.check_merge(self.root, count, len(self.graph.processes) - leaving + count)
 
     def prepare_command_change(
         self, changed_commands: Iterable[str], commands: Mapping[str, Command]

@@ -15,7 +15,6 @@ from aiohttp import web
 
 from gaia.api.server import build_app
 from gaia.engine.keys import root_problem
-from gaia.engine.namespace import Namespace
 from gaia.errors import InvalidRequest, NotFound
 from gaia.kube.cluster import Resources
 from gaia.kube.config import OperatorConfig
@@ -76,7 +75,7 @@ class KubeApi:
             raise InvalidRequest(problem)
         assert isinstance(root, str)
         tracked = self.host.tracked.get(root)
-        engine = self.host.namespaces.get(root) or Namespace(root, self.host.registry)
+        engine = self.host.namespaces.get(root) or self.host.new_namespace(root)
         plan = engine.prepare_merge(raw_processes, self.host.registry.commands)
         lookup = await self.host.look_up(root, plan.keys)
         if lookup.unusable:
@@ -130,7 +129,9 @@ class KubeApi:
 
     async def launch(self, keys: object) -> dict[str, Any]:
         """A Deployment ``gaia-worker-<key>`` per new key (see workers.py)."""
-        keys = check_worker_keys(keys, key_problem)
+        keys = check_worker_keys(
+            keys, self.host.limits, len(self.host.desk.queue.heard), key_problem
+        )
         if self.host.s3 is not None:
             raise InvalidRequest(
                 "launch: workers need the shared volume store (GAIA_STORE=pvc); "

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gaia.engine.limits import DEFAULT_LIMITS, Limits
 from gaia.errors import InvalidRequest
 from gaia.wire import DEFAULT_PORT, DEFAULT_TOPICS
 
@@ -93,6 +94,7 @@ class OperatorConfig:
     # run as Jobs) or "all" (every task, run with the worker image's programs)
     worker_takes: str = "image"
     kafka_host: str | None = None  # GAIA_KAFKA_HOST: also publish events to this broker
+    limits: Limits = DEFAULT_LIMITS  # GAIA_MAX_... (gaia/engine/limits.py)
     # GAIA_KAFKA_LOG_TOPIC, GAIA_KAFKA_STATUS_TOPIC
     kafka_topics: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TOPICS))
 
@@ -122,6 +124,7 @@ class OperatorConfig:
             ),
             worker_takes=_choice("GAIA_WORKER_TAKES", WORKER_TAKES),
             kafka_host=os.environ.get("GAIA_KAFKA_HOST") or None,
+            limits=Limits.from_env(os.environ),
             kafka_topics={
                 "log": os.environ.get("GAIA_KAFKA_LOG_TOPIC") or DEFAULT_TOPICS["log"],
                 "status": os.environ.get("GAIA_KAFKA_STATUS_TOPIC") or DEFAULT_TOPICS["status"],

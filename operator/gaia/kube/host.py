@@ -21,6 +21,7 @@ from typing import Any
 from gaia.bus import EventBus, EventHistory
 from gaia.engine.instructions import CancelTask, StartTask
 from gaia.engine.keys import root_problem
+from gaia.engine.limits import DEFAULT_LIMITS, Limits
 from gaia.engine.lookup import Lookup
 from gaia.engine.namespace import Namespace
 from gaia.engine.states import Mode
@@ -76,6 +77,7 @@ class KubeHost(Shell):
         image: str = DEFAULT_IMAGE,
         worker_image: str | None = None,
         worker_takes: str = "image",
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         """``store`` defaults to the shared volume mounted at ``store_path`` (task pods
         mount ``claim``); with ``s3`` set, ``store`` is that bucket and task pods copy
@@ -86,7 +88,7 @@ class KubeHost(Shell):
         # so a client resuming with ``since`` after a restart misses nothing newer.
         self.history = EventHistory()
         bus = EventBus(sink=self.history.record, first_id=time.time_ns() // 1000)
-        super().__init__(store if store is not None else LocalStore(store_path), bus)
+        super().__init__(store if store is not None else LocalStore(store_path), bus, limits)
         self.cluster = cluster
         self.lanes = StoreLanes(self.store)  # every store call goes through these
         self.claim = claim

@@ -63,6 +63,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         image=config.image,
         worker_image=config.worker_image,
         worker_takes=config.worker_takes,
+        limits=config.limits,
     )
     try:
         await host.load_commands()

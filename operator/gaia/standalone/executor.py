@@ -81,6 +81,10 @@ class LocalExecutor:
             self._serve(worker), name=f"gaia-worker-{worker.key}"
         )
 
+    def launched(self) -> int:
+        """The workers started by ``launch`` (not the permanent ones) alive now."""
+        return sum(1 for worker in self.workers.values() if worker.idle_timeout is not None)
+
     def launch(self, keys: list[str]) -> tuple[list[str], list[str]]:
         """Start a worker per new key; return (launched, already running)."""
         launched, present = [], []

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gaia.bus import EventBus
 from gaia.engine.instructions import CancelTask, StartTask
+from gaia.engine.limits import Limits
 from gaia.engine.model import Command
 from gaia.engine.namespace import Namespace
 from gaia.engine.states import Mode
@@ -47,6 +49,7 @@ class StandaloneHost(Shell):
         sandbox: str = "auto",
         kafka: str | None = None,
         kafka_topics: Mapping[str, str] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         """``kafka`` (HOST:PORT) also publishes every event to Kafka, on ``kafka_topics``
         (``{"log": ..., "status": ...}``); an unreachable broker raises ConnectionFailed.
@@ -63,7 +66,8 @@ class StandaloneHost(Shell):
         bus = EventBus(sink=self.db.save_event, first_id=self.db.last_event_id() + 1)
         if self.kafka is not None:
             bus.add_sink(self.kafka.publish)
-        super().__init__(LocalStore(self.data_dir), bus)
+        # GAIA_MAX_... in the environment, unless given
+        super().__init__(LocalStore(self.data_dir), bus, limits or Limits.from_env(os.environ))
         self.local_store = LocalStore(self.data_dir)
         self.executor = LocalExecutor(
             state_dir / "work",
@@ -88,7 +92,7 @@ class StandaloneHost(Shell):
                 self.carry_out(namespace, namespace.resume(Mode(mode)))
             except Exception as exc:  # a bug must not keep the other namespaces down
                 logger.exception("namespace %s could not be restored", root)
-                namespace = self.namespaces.get(root) or Namespace(root, self.registry)
+                namespace = self.namespaces.get(root) or self.new_namespace(root)
                 namespace.reject("*", f"the namespace could not be restored: {exc}")
                 self.namespaces[root] = namespace
             logger.info("namespace %s: %s", root, namespace.state().value)
@@ -164,7 +168,8 @@ class StandaloneHost(Shell):
         return [c.to_dict() for c in self.registry.commands.values()]
 
     async def launch(self, keys: object) -> dict[str, Any]:
-        launched, running = self.executor.launch(check_worker_keys(keys))
+        keys = check_worker_keys(keys, self.limits, self.executor.launched())
+        launched, running = self.executor.launch(keys)
         return {"launch": launched, "running": running}
 
     def events_since(self, after: int, root: str | None) -> list[dict[str, Any]]:

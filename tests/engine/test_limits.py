@@ -1,0 +1,88 @@
+"""Limits: counted before anything is expanded, each refusal naming the limit."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from engine_host import ECHO, MAKE, Host
+
+from gaia.engine.limits import Limits, processes_of
+from gaia.engine.model import parse_process
+from gaia.errors import InvalidRequest
+
+TWICE = {
+    "key": "twice",
+    "inputs": ["IN"],
+    "outputs": ["OUT"],
+    "steps": [
+        {"key": "a", "command": "echo", "inputs": {"IN": "IN"}, "outputs": {"OUT": "MID"}},
+        {"key": "b", "command": "echo", "inputs": {"IN": "MID"}, "outputs": {"OUT": "OUT"}},
+    ],
+}
+
+
+def fan(key: str, *sizes: int) -> dict[str, object]:
+    names = [f"V{n}" for n in range(len(sizes))]
+    out = f"{key}/" + "/".join(f"{{{{{name}}}}}" for name in names)
+    values = {name: [f"x{i}" for i in range(size)] for name, size in zip(names, sizes, strict=True)}
+    return {"key": key, "command": "make", "outputs": {"OUT": out}, "vars": values}
+
+
+def test_a_cartesian_product_of_ten_million_is_refused_at_once() -> None:
+    host = Host([ECHO, MAKE])
+    began = time.process_time()
+    with pytest.raises(
+        InvalidRequest,
+        match=r"10,000,000 processes, over the limit of 1,000,000 per merge \(GAIA_MAX_PROCESSES_PER_MERGE\)",
+    ):
+        host.merge([fan("huge", 1000, 100, 100)])
+    assert time.process_time() - began < 1  # counted, not expanded
+    assert host.ns.graph.processes == {}
+
+
+def test_a_composite_counts_each_of_its_steps() -> None:
+    host = Host([ECHO, MAKE, TWICE])
+    spec = parse_process(
+        {
+            "key": "t",
+            "command": "twice",
+            "inputs": {"IN": "s/{{V}}"},
+            "outputs": {"OUT": "o/{{V}}"},
+            "vars": {"V": ["a", "b", "c"]},
+        }
+    )
+    assert processes_of(spec, host.registry.commands) == 6
+
+
+def test_the_namespace_total_counts_what_stays_and_what_comes() -> None:
+    host = Host([ECHO, MAKE])
+    host.ns.limits = Limits(processes_per_namespace=10)
+    host.merge([fan("a", 6)])
+    with pytest.raises(
+        InvalidRequest, match=r"bring the namespace to 12 processes, over the limit of 10"
+    ):
+        host.merge([fan("b", 6)])
+    host.merge([fan("a", 4), fan("b", 6)])  # a shrinks as b comes: 10 in all
+
+
+def test_a_var_over_its_size_is_refused() -> None:
+    host = Host([ECHO, MAKE])
+    host.ns.limits = Limits(var_bytes=8)
+    process = {"key": "p", "command": "make", "outputs": {"OUT": "o"}, "vars": {"V": "x" * 9}}
+    with pytest.raises(
+        InvalidRequest, match=r"var 'V' is over the limit of 8 bytes \(GAIA_MAX_VAR_BYTES\)"
+    ):
+        host.merge([process])
+
+
+def test_limits_come_from_the_environment() -> None:
+    assert Limits.from_env({"GAIA_MAX_WORKERS": "3"}).workers == 3
+    with pytest.raises(
+        InvalidRequest, match=r"GAIA_MAX_WORKERS='lots': use a positive whole number"
+    ):
+        Limits.from_env({"GAIA_MAX_WORKERS": "lots"})
+    with pytest.raises(
+        InvalidRequest, match=r"over the limit of 2 \(GAIA_MAX_WORKERS_PER_LAUNCH\)"
+    ):
+        Limits(workers_per_launch=2).check_launch(3, 0)
