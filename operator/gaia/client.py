@@ -104,9 +104,13 @@ class Gaia:
         """Cancel the running tasks of ``root`` and start nothing until the next trigger."""
         return self._post("/halt", {"root": root})
 
-    def status(self, root: str) -> Reply:
-        """The state, graph, data, tasks and waiting keys of ``root``."""
-        return self._post("/status", {"root": root})
+    def status(self, root: str, detail: bool = True) -> Reply:
+        """The state, graph, data, tasks and waiting keys of ``root``; with
+        ``detail=False`` its state and counts alone (cheap for a big namespace)."""
+        body: dict[str, Any] = {"root": root}
+        if not detail:
+            body["detail"] = False
+        return self._post("/status", body)
 
     def expire(self, root: str, keys: list[str]) -> Reply:
         """Expire process or data keys of ``root`` and everything downstream."""

@@ -138,6 +138,7 @@ class Progress:
         self._started = time.monotonic()
         self._bar: LiveBar | None = None
         self._task: Any = None
+        self._streaming = False  # events are coming: the status's summary is enough
 
     def start(self) -> None:
         """Subscribe to events and note which steps had finished before this run."""
@@ -167,14 +168,22 @@ class Progress:
         threading.Thread(target=self._read_events, name="gaia-progress", daemon=True).start()
 
     def wait(self) -> dict[str, Any]:
-        """Block until the namespace's state is final; return its last ``status``."""
+        """Block until the namespace's state is final; return its last ``status``.
+
+        Steps are shown from the event stream; while it flows, the counts come from the
+        status's summary (state and counts: nothing for the server to build), and the
+        whole status only once, at the end. Without a stream, the whole status."""
         next_poll = 0.0
         try:
             while True:
                 self._drain(timeout=0.1)
                 if time.monotonic() >= next_poll:
                     asked = time.monotonic()
-                    self._status = self.client.status(self.root).get("status") or {}
+                    summary = self._streaming
+                    reply = self.client.status(self.root, detail=not summary)
+                    self._status = reply.get("status") or {}
+                    if summary and self._status.get("state") in FINAL_STATES:
+                        self._status = self.client.status(self.root).get("status") or {}
                     # Poll a huge namespace no more than a fifth of the time.
                     next_poll = time.monotonic() + max(
                         self.poll_interval, 4 * (time.monotonic() - asked)
@@ -207,11 +216,14 @@ class Progress:
 
     def _read_events(self) -> None:
         source = self._source
+        self._streaming = True
         try:
             for event in source or ():
                 self._events.put(event)
         except GaiaError as exc:
             logger.info("event stream of %s ended: %s", self.root, exc)
+        finally:  # the whole status again: it shows what no event will tell any more
+            self._streaming = False
 
     def _drain(self, timeout: float) -> None:
         try:

@@ -13,6 +13,7 @@ from tiny_gaia import TinyServer, serve_tiny
 
 import gaia
 from gaia.progress import Progress, counts_of, format_duration, render_status, render_summary
+from waiting import eventually
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +123,25 @@ def test_render_summary_lists_the_produced_keys_with_their_sizes(tmp_path: Path)
 def test_durations_read_naturally() -> None:
     assert [format_duration(s) for s in (0.05, 3.21, 125, 3720)] == ["0.05s", "3.2s", "2m05s",
                                                                       "1h02m"]  # fmt: skip
+
+
+def test_while_events_flow_progress_asks_only_for_the_status_summary(
+    tiny_server: TinyServer,
+) -> None:
+    """`gaia run` must cost the server nothing measurable: the whole status of a big
+    namespace is megabytes, its summary a few numbers."""
+    tiny_server.statuses["forever"] = [
+        {"state": "running", "counts": {"processes": 2, "complete": 0}},
+        {"state": "running", "counts": {"processes": 2, "complete": 1}},
+        {"state": "complete", "counts": {"processes": 2, "complete": 2}},
+    ]
+    progress = Progress(gaia.Gaia({"gaia_host": tiny_server.address}), "forever", io.StringIO(),
+                        tty=False, poll_interval=0.01)  # fmt: skip
+    progress.start()
+    eventually(lambda: progress._streaming, "the event stream to flow", 10)
+    assert progress.wait()["state"] == "complete"
+    asked = [body for call, body in tiny_server.requests if call == "status"]
+    assert asked[0] == {"root": "forever"}  # at the start: which steps had finished
+    assert asked[-1] == {"root": "forever"}  # at the end: the whole status, once
+    assert all(body == {"root": "forever", "detail": False} for body in asked[1:-1])
+    assert len(asked) >= 4

@@ -41,7 +41,7 @@ class Backend(Protocol):
     def merge(self, root: object, processes: object) -> Any: ...  # -> process keys changed
     def trigger(self, root: object) -> Any: ...
     def halt(self, root: object) -> Any: ...
-    def status(self, root: object) -> Any: ...  # -> {"root": ..., "status": ...}
+    def status(self, root: object, detail: object = True) -> Any: ...  # -> {"root", "status"}
     def expire(self, root: object, keys: object) -> Any: ...  # -> {"process", "data"}
     def launch(self, keys: object) -> Any: ...  # -> {"launch": [...], "running": [...]}
     def logs(self, root: object, process: object) -> Any: ...
@@ -242,7 +242,7 @@ ROUTES: dict[str, Action] = {
     "/trigger": _trigger,
     "/run": _trigger,
     "/halt": _halt,
-    "/status": _on_call(lambda b, body: b.status(_root(body))),
+    "/status": _on_call(lambda b, body: b.status(_root(body), body.get("detail", True))),
     "/expire": _expire,
     "/launch": _on_call(lambda b, body: b.launch(_field(body, "keys"))),
     "/logs": _on_call(lambda b, body: b.logs(_root(body), _field(body, "process"))),

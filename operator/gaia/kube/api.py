@@ -113,8 +113,8 @@ class KubeApi:
     async def halt(self, root: object) -> None:
         await self._patch(self._tracked(root), {"halted": True})
 
-    def status(self, root: object) -> dict[str, Any]:
-        return self.host.status(root)
+    def status(self, root: object, detail: object = True) -> dict[str, Any]:
+        return self.host.status(root, detail)
 
     async def expire(self, root: object, keys: object) -> dict[str, Any]:
         tracked = self._tracked(root)
