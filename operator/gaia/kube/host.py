@@ -144,6 +144,11 @@ class KubeHost:
                     )
                     continue
                 self.carry_out(tracked, tracked.engine.apply(plan, exists))
+        # A spec refused for want of this command (`kubectl apply` of both at once, the
+        # namespace's event first) is tried again now, not only when it changes.
+        for tracked in [t for t in self.tracked.values() if t.problem]:
+            tracked.generation = None
+            await self.apply_namespace(tracked.resource)
         await self._command_status(resource, None)
 
     def forget_command(self, resource: dict[str, Any]) -> None:
@@ -264,9 +269,9 @@ class KubeHost:
                 processes_of(resource), self.registry.commands, replace_all=True
             )
         except GaiaError as exc:
-            if tracked.problem != str(exc):
+            known, tracked.problem = tracked.problem, str(exc)  # before any await: a command
+            if known != str(exc):  # applied meanwhile looks for refused specs to retry
                 await self.cluster.event(resource, "Invalid", str(exc), warning=True)
-            tracked.problem = str(exc)
             self.dirty.add(root)
             return {}
         self.carry_out(tracked, engine.apply(plan, await self._exists(root, _keys_of(plan))))
