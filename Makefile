@@ -6,7 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   ?= gaia-data
 
-.PHONY: run test lint typecheck unit bench deps sandbox clean help components kafka
+.PHONY: run test lint typecheck unit bench deps sandbox clean help components kafka \
+        node-tools image
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 14
@@ -55,3 +56,18 @@ components:  ## build the real Kubernetes test components (cached in .cache/)
 
 kafka:  ## fetch the Apache Kafka broker jars for the event-bus tests (cached in .cache/)
 	tests/components/kafka.sh
+
+# The real-node tier (tests/e2e): Debian's container tools and the image.
+NODE_TOOLS := containerd runc podman buildah mmdebstrap containernetworking-plugins iptables
+node-tools:  ## (root) the Debian packages of the real-node tier: containerd, runc, podman, ...
+	@missing=$$(for p in $(NODE_TOOLS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	  | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends $$missing >/dev/null; \
+	  else echo "note: the real-node tier needs root and: apt-get install $$missing"; fi; fi
+
+image: node-tools  ## build the Dockerfile as gaia:dev with podman (layers cached in .cache/e2e)
+	tests/e2e/image.sh
