@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 DATA   ?= gaia-data
 
 .PHONY: run test lint typecheck unit bench deps sandbox clean help components kafka \
-        node-tools image
+        node-tools image cluster-up cluster-down
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 14
@@ -57,7 +57,7 @@ components:  ## build the real Kubernetes test components (cached in .cache/)
 kafka:  ## fetch the Apache Kafka broker jars for the event-bus tests (cached in .cache/)
 	tests/components/kafka.sh
 
-# The real-node tier (tests/e2e): Debian's container tools and the image.
+# The real-node tier (tests/e2e): Debian's container tools, the image, a one-node cluster.
 NODE_TOOLS := containerd runc podman buildah mmdebstrap containernetworking-plugins iptables
 node-tools:  ## (root) the Debian packages of the real-node tier: containerd, runc, podman, ...
 	@missing=$$(for p in $(NODE_TOOLS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -71,3 +71,9 @@ node-tools:  ## (root) the Debian packages of the real-node tier: containerd, ru
 
 image: node-tools  ## build the Dockerfile as gaia:dev with podman (layers cached in .cache/e2e)
 	tests/e2e/image.sh
+
+cluster-up: node-tools components image  ## a one-node cluster for you; prints KUBECONFIG=...
+	tests/e2e/cluster.sh up
+
+cluster-down:  ## take that cluster down, leaving nothing behind
+	tests/e2e/cluster.sh down
