@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 DATA   ?= gaia-data
 
 .PHONY: run test lint typecheck unit bench deps sandbox clean help components kafka \
-        node-tools image cluster-up cluster-down
+        node-tools image e2e cluster-up cluster-down
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 14
@@ -15,8 +15,9 @@ help:  ## list the targets
 run: deps sandbox  ## run the triangle workflow on the embedded server, with live progress
 	$(BIN)/gaia run examples/triangle --data $(DATA)
 
-test: deps sandbox components kafka lint typecheck  ## lint, type-check and run the whole test suite
+test: deps sandbox components kafka node-tools image lint typecheck  ## lint, type-check and run the whole test suite (with the real-node tier)
 	$(BIN)/pytest
+	$(BIN)/pytest -m e2e tests/e2e
 
 unit: deps  ## only the fast engine tests
 	$(BIN)/pytest tests/engine -q
@@ -71,6 +72,9 @@ node-tools:  ## (root) the Debian packages of the real-node tier: containerd, ru
 
 image: node-tools  ## build the Dockerfile as gaia:dev with podman (layers cached in .cache/e2e)
 	tests/e2e/image.sh
+
+e2e: deps node-tools components image  ## the real-node tier: helm install, workflows as real pods
+	$(BIN)/pytest tests/e2e -m e2e
 
 cluster-up: node-tools components image  ## a one-node cluster for you; prints KUBECONFIG=...
 	tests/e2e/cluster.sh up
