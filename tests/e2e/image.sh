@@ -95,4 +95,7 @@ export_image "$IMAGE_FULL" gaia
 export_image "$PAUSE_IMAGE" pause
 # Layers no tag refers to any more (earlier builds of gaia:dev) would only grow the cache.
 podman image prune --force >/dev/null
+# podman's run root holds only locks and transient state, no container is left: keep
+# nothing outside the cache (the next run makes it again)
+findmnt -rn -o TARGET | grep -q "^$PODMAN_RUN/" || rm -rf "$PODMAN_RUN"
 e2e_log "image $IMAGE_FULL ready in $((SECONDS - T0))s ($IMAGES)"
