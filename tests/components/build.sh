@@ -50,6 +50,9 @@ NICE=(nice -n 19)
 log() { printf '[components %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 mkdir -p "$OUT_ROOT"
+# The physical path: components.env may be read from other checkouts sharing the cache
+# through a symlink, and must not depend on this one.
+OUT_ROOT="$(cd "$OUT_ROOT" && pwd -P)"
 # Serialise concurrent runs (e.g. several test workers calling this at once).
 if command -v flock >/dev/null 2>&1; then
     exec 9>"$OUT_ROOT/.lock"

@@ -342,6 +342,7 @@ cluster_up() {
     "$E2E_HERE/image.sh"
 
     local t0=$SECONDS n
+    mkdir -p "$BASE"   # (again: the last cluster down, a stale one reaped above, removes it)
     exec 7>"$BASE/.lock"
     flock 7
     n="$(choose_index)" || die "no free cluster index (54 clusters at most)"

@@ -11,6 +11,7 @@ which fails the session if anything stayed behind.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,10 +35,14 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     if os.geteuid() != 0:
         pytest.skip("the real-node tier runs as root (containerd, kubelet, network namespaces)")
     cluster = Node(f"gaia-e2e-{os.getpid()}")
+    # A SIGTERM (a CI runner giving up) ends the session as Ctrl-C does, through this
+    # finally; a SIGKILL cannot, and the next `cluster.sh up` takes that cluster down.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         cluster.up()
         yield cluster
     finally:
+        signal.signal(signal.SIGTERM, previous)
         # On a failure, keep the components' logs where pytest keeps its temp files.
         logs = tmp_path_factory.mktemp("cluster-logs") if _failed else None
         cluster.down(logs)

@@ -6,6 +6,9 @@
 E2E_HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$E2E_HERE/../.." && pwd)"
 CACHE="${GAIA_CACHE:-$REPO/.cache}"
+# The physical path: podman records its store's path, and checkouts may share the cache
+# through a symlink (.cache -> elsewhere).
+mkdir -p "$CACHE" && CACHE="$(cd "$CACHE" && pwd -P)"
 E2E_CACHE="$CACHE/e2e"
 IMAGES="$E2E_CACHE/images"            # docker-archive tarballs that cluster.sh imports
 PODMAN_DIR="$E2E_CACHE/podman"
