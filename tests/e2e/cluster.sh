@@ -593,11 +593,13 @@ leftovers() {
 
 reap_stale() {
     # Clusters that a test session started (GAIA_E2E_OWNER=its pid) and that outlived it.
-    local dir owner
+    local dir owner state
     for dir in "$BASE"/*/; do
         [[ -f "$dir/owner" ]] || continue
         owner="$(cat "$dir/owner")"
-        kill -0 "$owner" 2>/dev/null && continue
+        # alive, and not a zombie its parent has yet to reap
+        state="$(ps -o stat= -p "$owner" 2>/dev/null || true)"
+        [[ -n "$state" && "$state" != Z* ]] && continue
         e2e_log "taking down $(basename "$dir"), left by a test session that is gone (pid $owner)"
         "$0" down "$(basename "$dir")" || true
     done
