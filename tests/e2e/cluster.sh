@@ -346,6 +346,8 @@ cluster_up() {
     exec 7>"$BASE/.lock"
     flock 7
     n="$(choose_index)" || die "no free cluster index (54 clusters at most)"
+    # (the lock is released first: down takes it again through a new descriptor)
+    trap 'rc=$?; flock -u 7 2>/dev/null; if ((rc != 0)); then e2e_log "up failed (exit $rc): taking $NAME down"; cluster_down || true; fi' EXIT
     # All state in memory: importing the images and removing them again is disk-bound
     # work that takes a minute on a busy disk, and the cluster is thrown away anyway.
     mkdir -p "$D"
@@ -368,7 +370,6 @@ EOF
     load_env
     save_machine
     flock -u 7
-    trap 'rc=$?; if ((rc != 0)); then e2e_log "up failed (exit $rc): taking $NAME down"; cluster_down || true; fi' EXIT
 
     make_network
     write_pki
@@ -486,9 +487,10 @@ cluster_pids() {
     return 0
 }
 
-cluster_down() {
-    # Best effort, to the end: a step that fails must not keep the next ones from running
-    # (what survives is reported by `leftovers`, which sets the exit status).
+cluster_down() (
+    # A subshell: best effort, to the end (set +e: a step that fails must not keep the
+    # next ones from running; what survives is reported by `leftovers`, which sets the
+    # exit status), without turning errexit off for an `up` that called it.
     set +e
     local t0=$SECONDS
     [[ -d "$D" ]] || { e2e_log "$NAME is not up"; return 0; }
@@ -578,7 +580,7 @@ cluster_down() {
     flock -u 7
     e2e_log "$NAME down in $((SECONDS - t0))s"
     leftovers
-}
+)
 
 leftovers() {
     # Say so if anything of this cluster survived (a bug to fix, not to hide).
