@@ -10,7 +10,8 @@ DATA   ?= gaia-data
 # On a terminal, `make run` keeps the dashboard up after the run (Ctrl-C ends it).
 STAY   ?= $(shell test -t 0 && test -t 1 && echo --stay)
 
-.PHONY: run test quick lint typecheck unit bench bench-compare bench-operator deps sandbox clean help components kafka dashboard browser
+.PHONY: run test quick lint typecheck unit bench bench-compare bench-operator deps sandbox clean help components kafka dashboard browser \
+        node-tools image e2e cluster-up cluster-down
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 16
@@ -18,11 +19,12 @@ help:  ## list the targets
 run: deps sandbox dashboard  ## run the triangle workflow on the embedded server, with live progress
 	$(BIN)/gaia run examples/triangle --data $(DATA) $(STAY)
 
-test: deps sandbox browser components kafka lint typecheck  ## lint, type-check and run the whole test suite
+test: deps sandbox browser components kafka node-tools image lint typecheck  ## lint, type-check and run the whole test suite (with the real-node tier)
 	$(BIN)/pytest
+	$(BIN)/pytest -m e2e tests/e2e
 
 quick: deps  ## the fast tier: every test not marked slow (no process, no component)
-	$(BIN)/pytest -m "not slow" -q
+	$(BIN)/pytest -m "not slow and not e2e" -q
 
 unit: deps  ## only the fast engine tests
 	$(BIN)/pytest tests/engine -q
@@ -86,3 +88,27 @@ components:  ## build the real Kubernetes test components (cached in .cache/)
 
 kafka:  ## fetch the Apache Kafka broker jars for the event-bus tests (cached in .cache/)
 	tests/components/kafka.sh
+
+# The real-node tier (tests/e2e): Debian's container tools, the image, a one-node cluster.
+NODE_TOOLS := containerd runc podman buildah mmdebstrap containernetworking-plugins iptables
+node-tools:  ## (root) the Debian packages of the real-node tier: containerd, runc, podman, ...
+	@missing=$$(for p in $(NODE_TOOLS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	  | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends $$missing >/dev/null; \
+	  else echo "note: the real-node tier needs root and: apt-get install $$missing"; fi; fi
+
+image: node-tools  ## build the Dockerfile as gaia:dev with podman (layers cached in .cache/e2e)
+	tests/e2e/image.sh
+
+e2e: deps node-tools components image  ## the real-node tier: helm install, workflows as real pods
+	$(BIN)/pytest tests/e2e -m e2e
+
+cluster-up: node-tools components image  ## a one-node cluster for you; prints KUBECONFIG=...
+	tests/e2e/cluster.sh up
+
+cluster-down:  ## take that cluster down, leaving nothing behind
+	tests/e2e/cluster.sh down

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the real Kubernetes test components (kube-apiserver, kube-controller-manager,
-# etcd, helm) from published Go modules into an ignored cache folder.
+# kube-scheduler, kubelet, etcd, helm) from published Go modules into an ignored cache folder.
 #
 #   tests/components/build.sh            # build whatever is missing
 #   GAIA_CACHE=/some/dir tests/components/build.sh
@@ -50,6 +50,9 @@ NICE=(nice -n 19)
 log() { printf '[components %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 mkdir -p "$OUT_ROOT"
+# The physical path: components.env may be read from other checkouts sharing the cache
+# through a symlink, and must not depend on this one.
+OUT_ROOT="$(cd "$OUT_ROOT" && pwd -P)"
 # Serialise concurrent runs (e.g. several test workers calling this at once).
 if command -v flock >/dev/null 2>&1; then
     exec 9>"$OUT_ROOT/.lock"
@@ -78,11 +81,13 @@ go_build() {
 }
 
 # ---------------------------------------------------------------------------------------
-# kube-apiserver, kube-controller-manager from k8s.io/kubernetes
+# kube-apiserver, kube-controller-manager, and for the real-node tier (tests/e2e)
+# kube-scheduler and kubelet, all from k8s.io/kubernetes with identical dependencies
 # ---------------------------------------------------------------------------------------
+KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
 build_kube() {
     local want=() bin
-    for bin in kube-apiserver kube-controller-manager; do
+    for bin in "${KUBE_BINARIES[@]}"; do
         if [[ -x "$OUT_ROOT/$bin-$KUBE_VERSION/$bin" ]]; then
             log "$bin $KUBE_VERSION: present, skipping"
         else
@@ -199,6 +204,8 @@ HELM_VERSION=$HELM_VERSION
 ETCD=$OUT_ROOT/etcd-$ETCD_VERSION/etcd
 KUBE_APISERVER=$OUT_ROOT/kube-apiserver-$KUBE_VERSION/kube-apiserver
 KUBE_CONTROLLER_MANAGER=$OUT_ROOT/kube-controller-manager-$KUBE_VERSION/kube-controller-manager
+KUBE_SCHEDULER=$OUT_ROOT/kube-scheduler-$KUBE_VERSION/kube-scheduler
+KUBELET=$OUT_ROOT/kubelet-$KUBE_VERSION/kubelet
 HELM=$OUT_ROOT/helm-$HELM_VERSION/helm
 EOF
 mv -f "$OUT_ROOT/components.env.tmp" "$OUT_ROOT/components.env"

@@ -209,6 +209,21 @@ def test_template_follows_the_values(helm: Helm) -> None:
     assert one(unbound, "PersistentVolumeClaim")["spec"]["storageClassName"] == ""
 
 
+def test_template_runs_the_operator_in_the_node_network_when_told(helm: Helm) -> None:
+    """For clusters whose pods cannot reach a Service: workers get the node's address."""
+
+    def pod_and_env(*args: str) -> tuple[dict[str, Any], dict[str, str]]:
+        pod = one(documents(render(helm, *args)), "Deployment")["spec"]["template"]["spec"]
+        return pod, {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+
+    pod, env = pod_and_env()
+    assert "hostNetwork" not in pod
+    assert env["GAIA_API_URL"] == "http://gaia.gaia.svc:24442"
+    pod, env = pod_and_env("--set", "hostNetwork=true,api.url=http://10.9.0.2:24442")
+    assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert env["GAIA_API_URL"] == "http://10.9.0.2:24442"
+
+
 @pytest.mark.parametrize(
     "setting, complaint",
     [
@@ -220,6 +235,7 @@ def test_template_follows_the_values(helm: Helm) -> None:
         ("store.type=s3", "store.s3.bucket is required"),
         ("store.type=nfs", "store.type"),
         ("workers.takes=some", "workers.takes"),
+        ("api.url=gaia:24442", "api.url"),
     ],
 )
 def test_template_refuses_bad_values(helm: Helm, setting: str, complaint: str) -> None:

@@ -131,10 +131,10 @@ def test_the_loop_watch_measures_a_stall_and_forgives_it() -> None:
     async def scenario() -> None:
         running = asyncio.create_task(watch.run())
         await asyncio.sleep(0.3)
-        time.sleep(1.2)  # the loop is stuck
+        time.sleep(1.5)  # the loop is stuck (a tick may be due 0.25 s into it)
         await asyncio.sleep(0.6)
         running.cancel()
 
     asyncio.run(scenario())
-    assert 1.0 <= watch.longest < 10
+    assert 1.2 <= watch.longest < 10
     assert forgiven and max(forgiven) == watch.longest

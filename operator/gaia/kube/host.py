@@ -194,6 +194,11 @@ class KubeHost(Shell):
         except GaiaError as exc:
             await self._command_status(resource, str(exc))
             return
+        # A spec refused for want of this command (`kubectl apply` of both at once, the
+        # namespace's event first) is tried again now, not only when it changes.
+        for tracked in [t for t in self.tracked.values() if t.problem]:
+            tracked.generation = None
+            await self.apply_namespace(tracked.resource)
         await self._command_status(resource, None)
 
     def forget_command(self, resource: dict[str, Any]) -> None:
@@ -307,9 +312,9 @@ class KubeHost(Shell):
         try:
             await self.merge(root, processes_of(resource), replace_all=True)
         except InvalidRequest as exc:
-            if tracked.problem != str(exc):
+            known, tracked.problem = tracked.problem, str(exc)  # before any await: a command
+            if known != str(exc):  # applied meanwhile looks for refused specs to retry
                 await self.cluster.event(resource, "Invalid", str(exc), warning=True)
-            tracked.problem = str(exc)
             self.dirty.add(root)
             return {}
         tracked.problem = None

@@ -33,6 +33,7 @@ from gaia.kube.resources import (
     RUN_LABEL,
 )
 from gaia.store import STAGING
+from gaia.worker.runner import KILL_GRACE
 
 __all__ = ["JobOutcome", "build_job", "job_name", "outcome_of", "staging_dir"]
 
@@ -122,6 +123,10 @@ def build_job(
     }
     if service_account:
         pod_spec["serviceAccountName"] = service_account
+    # Halt, expire and supersession delete the Job: its pod is killed as a local task is,
+    # SIGTERM then SIGKILL, not after Kubernetes' default 30 s (a shell as PID 1 ignores
+    # SIGTERM, so the task ran on for all of them).
+    pod_spec["terminationGracePeriodSeconds"] = int(KILL_GRACE)
     spec: dict[str, Any] = {
         "backoffLimit": 0,  # Gaia decides about retries (trigger), not the Job controller
         "template": {
