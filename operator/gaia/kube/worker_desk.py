@@ -164,11 +164,15 @@ class WorkerDesk:
         if self.queue.holder(task_id) != worker:
             self.clear_staging(root, name)
             return False
-        self.queue.release(task_id)
         if not ok:
             error = error or f"worker {worker} reported a failure"
         outcome = Outcome(ok=ok, error=error, exit_code=exit_code, log_tail=log_tail)
+        # The task stays this worker's until its outcome is recorded: released before,
+        # it looked unassigned to a re-check holding the lock meanwhile, which sent it
+        # back to the queue and its outputs were looked for in the wrong folder.
         state = await self.host.task_finished(root, process, run, outcome)
+        if self.queue.holder(task_id) == worker:
+            self.queue.release(task_id)
         self.clear_staging(root, name)
         return state is not None
 
