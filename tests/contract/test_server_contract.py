@@ -91,6 +91,7 @@ class ServerContract(RuleBasedStateMachine):
     def snapshot(self) -> tuple[Any, Any]:
         namespace = self.namespace
         db = self.data / ".gaia" / "state.db"
+        self.host.db.flush()  # what this turn of the loop wrote
         return (dump(namespace) if namespace else None), saved(db)
 
     def refused(self, coroutine: Any) -> None:

@@ -83,6 +83,7 @@ class StandaloneHost(Shell):
     async def start(self) -> None:
         """Reload the saved state and resume every namespace. Never refuses to start: a
         namespace whose saved state cannot be applied comes up in ``error``, saying why."""
+        self.db.defer = asyncio.get_running_loop().call_soon
         self.executor.start()
         self._restore_commands()
         for root, mode in sorted(self.db.load_namespaces().items()):

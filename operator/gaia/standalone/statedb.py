@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +45,37 @@ class StateDB:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         self._events_written = 0
+        # Writes wait for the end of the event loop's turn and go in one transaction:
+        # a task's start, end and events would otherwise cost a commit each.
+        self.defer: Callable[[Callable[[], None]], object] | None = None
+        self._pending: list[tuple[str, list[tuple[Any, ...]]]] = []
+
+    def _write(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        self._pending.append((sql, list(rows)))
+        if self.defer is None:
+            self.flush()
+        elif len(self._pending) == 1:
+            self.defer(self.flush)
+
+    def flush(self) -> None:
+        """Write what waits, in one transaction."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        with self.db:
+            self.db.execute("BEGIN")
+            for sql, rows in pending:
+                self.db.executemany(sql, rows)
 
     def close(self) -> None:
+        self.flush()
         self.db.close()
 
     def save_commands(self, commands: Iterable[Command]) -> None:
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT OR REPLACE INTO commands VALUES (?, ?)",
-                ((c.key, json.dumps(c.to_dict())) for c in commands),
-            )
+        self._write(
+            "INSERT OR REPLACE INTO commands VALUES (?, ?)",
+            ((c.key, json.dumps(c.to_dict())) for c in commands),
+        )
 
     def save(
         self,
@@ -66,36 +86,35 @@ class StateDB:
         dropped: Iterable[str] = (),
         tasks: Iterable[Task] = (),
     ) -> None:
-        """What one change applied to a namespace, in one transaction."""
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.execute("INSERT OR REPLACE INTO namespaces VALUES (?, ?)", (root, mode.value))
-            self.db.executemany(
-                "INSERT OR REPLACE INTO specs VALUES (?, ?, ?)",
-                ((root, s.key, json.dumps(s.to_dict())) for s in specs),
-            )
-            self.db.executemany(
-                "DELETE FROM specs WHERE root = ? AND key = ?", ((root, k) for k in dropped)
-            )
-            self.db.executemany(
-                "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?)",
-                ((root, t.process, json.dumps(t.to_dict())) for t in tasks),
-            )
+        """What one change applied to a namespace (written with the others of this turn
+        of the event loop, in one transaction)."""
+        self._write("INSERT OR REPLACE INTO namespaces VALUES (?, ?)", [(root, mode.value)])
+        self._write(
+            "INSERT OR REPLACE INTO specs VALUES (?, ?, ?)",
+            ((root, s.key, json.dumps(s.to_dict())) for s in specs),
+        )
+        self._write("DELETE FROM specs WHERE root = ? AND key = ?", ((root, k) for k in dropped))
+        self._write(
+            "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?)",
+            ((root, t.process, json.dumps(t.to_dict())) for t in tasks),
+        )
 
     def save_event(self, event: dict[str, Any]) -> None:
-        self.db.execute(
+        self._write(
             "INSERT INTO events VALUES (?, ?, ?)",
-            (event["id"], event.get("root"), json.dumps(event)),
+            [(event["id"], event.get("root"), json.dumps(event))],
         )
         self._events_written += 1
         if self._events_written % 10_000 == 0:
-            self.db.execute("DELETE FROM events WHERE id <= ?", (event["id"] - EVENTS_KEPT,))
+            self._write("DELETE FROM events WHERE id <= ?", [(event["id"] - EVENTS_KEPT,)])
 
     def last_event_id(self) -> int:
+        self.flush()
         row = self.db.execute("SELECT MAX(id) FROM events").fetchone()
         return int(row[0] or 0)
 
     def events_since(self, after: int, root: str | None) -> list[dict[str, Any]]:
+        self.flush()
         rows = self.db.execute(
             "SELECT body FROM events WHERE id > ? AND (? IS NULL OR root = ?) ORDER BY id",
             (after, root, root),

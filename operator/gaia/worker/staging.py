@@ -133,7 +133,9 @@ def lay_out(
         for path in mounted
         if path.count("/", 0, len(path.rstrip("/"))) > 1 and path.split("/")[1] in tops
     ]
-    _clear(fs, {d for path in made for d in (path, *path.parents) if d.is_relative_to(fs)})
+    _clear(
+        fs, {d for path in made for d in (path, *path.parents) if d.is_relative_to(fs)}, top=True
+    )
     for directory in made:
         directory.mkdir(parents=True, exist_ok=True)
     if owner is not None:
@@ -142,7 +144,7 @@ def lay_out(
                 os.chown(directory, owner, owner, follow_symlinks=False)
 
 
-def _clear(folder: Path, kept: set[Path]) -> None:
+def _clear(folder: Path, kept: set[Path], *, top: bool = False) -> None:
     """Empty a staging root a previous task may have used: every file goes (nothing of
     one task is seen by the next, nor taken for its output), every folder this task does
     not need too. A folder costs milliseconds to make or remove on some disks: the ones
@@ -153,8 +155,10 @@ def _clear(folder: Path, kept: set[Path]) -> None:
         return
     for entry in entries:
         path = Path(entry.path)
-        if entry.is_dir(follow_symlinks=False) and path in kept:
-            _clear(path, kept)
+        if entry.is_dir(follow_symlinks=False) and (path in kept or top):
+            # A staging top this task does not use is emptied but kept: no sandbox shows
+            # it, and the next task of the other shape needs it again.
+            _clear(path, kept, top=False)
         elif entry.is_dir(follow_symlinks=False):
             shutil.rmtree(path)
         else:
