@@ -94,6 +94,7 @@ class KubeHost(Shell):
         self.worker_image = worker_image or image
         self.worker_takes = worker_takes
         self.tracked: dict[str, Tracked] = {}
+        self.reconciling: dict[str, asyncio.Lock] = {}  # per resource, see apply_namespace
         self.command_generations: dict[str, tuple[Any, Any]] = {}
         # Resources whose last event failed on the store, retried by the re-check.
         self.retry: dict[str, dict[str, Any]] = {}
@@ -210,6 +211,13 @@ class KubeHost(Shell):
     async def apply_namespace(self, resource: dict[str, Any]) -> dict[str, Any]:
         """Bring the engine in line with a GaiaNamespace's spec; idempotent. Returns what
         an expire request in the spec expired (for the HTTP API)."""
+        root = resource["metadata"]["name"]
+        # One resource event at a time, from start to end: a second one (the watch's, as
+        # the API's own call is still applying the change) waits, then finds it done.
+        async with self.reconciling.setdefault(root, asyncio.Lock()):
+            return await self._apply_namespace_once(resource)
+
+    async def _apply_namespace_once(self, resource: dict[str, Any]) -> dict[str, Any]:
         root = resource["metadata"]["name"]
         self.retry.pop(root, None)  # this resource is the latest
         try:
