@@ -199,6 +199,13 @@ def on_all(verb: str, resource: str) -> Accesses:
 COMMANDS = Access(("create", "update"), "gaiacommands")
 
 
+def _command_access(body: dict[str, Any]) -> list[Access]:
+    """Merging commands changes them; ``command([])`` only lists them."""
+    if body.get("commands") == []:
+        return [Access(("list",), "gaiacommands")]
+    return [COMMANDS]
+
+
 def _upload_access(body: dict[str, Any]) -> list[Access]:
     accesses = [COMMANDS] if "commands" in body else []
     if "processes" in body:
@@ -260,7 +267,7 @@ async def _upload(backend: Backend, body: dict[str, Any]) -> dict[str, Any]:
 
 
 ROUTES: dict[str, tuple[Action, Accesses]] = {
-    "/command": (_command, lambda body: [COMMANDS]),
+    "/command": (_command, _command_access),
     "/merge": (_merge, on_root("patch")),
     "/trigger": (_trigger, on_root("patch")),
     "/run": (_trigger, on_root("patch")),

@@ -92,6 +92,9 @@ class OperatorConfig:
     # GAIA_WORKER_TAKES: "image" (tasks whose command's image is worker_image; the rest
     # run as Jobs) or "all" (every task, run with the worker image's programs)
     worker_takes: str = "image"
+    # GAIA_WORKER_SERVICE_ACCOUNT: the ServiceAccount of worker pods, in default_namespace;
+    # only its pods' projected tokens (audience gaia-worker) may use /work/* (kube/access.py)
+    worker_account: str = "gaia-worker"
     kafka_host: str | None = None  # GAIA_KAFKA_HOST: also publish events to this broker
     # GAIA_KAFKA_LOG_TOPIC, GAIA_KAFKA_STATUS_TOPIC
     kafka_topics: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TOPICS))
@@ -121,6 +124,7 @@ class OperatorConfig:
                 os.environ.get("GAIA_WORKER_IMAGE") or os.environ.get("GAIA_IMAGE") or DEFAULT_IMAGE
             ),
             worker_takes=_choice("GAIA_WORKER_TAKES", WORKER_TAKES),
+            worker_account=os.environ.get("GAIA_WORKER_SERVICE_ACCOUNT") or "gaia-worker",
             kafka_host=os.environ.get("GAIA_KAFKA_HOST") or None,
             kafka_topics={
                 "log": os.environ.get("GAIA_KAFKA_LOG_TOPIC") or DEFAULT_TOPICS["log"],
