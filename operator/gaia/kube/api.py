@@ -265,6 +265,7 @@ def guard_of(host: KubeHost, config: OperatorConfig) -> KubeGuard:
         where,
         namespace=config.default_namespace,
         worker_account=config.worker_account,
+        watched=config.watch_namespace,
     )
 
 

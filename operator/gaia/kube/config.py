@@ -95,6 +95,9 @@ class OperatorConfig:
     # GAIA_WORKER_SERVICE_ACCOUNT: the ServiceAccount of worker pods, in default_namespace;
     # only its pods' projected tokens (audience gaia-worker) may use /work/* (kube/access.py)
     worker_account: str = "gaia-worker"
+    # GAIA_WATCH_NAMESPACE: watch GaiaNamespaces (and run their Jobs) in this Kubernetes
+    # namespace only, the chart's namespaced install; "" (the default) watches them all
+    watch_namespace: str = ""
     kafka_host: str | None = None  # GAIA_KAFKA_HOST: also publish events to this broker
     # GAIA_KAFKA_LOG_TOPIC, GAIA_KAFKA_STATUS_TOPIC
     kafka_topics: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TOPICS))
@@ -125,6 +128,7 @@ class OperatorConfig:
             ),
             worker_takes=_choice("GAIA_WORKER_TAKES", WORKER_TAKES),
             worker_account=os.environ.get("GAIA_WORKER_SERVICE_ACCOUNT") or "gaia-worker",
+            watch_namespace=os.environ.get("GAIA_WATCH_NAMESPACE", ""),
             kafka_host=os.environ.get("GAIA_KAFKA_HOST") or None,
             kafka_topics={
                 "log": os.environ.get("GAIA_KAFKA_LOG_TOPIC") or DEFAULT_TOPICS["log"],
