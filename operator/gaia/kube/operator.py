@@ -156,5 +156,9 @@ def main() -> None:
     """``gaia operator``: run the handlers against the cluster of the current kubeconfig."""
     watched = OperatorConfig.from_env().watch_namespace
     scope: dict[str, Any] = {"namespaces": [watched]} if watched else {"clusterwide": True}
+    settings = kopf.OperatorSettings()
+    # One namespace, named: kopf need not list namespaces nor watch CRDs (a Role cannot
+    # grant either; kopf would retry for a minute before doing without).
+    settings.scanning.disabled = bool(watched)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(kopf.operator(standalone=True, **scope))
+        asyncio.run(kopf.operator(standalone=True, settings=settings, **scope))
