@@ -287,15 +287,13 @@ class KubeGuard:
             f"audience {WORKER_AUDIENCE!r}, bound to a worker pod"
         )
         if caller.user is not None:
-            return f"the token is {caller.user.name}'s, for the API server; it needs {wanted}", (
-                TOKEN_SECONDS
-            )
+            whose = caller.user.name
+            return f"the token is {whose}'s, for the API server; it needs {wanted}", TOKEN_SECONDS
         status = await self._ask(self.cluster.review_token(caller.token, [WORKER_AUDIENCE]))
         user = status.get("user") or {}
         name = user.get("username")
-        if not status.get("authenticated") or WORKER_AUDIENCE not in (
-            status.get("audiences") or []
-        ):
+        audiences = status.get("audiences") or []
+        if not status.get("authenticated") or WORKER_AUDIENCE not in audiences:
             error = status.get("error") or "not accepted"
             return f"the token is refused ({error}); it needs {wanted}", REFUSED_SECONDS
         if name != account:
