@@ -38,30 +38,32 @@ def said(word: str, output: str = "said") -> dict[str, Any]:
     return {"key": "say", "command": "echo", "vars": {"WORD": word}, "outputs": {"O": output}}
 
 
+# The chart's user roles, rendered for a release of this name (not "gaia": a ClusterRole
+# that Helm did not make would stop test_chart.py's `helm install gaia`).
+RELEASE = "gaia-authz"
+USER, VIEWER = f"{RELEASE}-user", f"{RELEASE}-viewer"  # gaia-user, gaia-viewer for "gaia"
+
+
 @pytest.fixture(scope="module")
-def roles(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> None:
+def roles(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The chart's gaia-user and gaia-viewer ClusterRoles, as `helm template` renders them."""
     helm = cluster.components.get("HELM", "")
     assert os.access(helm, os.X_OK), "helm is not built: run `make components`"
     home = tmp_path_factory.mktemp("helm")
     env = {**os.environ, **{f"HELM_{k}_HOME": str(home / k) for k in ("CACHE", "CONFIG", "DATA")}}
+    chart = str(REPO / "charts" / "gaia")
     rendered = subprocess.run(
-        [
-            helm,
-            "template",
-            "gaia",
-            str(REPO / "charts" / "gaia"),
-            "-s",
-            "templates/user-roles.yaml",
-        ],
+        [helm, "template", RELEASE, chart, "-s", "templates/user-roles.yaml"],
         capture_output=True,
         text=True,
         env=env,
         check=True,
     ).stdout
     names = [doc["metadata"]["name"] for doc in yaml.safe_load_all(rendered) if doc]
-    assert names == ["gaia-user", "gaia-viewer"]
+    assert names == [USER, VIEWER]
     cluster.kubectl("apply", "-f", "-", input=rendered)
+    yield
+    cluster.kubectl("delete", "-f", "-", input=rendered, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +188,7 @@ def test_a_user_bound_in_one_namespace_works_there_and_nowhere_else(
     cluster: Cluster, world: World
 ) -> None:
     ns, other, store = world["namespace"], world["other"], world["store"]
-    bob = user(cluster, world, "bob", "gaia-user")
+    bob = user(cluster, world, "bob", USER)
     # A new Gaia namespace goes where the API creates them (the operator's namespace).
     assert bob.merge("bobs", [said("bob")]) == {"processes": {"bobs": ["say"]}}
     stream = bob.events("bobs", since=0)  # listen() sends the token too
@@ -221,7 +223,7 @@ def test_a_user_bound_in_one_namespace_works_there_and_nowhere_else(
         "create",
         "clusterrolebinding",
         binding,
-        "--clusterrole=gaia-user",
+        f"--clusterrole={USER}",
         f"--serviceaccount={world['users']}:bob",
     )
     try:
@@ -233,7 +235,7 @@ def test_a_user_bound_in_one_namespace_works_there_and_nowhere_else(
 
 def test_a_viewer_may_read_but_not_change(cluster: Cluster, world: World) -> None:
     ns = world["namespace"]
-    carol = user(cluster, world, "carol", "gaia-viewer")
+    carol = user(cluster, world, "carol", VIEWER)
     before = resource(cluster, ns, "kept")
     assert carol.status("kept")["status"]["state"] == "complete"
     assert carol.graph("kept")["root"] == "kept"
@@ -291,7 +293,7 @@ def test_the_client_finds_the_token_in_the_kubeconfig(
     cluster: Cluster, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SPEC's config, `gaia_host` alone: the current kubeconfig context's token is sent."""
-    dave = user(cluster, world, "dave", "gaia-viewer")
+    dave = user(cluster, world, "dave", VIEWER)
     config = {
         "apiVersion": "v1",
         "kind": "Config",
