@@ -52,13 +52,18 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 COMPONENTS = ("cluster", "kafka_broker", "s3_endpoint", "server")
 
 
+def _slow(item: pytest.Item) -> bool:
+    """In the slow tiers: marked ``slow``, or the real-node tier (``e2e``)."""
+    return any(item.get_closest_marker(name) is not None for name in ("slow", "e2e"))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """The fast tier (`make quick`, every test not marked ``slow``) starts nothing: a test
     there that would start a component fails at once, before it is started."""
     fixtures = getattr(item, "fixturenames", ())
     used = [name for name in COMPONENTS if name in fixtures]
-    if used and item.get_closest_marker("slow") is None:
+    if used and not _slow(item):
         pytest.fail(f"uses {', '.join(used)}, a real component: mark it slow", pytrace=False)
 
 
@@ -68,7 +73,7 @@ def _the_fast_tier_starts_no_process(
 ) -> Iterator[None]:
     """A test not marked ``slow`` that starts a process (a server, a task, a CLI run)
     fails, naming it: the marker stays honest."""
-    if request.node.get_closest_marker("slow") is not None:
+    if _slow(request.node):
         yield
         return
     started: list[str] = []

@@ -58,6 +58,8 @@ function joinLog(fetched: string[], streamed: string[]): string[] {
   return fetched.concat(streamed);
 }
 
+const RECENT = 10_000; // events kept to replay over a /graph reply
+
 function expandKey(root: string): string {
   return `gaia-expand:${root}`;
 }
@@ -76,6 +78,9 @@ export function NamespacePage(props: { root: string; onStream: (state: StreamSta
   const expandRef = useRef(expand);
   const selectionRef = useRef(selection);
   const logBuffer = useRef<string[] | null>(null); // lines streamed while the log loads
+  // Events patched in lately: a /graph reply that crossed them on the way is brought
+  // up to date with the ones newer than it (its `event`), never set back by them.
+  const recent = useRef<GaiaEvent[]>([]);
 
   expandRef.current = expand;
   selectionRef.current = selection;
@@ -85,7 +90,8 @@ export function NamespacePage(props: { root: string; onStream: (state: StreamSta
       new Throttle(async () => {
         try {
           const reply = await call<GraphReply>("/graph", { root, expand: expandRef.current });
-          setGraph(reply);
+          recent.current = recent.current.filter((e) => (e.id ?? 0) > reply.event);
+          setGraph(recent.current.reduce(patch, reply));
           setError(null);
         } catch (e) {
           setError((e as Error).message);
@@ -121,6 +127,8 @@ export function NamespacePage(props: { root: string; onStream: (state: StreamSta
           }
           return;
         }
+        recent.current.push(event);
+        if (recent.current.length > RECENT) recent.current.splice(0, RECENT / 2);
         setGraph((g) => (g ? patch(g, event) : g));
         graphRefresh.request();
         const current = selectionRef.current;

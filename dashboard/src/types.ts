@@ -25,6 +25,7 @@ export interface GraphReply {
   state: string;
   counts: Counts;
   version: number;
+  event: number; // the newest event this reply reflects
   groups: number;
   expanded: string[];
   labels: Record<string, string>; // the expanded groups' labels

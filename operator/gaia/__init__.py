@@ -12,17 +12,20 @@ The client API::
 from gaia.client import Gaia, load_yaml
 from gaia.errors import (
     ConnectionFailed,
+    Forbidden,
     GaiaError,
     InvalidRequest,
     NotFound,
     StoreError,
     TaskFailed,
     TooLarge,
+    Unauthorized,
     Unavailable,
 )
 
 __all__ = [
     "ConnectionFailed",
+    "Forbidden",
     "Gaia",
     "GaiaError",
     "InvalidRequest",
@@ -30,6 +33,7 @@ __all__ = [
     "StoreError",
     "TaskFailed",
     "TooLarge",
+    "Unauthorized",
     "Unavailable",
     "load_yaml",
 ]

@@ -72,6 +72,7 @@ def _serve(args: argparse.Namespace) -> int:
             kafka=args.kafka,
             kafka_topics={"log": args.kafka_log_topic, "status": args.kafka_status_topic},
             sandbox=args.sandbox,
+            token_file=Path(args.token_file) if args.token_file else None,
         )
     return 0
 
@@ -298,7 +299,18 @@ def _parser() -> argparse.ArgumentParser:
         remote_=False,
     )
     sub.set_defaults(log_level=logging.INFO)
-    sub.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    sub.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: %(default)s, this machine only; another address "
+        "lets other machines call, with the token)",
+    )
+    sub.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="the API's bearer token (default: a new random one at each start, left for "
+        "this user's clients in ~/.gaia/tokens/PORT)",
+    )
     sub.add_argument("--port", type=_port, default=DEFAULT_PORT, help="default: %(default)s")
     sub.add_argument(
         "--data",

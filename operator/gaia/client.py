@@ -38,12 +38,15 @@ import yaml
 
 from gaia.errors import (
     ConnectionFailed,
+    Forbidden,
     GaiaError,
     InvalidRequest,
     NotFound,
     TooLarge,
+    Unauthorized,
     Unavailable,
 )
+from gaia.tokens import find_token
 from gaia.wire import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_TOPICS
 from gaia.wire import Event as EventName
 
@@ -56,6 +59,8 @@ Event = dict[str, Any]
 Reply = dict[str, Any]
 _ERRORS: dict[int, type[GaiaError]] = {
     400: InvalidRequest,
+    401: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     413: TooLarge,
     503: Unavailable,
@@ -78,6 +83,7 @@ class Gaia:
         self.scheme, self.hostname, self.port = _parse_host(self.host)
         netloc = f"[{self.hostname}]" if ":" in self.hostname else self.hostname
         self.address = f"{netloc}:{self.port}"
+        self._token = config.get("token")
         self.url = f"{self.scheme}://{self.address}"
         self.kafka_host: str | None = config.get("kafka_host") or None
         self.kafka_topics = {**DEFAULT_TOPICS, **(config.get("kafka_topics") or {})}
@@ -202,7 +208,9 @@ class Gaia:
         request = urllib.request.Request(
             self.url + path,
             data=json.dumps(body).encode("utf-8"),
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            headers=self.headers(
+                {"Content-Type": "application/json", "Accept": "application/json"}
+            ),
             method="POST",
         )
         logger.debug("POST %s%s", self.url, path)
@@ -223,6 +231,17 @@ class Gaia:
         if not isinstance(reply, dict):
             raise GaiaError(f"the server at {self.address} answered POST {path} with {reply!r}")
         return reply
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token sent (see gaia.tokens: config, GAIA_TOKEN, the local server's
+        file, the kubeconfig), looked up at each call: a local server restarted with a
+        new token is followed."""
+        return find_token(self._token, self.hostname, self.port)
+
+    def headers(self, extra: Mapping[str, str]) -> dict[str, str]:
+        token = self.token
+        return {**extra, "Authorization": f"Bearer {token}"} if token else dict(extra)
 
     def _error(self, status: int, body: bytes, what: str) -> GaiaError:
         """The exception for an error reply: the server's own message, its status's class."""
@@ -274,7 +293,8 @@ class EventStream:
         self._lock = threading.Lock()
         self._closed = self._reading = self._released = False
         try:
-            self._connection.request("GET", path, headers={"Accept": "text/event-stream"})
+            headers = client.headers({"Accept": "text/event-stream"})
+            self._connection.request("GET", path, headers=headers)
             self._socket = self._connection.sock
             self._response = self._connection.getresponse()
         except (OSError, http.client.HTTPException) as exc:

@@ -3,7 +3,10 @@
     GaiaError                   anything Gaia raises on purpose
     ├── InvalidRequest          bad input: rejected whole, nothing changed (HTTP 400)
     │   ├── NotFound            names a namespace, process, command or key that does not exist (404)
-    │   └── TooLarge            a request over the server's size limit (413)
+    │   ├── TooLarge            a request over the server's size limit (413)
+    │   └── NotJson             a body sent as something other than application/json (415)
+    ├── Unauthorized            no token, or one the server does not accept (401)
+    ├── Forbidden               a caller who may not do this, or a request from another site (403)
     ├── StoreError              the data store failed to read, write or publish a key
     ├── TaskFailed              a task could not be started or run by its executor
     ├── Unavailable             the Kubernetes API server is away: nothing changed, retry (503)
@@ -18,12 +21,15 @@ from __future__ import annotations
 
 __all__ = [
     "ConnectionFailed",
+    "Forbidden",
     "GaiaError",
     "InvalidRequest",
     "NotFound",
+    "NotJson",
     "StoreError",
     "TaskFailed",
     "TooLarge",
+    "Unauthorized",
     "Unavailable",
 ]
 
@@ -50,6 +56,25 @@ class TooLarge(InvalidRequest):
     """The request body exceeds the server's limit."""
 
     http_status = 413
+
+
+class NotJson(InvalidRequest):
+    """A request body not sent as ``application/json``."""
+
+    http_status = 415
+
+
+class Unauthorized(GaiaError):
+    """No bearer token, or one the server does not accept; nothing was done."""
+
+    http_status = 401
+
+
+class Forbidden(GaiaError):
+    """The caller may not do this (Kubernetes RBAC said no), or the request came from
+    another web site or named another host; nothing was done."""
+
+    http_status = 403
 
 
 class StoreError(GaiaError):

@@ -46,7 +46,7 @@ def run_folder(args: argparse.Namespace) -> int:
         )
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
-        host = args.host
+        host, token = args.host, None
         if host is None:
             from gaia.standalone.embedded import EmbeddedServer
 
@@ -58,10 +58,10 @@ def run_folder(args: argparse.Namespace) -> int:
             box = server.host.sandbox
             if box.problem is not None or box.mode == "none":
                 print(f"gaia: warning: {box.summary()}", file=sys.stderr)
-            host = server.address
+            host, token = server.address, server.token
             say(f"embedded Gaia server at {host}: data in {data_dir}/, {args.workers} workers")
-        client = Gaia({"gaia_host": host})
-        page = dashboard_url(client.url) + f"#/ns/{root}"
+        client = Gaia({"gaia_host": host, "token": token})
+        page = dashboard_url(client.url, client.token, f"/ns/{root}")
         try:
             reply = client.command(commands)
             say(f"{len(reply.get('commands') or [])} commands registered")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ def _operator(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from gaia.worker.remote import main as run_worker
 
-    return run_worker(args.key, args.api, args.idle, args.sandbox)
+    token_file = Path(args.token_file) if args.token_file else None
+    return run_worker(args.key, args.api, args.idle, args.sandbox, token_file)
 
 
 def _task_fetch(args: argparse.Namespace) -> int:
@@ -84,6 +86,13 @@ def add_pod_commands(subs: Any, verbose: argparse.ArgumentParser, usage: Usage) 
         default=300.0,
         metavar="SECONDS",
         help="stop after this long without work (default: %(default)s)",
+    )
+    sub.add_argument(
+        "--token-file",
+        default=os.environ.get("GAIA_WORKER_TOKEN_FILE") or None,
+        metavar="PATH",
+        help="the pod's projected ServiceAccount token (audience gaia-worker), read before "
+        "each call and sent to the operator ($GAIA_WORKER_TOKEN_FILE)",
     )
     add_sandbox_option(sub)
     task = add(

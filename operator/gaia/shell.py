@@ -255,7 +255,10 @@ class Shell:
         return views.namespaces(self.namespaces)
 
     def graph(self, root: object, expand: object) -> dict[str, Any]:
-        return views.graph(self.namespace(root), expand)
+        """The grouped graph, stamped with the newest event it reflects: a page that
+        patches events in replays the newer ones over it, so a reply that crossed them
+        on the way never sets a node back."""
+        return {**views.graph(self.namespace(root), expand), "event": self.bus.last_id}
 
     def members(self, root: object, query: dict[str, Any]) -> dict[str, Any]:
         return views.members(self.namespace(root), query)

@@ -21,6 +21,7 @@ import pytest
 from browser import Browser, Page, executable
 
 import gaia
+from gaia.api.dashboard import url as dashboard_url
 from server.gaia_server import TRIANGLE, Server, wait_for
 
 pytestmark = pytest.mark.slow
@@ -98,7 +99,7 @@ def test_the_triangle_computes_live_on_the_page(
     flow = server.client()
     _triangle(flow)  # its sources are not there yet: hello-* runs, md5-* waits
     wait_for(flow, "triangle", ("incomplete",))
-    with browser.open(f"http://{server.address}/ui/#/ns/triangle") as page:
+    with browser.open(dashboard_url(server.address, server.token, "/ns/triangle")) as page:
         page.wait_for("document.querySelector('#ns-state')?.dataset.state === 'incomplete'")
         nodes = _nodes(page)
         assert nodes["p:md5-rabbit"] == "waiting"
@@ -157,7 +158,7 @@ def test_a_group_expands_into_its_members(server: Server, browser: Browser, tmp_
     _seed(server)
     _triangle(flow)
     wait_for(flow, "triangle")
-    with browser.open(f"http://{server.address}/ui/#/ns/triangle") as page:
+    with browser.open(dashboard_url(server.address, server.token, "/ns/triangle")) as page:
         page.wait_for("document.body?.dataset.firstRender")  # laid out and fitted: clickable
         page.click("[data-id='pg:cat']")
         page.wait_for("document.querySelectorAll('.group-detail .members li').length === 2")
@@ -196,7 +197,7 @@ def test_a_running_task_shows_its_log_live_and_halt_and_trigger_act(
         "ticks",
         [{"key": "ticker", "command": "tick", "vars": {"N": "400"}, "outputs": {"OUT": "ticks"}}],
     )
-    with browser.open(f"http://{server.address}/ui/#/ns/ticks") as page:
+    with browser.open(dashboard_url(server.address, server.token, "/ns/ticks")) as page:
         page.wait_for(f"{_state('p:ticker')} === 'running'")
         page.click("[data-id='p:ticker']")
         page.wait_for("document.querySelector('#log-tail')?.textContent.includes('tick 2')")
@@ -240,7 +241,7 @@ def test_a_namespace_of_100000_processes_opens_grouped(
     )  # fmt: skip
     merged = time.monotonic() - started
     opened = time.monotonic()
-    with browser.open(f"http://{server.address}/ui/#/ns/big") as page:
+    with browser.open(dashboard_url(server.address, server.token, "/ns/big")) as page:
         page.wait_for("document.body?.dataset.firstRender", timeout=120)
         seen = time.monotonic() - opened
         first_render = int(page.evaluate("document.body.dataset.firstRender"))

@@ -183,6 +183,7 @@ class Cluster:
         self.running: list[Component] = []
         self.timings: dict[str, float] = {}
         self._client: Any = None
+        self._admin_token: str | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -285,6 +286,26 @@ class Cluster:
 
         eventually(has_default_account, f"the default ServiceAccount in {name}", timeout)
         return name
+
+    def token(self, account: str, namespace: str, *args: str) -> str:
+        """`kubectl create token ACCOUNT -n NAMESPACE [ARGS]`: a token of that
+        ServiceAccount, for the API server's audience unless ARGS say otherwise."""
+        return self.kubectl("create", "token", account, "-n", namespace, *args).stdout.strip()
+
+    def admin_token(self) -> str:
+        """A token of a ServiceAccount bound to cluster-admin, made once: what the tests'
+        clients send to the operator's API, which lets Kubernetes RBAC decide."""
+        if self._admin_token is None:
+            self.kubectl("create", "serviceaccount", "gaia-test-admin", "-n", "kube-system")
+            self.kubectl(
+                "create",
+                "clusterrolebinding",
+                "gaia-test-admin",
+                "--clusterrole=cluster-admin",
+                "--serviceaccount=kube-system:gaia-test-admin",
+            )
+            self._admin_token = self.token("gaia-test-admin", "kube-system", "--duration=24h")
+        return self._admin_token
 
     def apply_crds(self, paths: Iterable[Path] | None = None, timeout: float = 30) -> list[str]:
         """`kubectl apply` the CRDs (default: every crds/*.yaml) and wait until Established.

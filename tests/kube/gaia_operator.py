@@ -20,6 +20,8 @@ from kubelet import FakeKubelet
 import gaia
 from processes import start_service, stop_service
 
+WORKER_ACCOUNT = "gaia-worker"  # GAIA_WORKER_SERVICE_ACCOUNT's default
+
 
 class OperatorProcess:
     def __init__(
@@ -78,7 +80,10 @@ def operator_world(
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """A fake kubelet and a running operator for one Kubernetes namespace; on the way out
-    the namespace's GaiaNamespaces go, then the operator, then the kubelet."""
+    the namespace's GaiaNamespaces go, then the operator, then the kubelet. The client
+    sends a cluster-admin token (Kubernetes RBAC decides what the operator's API allows);
+    the workers' ServiceAccount (the chart's) is there for `launch`."""
+    cluster.kubectl("create", "serviceaccount", WORKER_ACCOUNT, "-n", namespace)
     api = cluster.api_client()
     kubelet = FakeKubelet(api, volumes, namespace=namespace)
     kubelet.start()
@@ -89,7 +94,9 @@ def operator_world(
             "store": store,
             "kubelet": kubelet,
             "operator": operator,
-            "client": gaia.Gaia({"gaia_host": operator.address, "timeout": 30}),
+            "client": gaia.Gaia(
+                {"gaia_host": operator.address, "timeout": 30, "token": cluster.admin_token()}
+            ),
         }
     finally:
         cluster.kubectl(

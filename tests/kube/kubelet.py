@@ -10,8 +10,13 @@ reads those to count active, ready, succeeded and failed pods.
 Volume mounts are mapped to host paths: a ``persistentVolumeClaim`` volume through the
 ``volumes`` argument (claim name -> host directory), ``hostPath`` as is, ``emptyDir`` as a
 fresh directory per pod. A read-only mount becomes a runner input; a writable one a
-read-write bind (its missing subPath directory is created first, as a kubelet does). Other
-volume types (such as the projected service-account token) are not mounted. Environment
+read-write bind (its missing subPath directory is created first, as a kubelet does). A
+``projected`` volume holds its ``serviceAccountToken`` sources, each a token that the
+kubelet asks of the API server (TokenRequest) for the pod's ServiceAccount, with the
+source's audience and lifetime, bound to the pod; as a kubelet does, it renews them when
+80% of their lifetime has passed (``token_renewal`` seconds instead, if given), writing
+each file anew in one step. (Its other sources, such as the CA bundle and namespace of the
+default API-access volume, are left out.) Other volume types are not mounted. Environment
 variables with a value, a simple ``fieldRef`` or a ``secretKeyRef`` (the Secret is read
 through the API) are set, and ``$(NAME)`` references in the command, args and values are
 expanded as Kubernetes does (``$$`` is a single ``$``). The image is ignored, as are
@@ -116,8 +121,10 @@ class FakeKubelet:
         *,
         workdir: Path | None = None,
         sandbox: str = "auto",
+        token_renewal: float | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api_client)
+        self.token_renewal = token_renewal
         self.volumes = {claim: Path(path).absolute() for claim, path in volumes.items()}
         self.namespace = namespace
         self.label_selector = label_selector
@@ -405,8 +412,10 @@ class FakeKubelet:
             with self._lock:
                 self._last[run.key] = [*run.containers, *run.init]
             names = _secret_names(pod)
-            if names and not any(c.lost_id is not None for c in run.containers):
-                run.secrets = await asyncio.to_thread(self._read_secrets, run.key[0], names)
+            if not any(c.lost_id is not None for c in run.containers):
+                if names:
+                    run.secrets = await asyncio.to_thread(self._read_secrets, run.key[0], names)
+                await self._project(pod, run)
             initialized = await self._run_init(pod, run)
             if not initialized:
                 for container in run.containers:
@@ -442,6 +451,9 @@ class FakeKubelet:
         except Exception:
             self._error(f"fake kubelet: running pod {run.key[0]}/{run.key[1]} failed")
         finally:
+            if run.renewing is not None:
+                run.renewing.cancel()
+                await asyncio.gather(run.renewing, return_exceptions=True)
             with self._lock:
                 for container in [*run.containers, *run.init]:
                     if container.workdir is not None:
@@ -654,7 +666,90 @@ class FakeKubelet:
             path = run.workdir / "volumes" / volume["name"]
             path.mkdir(parents=True, exist_ok=True)
             return path
+        if "projected" in volume:
+            made = run.projected.get(volume["name"])
+            if isinstance(made, str):
+                raise _PodError(f"volume {volume['name']!r}: {made}")
+            return made
         return None
+
+    # --- projected service-account tokens ------------------------------------------------
+
+    async def _project(self, pod: Pod, run: PodRun) -> None:
+        """Write each projected volume's tokens, and keep renewing them while the pod runs."""
+        lifetimes: list[float] = []
+        for volume in pod["spec"].get("volumes") or []:
+            if "projected" not in volume:
+                continue
+            sources = [
+                s["serviceAccountToken"]
+                for s in volume["projected"].get("sources") or []
+                if "serviceAccountToken" in s
+            ]
+            directory = run.workdir / "volumes" / volume["name"]
+            directory.mkdir(parents=True, exist_ok=True)
+            try:
+                for source in sources:
+                    seconds = await asyncio.to_thread(self._write_token, pod, source, directory)
+                    lifetimes.append(seconds)
+            except _PodError as exc:
+                run.projected[volume["name"]] = str(exc)
+                continue
+            run.projected[volume["name"]] = directory
+        if lifetimes:
+            every = self.token_renewal or 0.8 * min(lifetimes)
+            run.renewing = asyncio.create_task(self._renew(pod, run, every))
+
+    async def _renew(self, pod: Pod, run: PodRun, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            for volume in pod["spec"].get("volumes") or []:
+                directory = run.projected.get(volume["name"])
+                if not isinstance(directory, Path):
+                    continue
+                for source in (volume.get("projected") or {}).get("sources") or []:
+                    if "serviceAccountToken" not in source:
+                        continue
+                    try:
+                        await asyncio.to_thread(
+                            self._write_token, pod, source["serviceAccountToken"], directory
+                        )
+                    except _PodError as exc:  # a kubelet keeps the old one and tries again
+                        logger.warning("fake kubelet: pod %s/%s: %s", *run.key, exc)
+
+    def _write_token(self, pod: Pod, source: dict[str, Any], directory: Path) -> float:
+        """Ask for one token (TokenRequest) and write it to its path; its lifetime (s)."""
+        meta = pod["metadata"]
+        account = pod["spec"].get("serviceAccountName") or "default"
+        seconds = int(source.get("expirationSeconds") or 3600)
+        audience = source.get("audience")
+        body = {
+            "spec": {
+                "audiences": [audience] if audience else [],  # none: the API server's own
+                "expirationSeconds": seconds,
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                },
+            }
+        }
+        try:
+            reply = self.core.create_namespaced_service_account_token(
+                account, meta["namespace"], body, _request_timeout=API_TIMEOUT
+            )
+        except client.ApiException as exc:
+            raise _PodError(
+                f"no token for ServiceAccount {account!r} ({exc.status} {exc.reason})"
+            ) from None
+        target = _under(directory, source.get("path") or "token", "projected token")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        aside = target.with_name(f".{target.name}.new")
+        aside.write_text(reply.status.token)
+        aside.chmod(0o644)  # a projected volume's default mode
+        aside.replace(target)  # a reader sees the old token or the new one, whole
+        return float(seconds)
 
     def _env(self, pod: Pod, raw: dict[str, Any], run: PodRun) -> dict[str, str]:
         """The container's variables; a value's $(NAME) refers to the ones before it."""

@@ -76,6 +76,9 @@ class PodRun:
     containers: list[ContainerRun] = field(default_factory=list)
     init: list[ContainerRun] = field(default_factory=list)  # initContainers, in order
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> decoded data
+    # projected volumes: name -> the directory holding their files, or why it cannot be made
+    projected: dict[str, Path | str] = field(default_factory=dict)
+    renewing: asyncio.Task[None] | None = None  # renews the projected tokens while it runs
     future: concurrent.futures.Future[None] | None = None
     stop_reason: str | None = None  # "deleted" or "stopping" once cancelled
     gone: bool = False  # the pod no longer exists in the API server

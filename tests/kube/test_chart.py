@@ -33,14 +33,14 @@ pytestmark = pytest.mark.slow
 CHART = REPO / "charts" / "gaia"
 TRIANGLE = REPO / "examples" / "triangle"
 TEMPLATE_KINDS = Counter(
-    [
-        "ServiceAccount",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Service",
-        "Deployment",
-        "PersistentVolumeClaim",
-    ]
+    {
+        "ServiceAccount": 2,  # the operator's, the workers'
+        "ClusterRole": 3,  # the operator's, gaia-user, gaia-viewer
+        "ClusterRoleBinding": 1,
+        "Service": 1,
+        "Deployment": 1,
+        "PersistentVolumeClaim": 1,
+    }
 )
 
 Helm = Callable[..., subprocess.CompletedProcess[str]]
@@ -88,8 +88,8 @@ def documents(text: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
-def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    (found,) = (d for d in docs if d["kind"] == kind)
+def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    (found,) = (d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"]))
     return found
 
 
@@ -148,8 +148,12 @@ def test_template_renders_the_operator(helm: Helm) -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes[mounts["/data"]]["persistentVolumeClaim"] == {"claimName": "gaia-data"}
     assert volumes[mounts["/tmp"]]["emptyDir"] == {}
-    assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
+    assert pod["serviceAccountName"] == one(docs, "ServiceAccount", "gaia")["metadata"]["name"]
     assert pod["enableServiceLinks"] is False
+    # The workers' account: no token of its own mounted anywhere, and no role.
+    assert env["GAIA_WORKER_SERVICE_ACCOUNT"] == "gaia-worker"
+    assert one(docs, "ServiceAccount", "gaia-worker")["automountServiceAccountToken"] is False
+    assert "GAIA_WATCH_NAMESPACE" not in env
 
     service = one(docs, "Service")
     assert service["spec"]["type"] == "ClusterIP"
@@ -162,7 +166,7 @@ def test_template_renders_the_operator(helm: Helm) -> None:
     assert "storageClassName" not in claim["spec"]  # the cluster's default class
 
     binding = one(docs, "ClusterRoleBinding")
-    assert binding["roleRef"]["name"] == one(docs, "ClusterRole")["metadata"]["name"]
+    assert binding["roleRef"]["name"] == one(docs, "ClusterRole", "gaia")["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "gaia", "namespace": "gaia"}]
 
     with_crds = documents(render(helm, "--include-crds"))
@@ -186,6 +190,10 @@ def test_template_follows_the_values(helm: Helm) -> None:
             "operator.statusSeconds=0.5,image.repository=registry.example/gaia,image.tag=dev",
             "--set",
             "workers.image=registry.example/tools:3,workers.takes=all,workers.idleSeconds=60",
+            "--set",
+            "workers.serviceAccount.create=false,workers.serviceAccount.name=robots",
+            "--set",
+            "rbac.userRoles=false",
             namespace="elsewhere",
             release="prod",
         )
@@ -201,6 +209,7 @@ def test_template_follows_the_values(helm: Helm) -> None:
     assert container["image"] == "registry.example/gaia:dev"
     assert env["GAIA_WORKER_IMAGE"] == "registry.example/tools:3"
     assert env["GAIA_WORKER_TAKES"] == "all" and env["GAIA_WORKER_IDLE_SECONDS"] == "60"
+    assert env["GAIA_WORKER_SERVICE_ACCOUNT"] == "robots"
     assert pod["volumes"][0]["persistentVolumeClaim"] == {"claimName": "shared"}
     assert pod["serviceAccountName"] == "default"
     assert one(docs, "Service")["spec"]["type"] == "NodePort"
@@ -236,6 +245,9 @@ def test_template_runs_the_operator_in_the_node_network_when_told(helm: Helm) ->
         ("store.type=nfs", "store.type"),
         ("workers.takes=some", "workers.takes"),
         ("api.url=gaia:24442", "api.url"),
+        ("rbac.scope=cluster-wide", "rbac.scope"),
+        ("networkPolicy.from[0].anywhere=true", "anywhere"),
+        ("workers.serviceAccount.name=Robots", "workers.serviceAccount.name"),
     ],
 )
 def test_template_refuses_bad_values(helm: Helm, setting: str, complaint: str) -> None:
@@ -268,8 +280,10 @@ def test_the_object_store_needs_no_claim_and_reads_its_secret(helm: Helm) -> Non
 
 
 def test_cluster_role_grants_what_the_operator_does(helm: Helm) -> None:
-    role = one(documents(render(helm)), "ClusterRole")
+    role = one(documents(render(helm)), "ClusterRole", "gaia")
     for group, resource, verbs in [
+        ("authentication.k8s.io", "tokenreviews", "create"),
+        ("authorization.k8s.io", "subjectaccessreviews", "create"),
         ("gaia.dev", "gaiacommands", "get list watch create update patch"),
         ("gaia.dev", "gaianamespaces", "get list watch create update patch"),
         ("gaia.dev", "gaiacommands/status", "patch update"),
@@ -294,6 +308,80 @@ def test_cluster_role_grants_what_the_operator_does(helm: Helm) -> None:
     ]:
         assert not allowed(role, group, resource, verb), (group, resource, verb)
     assert all("*" not in rule[key] for rule in role["rules"] for key in rule)
+
+
+def test_namespaced_install_watches_its_namespace_with_a_role(helm: Helm) -> None:
+    docs = documents(render(helm, "--set", "rbac.scope=namespace", namespace="team-a"))
+    kinds = Counter(d["kind"] for d in docs)
+    assert kinds == TEMPLATE_KINDS + Counter(["Role", "RoleBinding"])
+    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["GAIA_WATCH_NAMESPACE"] == env["GAIA_K8S_NAMESPACE"] == "team-a"
+    role, binding = one(docs, "Role"), one(docs, "RoleBinding")
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "team-a"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "gaia",
+    }
+    for group, resource, verb in [
+        ("gaia.dev", "gaianamespaces", "patch"),
+        ("gaia.dev", "gaianamespaces/status", "patch"),
+        ("batch", "jobs", "create"),
+        ("apps", "deployments", "delete"),
+        ("", "pods", "get"),
+    ]:
+        assert allowed(role, group, resource, verb), (group, resource, verb)
+    # In the ClusterRole, only what cannot be namespaced.
+    cluster_role = one(docs, "ClusterRole", "gaia")
+    assert sorted(r for rule in cluster_role["rules"] for r in rule["resources"]) == [
+        "gaiacommands",
+        "gaiacommands/status",
+        "subjectaccessreviews",
+        "tokenreviews",
+    ]
+
+
+def test_user_roles_grant_what_the_api_asks(helm: Helm) -> None:
+    docs = documents(render(helm))
+    user, viewer = one(docs, "ClusterRole", "gaia-user"), one(docs, "ClusterRole", "gaia-viewer")
+    for resource, verbs in [
+        ("gaianamespaces", "get list watch create patch update"),
+        ("gaiacommands", "get list create update"),
+        ("gaiaworkers", "create"),
+    ]:
+        for verb in verbs.split():
+            assert allowed(user, "gaia.dev", resource, verb), (resource, verb)
+    for resource in ("gaianamespaces", "gaiacommands"):
+        for verb in ("get", "list", "watch"):
+            assert allowed(viewer, "gaia.dev", resource, verb), (resource, verb)
+    writes = {"create", "patch", "update", "delete"}
+    assert not [rule for rule in viewer["rules"] if writes & set(rule["verbs"])]
+    assert not allowed(user, "gaia.dev", "gaianamespaces", "delete")
+
+
+def test_the_network_policy_lets_in_workers_and_the_listed_peers(helm: Helm) -> None:
+    assert not [d for d in documents(render(helm)) if d["kind"] == "NetworkPolicy"]
+    docs = documents(
+        render(
+            helm,
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set",
+            "networkPolicy.from[0].namespaceSelector.matchLabels.team=data",
+        )
+    )
+    policy = one(docs, "NetworkPolicy")
+    deployment = one(docs, "Deployment")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels(deployment).items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": 24442, "protocol": "TCP"}]
+    workers, listed = rule["from"]
+    assert workers["podSelector"]["matchExpressions"] == [
+        {"key": "gaia.dev/worker", "operator": "Exists"}
+    ]
+    assert listed == {"namespaceSelector": {"matchLabels": {"team": "data"}}}
 
 
 def test_chart_crds_are_copies_of_the_top_level_crds() -> None:
@@ -324,14 +412,22 @@ def test_server_side_dry_run_accepts_every_object(
             "--set",
             "operator.extraEnv[0].name=LOG,operator.extraEnv[0].value=debug",
         ],
+        [
+            "--set",
+            "rbac.scope=namespace,networkPolicy.enabled=true",
+            "--set",
+            "networkPolicy.from[0].namespaceSelector.matchLabels.team=data",
+            "--set",
+            "networkPolicy.from[1].ipBlock.cidr=10.1.0.0/16",
+        ],
     ]
-    for index, args in enumerate(variants):
+    for index, (args, count) in enumerate(zip(variants, (9, 9, 12), strict=True)):
         text = render(helm, *args, namespace=namespace, release=f"gaia-v{index}")
         result = cluster.kubectl(
             "apply", "--server-side", "--dry-run=server", "-n", namespace, "-f", "-", input=text
         )
         lines = result.stdout.strip().splitlines()
-        assert len(lines) == len(documents(text)) == 6, result.stdout
+        assert len(lines) == len(documents(text)) == count, result.stdout
         assert all(line.endswith("serverside-applied (server dry run)") for line in lines)
 
 
@@ -343,6 +439,10 @@ def test_helm_install_dry_run_against_the_server(
     assert "STATUS: pending-install" in result.stdout
     assert f"kubectl port-forward -n {namespace} svc/gaia 24442:24442" in result.stdout
     assert "gaia.Gaia({'gaia_host': 'localhost:24442'})" in result.stdout
+    assert "kubectl create token <serviceaccount>" in result.stdout
+    assert f"kubectl create rolebinding gaia-alice -n {namespace} --clusterrole=gaia-user" in (
+        result.stdout
+    )
     assert "kubectl get gaians -A" in result.stdout
     assert helm("list", "-n", namespace, "-q").stdout.strip() == ""  # nothing was installed
 
@@ -350,9 +450,12 @@ def test_helm_install_dry_run_against_the_server(
 # --- installed for real, the operator running as its ServiceAccount ---------------------
 
 
-@pytest.fixture
-def release(cluster: Cluster, crds: list[str], helm: Helm) -> Iterator[dict[str, Any]]:
-    """`helm install` into a fresh namespace (no kubelet: the chart's pod never starts)."""
+@pytest.fixture(params=["cluster", "namespace"])
+def release(
+    request: pytest.FixtureRequest, cluster: Cluster, crds: list[str], helm: Helm
+) -> Iterator[dict[str, Any]]:
+    """`helm install` into a fresh namespace (no kubelet: the chart's pod never starts),
+    with the operator's rights cluster-wide, or namespaced (``rbac.scope``)."""
     namespace = cluster.new_namespace("chart")
     name = f"gaia-{secrets.token_hex(3)}"
     helm(
@@ -365,9 +468,11 @@ def release(cluster: Cluster, crds: list[str], helm: Helm) -> Iterator[dict[str,
         "operator.recheckSeconds=2",
         "--set",
         "operator.statusSeconds=0.2",
+        "--set",
+        f"rbac.scope={request.param}",
     )
     try:
-        yield {"name": name, "namespace": namespace}
+        yield {"name": name, "namespace": namespace, "scope": request.param}
     finally:
         helm("uninstall", name, "-n", namespace, "--wait", check=False)
 
@@ -405,27 +510,49 @@ def test_the_installed_service_account_runs_the_operator(
     cluster: Cluster, helm: Helm, release: dict[str, Any], tmp_path: Path
 ) -> None:
     namespace, name = release["namespace"], release["name"]
+    namespaced = release["scope"] == "namespace"
     installed = documents(helm("get", "manifest", name, "-n", namespace).stdout)
-    assert Counter(d["kind"] for d in installed) == TEMPLATE_KINDS
+    extra = Counter(["Role", "RoleBinding"]) if namespaced else Counter()
+    assert Counter(d["kind"] for d in installed) == TEMPLATE_KINDS + extra
     deployment = one(installed, "Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
     cluster.kubectl("get", "deployment", name, "-n", namespace)
     cluster.kubectl("get", "pvc", "gaia-data", "-n", namespace)
 
-    # The API server's authorizer, for the service account the chart binds.
+    # The API server's authorizer, for the service account the chart binds: in its own
+    # namespace, and elsewhere only with the ClusterRole of the cluster-wide install.
     who = f"system:serviceaccount:{namespace}:{account}"
-    elsewhere = ["-n", "default"]  # a ClusterRole: any namespace
-    assert can(cluster, who, "create", "jobs.batch", *elsewhere)
-    assert can(cluster, who, "delete", "jobs.batch", *elsewhere)
-    assert can(cluster, who, "patch", "gaianamespaces.gaia.dev", "--subresource=status", *elsewhere)
+    for where, granted in ((["-n", namespace], True), (["-n", "default"], not namespaced)):
+        assert can(cluster, who, "create", "jobs.batch", *where) is granted
+        assert can(cluster, who, "delete", "jobs.batch", *where) is granted
+        status = ("gaianamespaces.gaia.dev", "--subresource=status")
+        assert can(cluster, who, "patch", *status, *where) is granted
+        assert can(cluster, who, "get", "pods", "--subresource=log", *where) is granted
+        assert can(cluster, who, "create", "events.events.k8s.io", *where) is granted
+        assert not can(cluster, who, "get", "secrets", *where)
+        assert not can(cluster, who, "delete", "gaianamespaces.gaia.dev", *where)
     assert can(cluster, who, "update", "gaiacommands.gaia.dev", "--subresource=status")
-    assert can(cluster, who, "get", "pods", "--subresource=log", *elsewhere)
-    assert can(cluster, who, "create", "events.events.k8s.io", *elsewhere)
-    assert can(cluster, who, "watch", "customresourcedefinitions.apiextensions.k8s.io")
-    assert can(cluster, who, "list", "namespaces")
-    assert not can(cluster, who, "get", "secrets", *elsewhere)
-    assert not can(cluster, who, "delete", "gaianamespaces.gaia.dev", *elsewhere)
+    crds = "customresourcedefinitions.apiextensions.k8s.io"
+    assert can(cluster, who, "watch", crds) is not namespaced
+    assert can(cluster, who, "create", "tokenreviews.authentication.k8s.io")
+    assert can(cluster, who, "create", "subjectaccessreviews.authorization.k8s.io")
+    assert can(cluster, who, "list", "namespaces") is not namespaced
+
+    # A user of the API: a ServiceAccount bound to the chart's user role in the release
+    # namespace, as the notes say. Commands are cluster-scoped: a cluster admin registers
+    # them.
+    cluster.kubectl("create", "serviceaccount", "alice", "-n", namespace)
+    cluster.kubectl(
+        "create",
+        "rolebinding",
+        "alice-gaia",
+        "-n",
+        namespace,
+        f"--clusterrole={name}-user",
+        f"--serviceaccount={namespace}:alice",
+    )
+    alice = cluster.token("alice", namespace)
 
     # The operator as the chart runs it (its command and environment), but as a local
     # process with that service account's token, its store a local directory that the
@@ -455,11 +582,17 @@ def test_the_installed_service_account_runs_the_operator(
         api.close()
         raise
     try:
-        flow = gaia.Gaia({"gaia_host": f"127.0.0.1:{port}", "timeout": 30})
-        flow.command(gaia.load_yaml(TRIANGLE / "commands.yaml"))
+        address = f"127.0.0.1:{port}"
+        admin = gaia.Gaia({"gaia_host": address, "timeout": 30, "token": cluster.admin_token()})
+        flow = gaia.Gaia({"gaia_host": address, "timeout": 30, "token": alice})
+        commands = gaia.load_yaml(TRIANGLE / "commands.yaml")
+        with pytest.raises(gaia.Forbidden, match="alice may not create gaiacommands"):
+            flow.command(commands)
+        admin.command(commands)
         flow.merge("charted", gaia.load_yaml(TRIANGLE / "processes.yaml"))
         status = wait_complete(cluster, namespace, "charted", log)
         assert status["counts"]["complete"] == 10
+        assert flow.status("charted")["status"]["state"] == "complete"
         assert (store / "charted" / "hello" / "snake").read_text() == "hello snake world\n"
 
         # A spec the engine rejects: the operator posts a Warning event on it.

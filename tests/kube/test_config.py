@@ -11,7 +11,14 @@ from gaia.errors import InvalidRequest
 from gaia.kube.config import DEFAULT_IMAGE, OperatorConfig
 from gaia.kube.host import KubeHost
 
-VARIABLES = ("GAIA_IMAGE", "GAIA_WORKER_IMAGE", "GAIA_WORKER_TAKES", "GAIA_STORE")
+VARIABLES = (
+    "GAIA_IMAGE",
+    "GAIA_WORKER_IMAGE",
+    "GAIA_WORKER_TAKES",
+    "GAIA_STORE",
+    "GAIA_WORKER_SERVICE_ACCOUNT",
+    "GAIA_WATCH_NAMESPACE",
+)
 
 
 @pytest.fixture
@@ -30,6 +37,15 @@ def test_workers_default_to_the_gaia_image_and_to_tasks_of_their_image(env: Any)
     env.setenv("GAIA_WORKER_TAKES", "all")
     config = OperatorConfig.from_env()
     assert (config.worker_image, config.worker_takes) == ("registry/tools-with-gaia:3", "all")
+
+
+def test_workers_account_and_the_watched_namespace(env: Any) -> None:
+    config = OperatorConfig.from_env()
+    assert (config.worker_account, config.watch_namespace) == ("gaia-worker", "")
+    env.setenv("GAIA_WORKER_SERVICE_ACCOUNT", "gaia-prod-worker")
+    env.setenv("GAIA_WATCH_NAMESPACE", "team-a")
+    config = OperatorConfig.from_env()
+    assert (config.worker_account, config.watch_namespace) == ("gaia-prod-worker", "team-a")
 
 
 @pytest.mark.parametrize(("name", "value"), [("GAIA_WORKER_TAKES", "some"), ("GAIA_STORE", "nfs")])

@@ -361,3 +361,74 @@ def test_the_watch_lists_again_after_410_and_survives_api_errors(
     assert calls[:6] == ["list", "watch@7", "list", "watch@7", "watch@7", "watch@9"]
     assert kubelet.errors == []
     assert "watch expired" in caplog.text and "etcd is sad" in caplog.text
+
+
+TOKEN_DIR = "/var/run/secrets/gaia.dev/worker"
+
+
+def token_pod(account: str) -> dict[str, Any]:
+    """A Job whose pod reads its projected token twice, a second apart, into outputs."""
+    read = f"cat {TOKEN_DIR}/token > /out/first; sleep 3; cat {TOKEN_DIR}/token > /out/second"
+    job = gaia_job("tokens", read)
+    pod = job["spec"]["template"]["spec"]
+    pod["serviceAccountName"] = account
+    pod["automountServiceAccountToken"] = False
+    source = {"audience": "gaia-worker", "expirationSeconds": 3600, "path": "token"}
+    pod["volumes"].append(
+        {"name": "token", "projected": {"sources": [{"serviceAccountToken": source}]}}
+    )
+    mounts = pod["containers"][0]["volumeMounts"]
+    mounts.append({"name": "token", "mountPath": TOKEN_DIR, "readOnly": True})
+    return job
+
+
+def review(api: Any, token: str) -> Any:
+    spec = {"token": token, "audiences": ["gaia-worker"]}
+    return client.AuthenticationV1Api(api).create_token_review({"spec": spec}).status
+
+
+@SANDBOXES
+def test_a_pod_gets_its_projected_token_and_it_is_renewed(
+    api: Any, namespace: str, data: Path, sandbox: str, cluster: Any
+) -> None:
+    """As a kubelet does: a token of the pod's ServiceAccount, for the volume's audience,
+    bound to the pod, written where the volume is mounted, and renewed while it runs."""
+    cluster.kubectl("create", "serviceaccount", "robot", "-n", namespace)
+    with FakeKubelet(
+        api, {"gaia-data": data}, namespace=namespace, sandbox=sandbox, token_renewal=1.0
+    ) as kubelet:
+        batch(api).create_namespaced_job(namespace, token_pod("robot"))
+        eventually(
+            lambda: job_conditions(api, namespace, "tokens").get("Complete") == "True",
+            "the Job to complete",
+        )
+    assert kubelet.errors == []
+    out = data / ".gaia" / "staging" / "triangle" / "tokens" / "out"
+    first, second = (out / "first").read_text(), (out / "second").read_text()
+    assert first and second and first != second  # renewed meanwhile, read anew
+    pod = only_pod(api, namespace, "tokens")
+    status = review(api, second)
+    assert status.authenticated and status.audiences == ["gaia-worker"]
+    assert status.user.username == f"system:serviceaccount:{namespace}:robot"
+    assert status.user.extra["authentication.kubernetes.io/pod-uid"] == [pod.metadata.uid]
+
+
+def test_a_pod_whose_account_is_gone_gets_no_token_and_fails_saying_so(
+    api: Any, namespace: str, data: Path, cluster: Any
+) -> None:
+    cluster.kubectl("create", "serviceaccount", "robot", "-n", namespace)
+    batch(api).create_namespaced_job(namespace, token_pod("robot"))
+    eventually(
+        lambda: core(api).list_namespaced_pod(namespace, label_selector="job-name=tokens").items,
+        "the Job controller to create the pod",
+    )
+    cluster.kubectl("delete", "serviceaccount", "robot", "-n", namespace)
+    with FakeKubelet(api, {"gaia-data": data}, namespace=namespace) as kubelet:
+        eventually(
+            lambda: job_conditions(api, namespace, "tokens").get("Failed") == "True",
+            "the Job controller to fail the Job",
+        )
+    assert kubelet.errors == []
+    terminated = only_pod(api, namespace, "tokens").status.container_statuses[0].state.terminated
+    assert terminated.reason == "StartError"
+    assert terminated.message.startswith("volume 'token': no token for ServiceAccount 'robot' (404")

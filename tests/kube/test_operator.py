@@ -367,6 +367,9 @@ def test_the_operator_rides_out_an_api_server_outage(
     and re-check carry the end in; calls that need the API server fail clearly meanwhile."""
     flow, ns, store = world["client"], world["namespace"], world["store"]
     pid = start_napping(world, "outage", seconds="2")
+    # Kubernetes said who this caller is and that they may read it: during the outage
+    # that answer still counts (a caller never seen before would get 503).
+    assert flow.status("outage")["status"]["tasks"]["nap"]["run"] == 1
     with cluster.apiserver_outage():
         eventually(lambda: not alive(pid), "the nap to end during the outage", 30)
         second = {**nap("2", "rested2"), "key": "nap2"}

@@ -65,11 +65,26 @@ def make_world(
     yield make
 
 
-def post(world: World, path: str, body: dict[str, Any]) -> dict[str, Any]:
+def worker_token(world: World, key: str) -> str | None:
+    """The token the kubelet projected into worker ``key``'s latest pod, if any yet."""
+    found = sorted(
+        (world["kubelet"].workdir / world["namespace"]).glob(
+            f"gaia-worker-{key}-*/volumes/gaia-token/token"
+        ),
+        key=lambda path: path.stat().st_mtime,
+    )
+    return found[-1].read_text() if found else None
+
+
+def post(world: World, path: str, body: dict[str, Any], token: str | None) -> dict[str, Any]:
+    """POST as a worker would (or as whoever ``token`` is)."""
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(
         f"http://{world['operator'].address}{path}",
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers=headers,
         method="POST",
     )
     with urllib.request.urlopen(request, timeout=40) as response:
@@ -82,13 +97,19 @@ def deployments(cluster: Cluster, namespace: str) -> list[str]:
     return sorted(d["metadata"]["name"] for d in json.loads(out)["items"])
 
 
-def wait_worker(world: World, key: str, timeout: float = 60) -> None:
-    eventually(
-        lambda: post(world, "/work/workers", {})["workers"],
-        f"worker {key} to ask for work",
-        timeout,
-        until=lambda workers: key in workers,
-    )
+def wait_worker(world: World, key: str, timeout: float = 60) -> str:
+    """Wait until worker ``key`` has asked for work; its pod's token."""
+
+    def asked() -> bool:
+        token = worker_token(world, key)
+        return (
+            bool(token) and key in post(world, "/work/workers", {"worker": key}, token)["workers"]
+        )
+
+    eventually(asked, f"worker {key} to ask for work", timeout)
+    token = worker_token(world, key)
+    assert token is not None
+    return token
 
 
 def worker_log(world: World, key: str) -> str:
@@ -110,10 +131,37 @@ def test_launch_creates_a_deployment_once(cluster: Cluster, make_world: Any) -> 
         out = cluster.kubectl("get", "deployment", "gaia-worker-w1", "-n", ns, "-o", "json")
         deployment = json.loads(out.stdout)
         assert deployment["metadata"]["labels"]["gaia.dev/worker"] == "w1"
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
         assert container["command"][:4] == ["gaia", "worker", "--key", "w1"]
+        assert container["command"][-2:] == [
+            "--token-file",
+            "/var/run/secrets/gaia.dev/worker/token",
+        ]
         assert container["image"] == "ubuntu"
-        assert container["volumeMounts"] == [{"name": "gaia-data", "mountPath": "/data"}]
+        assert container["volumeMounts"] == [
+            {"name": "gaia-data", "mountPath": "/data"},
+            {
+                "name": "gaia-token",
+                "mountPath": "/var/run/secrets/gaia.dev/worker",
+                "readOnly": True,
+            },
+        ]
+        # Its own token, for the operator alone, and no other.
+        assert (pod["serviceAccountName"], pod["automountServiceAccountToken"]) == (
+            "gaia-worker",
+            False,
+        )
+        (projected,) = (v["projected"] for v in pod["volumes"] if "projected" in v)
+        assert projected["sources"] == [
+            {
+                "serviceAccountToken": {
+                    "audience": "gaia-worker",
+                    "expirationSeconds": 3600,
+                    "path": "token",
+                }
+            }
+        ]
         assert flow.launch(["w1"]) == {"launch": [], "running": ["w1"]}
         with pytest.raises(GaiaError, match="DNS label"):
             flow.launch(["Bad_Key"])
@@ -121,12 +169,18 @@ def test_launch_creates_a_deployment_once(cluster: Cluster, make_world: Any) -> 
             flow.launch(["w2", "w2"])
         assert deployments(cluster, ns) == ["gaia-worker-w1"]
         # Reports about runs the operator never gave out are refused or ignored.
-        stale = {"worker": "w9", "root": "nowhere", "process": "p", "run": 1}
-        assert post(world, "/work/heartbeat", stale) == {"cancel": True}
-        assert post(world, "/work/done", {**stale, "ok": True}) == {"accepted": False}
+        token = wait_worker(world, "w1")
+        stale = {"worker": "w1", "root": "nowhere", "process": "p", "run": 1}
+        assert post(world, "/work/heartbeat", stale, token) == {"cancel": True}
+        assert post(world, "/work/done", {**stale, "ok": True}, token) == {"accepted": False}
         with pytest.raises(urllib.error.HTTPError) as refused:
-            post(world, "/work/take", {"worker": "Not A Key", "wait": 0})
+            post(world, "/work/take", {"worker": "w1", "wait": "soon"}, token)
         assert refused.value.code == 400
+        # A worker speaks for itself only.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            post(world, "/work/done", {**stale, "worker": "w9", "ok": True}, token)
+        assert refused.value.code == 403
+        assert "it may not speak for worker 'w9'" in json.loads(refused.value.read())["error"]
 
 
 def test_workers_run_the_triangle_without_jobs(cluster: Cluster, make_world: Any) -> None:
@@ -191,10 +245,11 @@ def test_an_idle_worker_stops_and_its_deployment_goes(cluster: Cluster, make_wor
         eventually(
             lambda: deployments(cluster, ns), "the Deployment to go", until=lambda d: d == []
         )
-        assert "w1" not in post(world, "/work/workers", {})["workers"]
-        # Without workers, tasks are Jobs again.
+        # Without workers, tasks are Jobs again: w1 was heard from within the last minute,
+        # so a task would wait for it, had its goodbye not been heard.
         flow.command([SLEEPER])
         flow.merge("wjob", [nap("1", output="r")])
+        assert "job" in flow.status("wjob")["status"]["tasks"]["nap"]["handle"]
         wait_state(cluster, ns, "wjob", ("complete",), timeout=60)
         assert jobs(cluster, ns) or (world["store"] / "wjob" / "r").exists()
 

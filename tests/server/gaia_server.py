@@ -5,15 +5,19 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import gaia
+from gaia.tokens import read_token_file
 from processes import start_service, stop_service
 from waiting import eventually
 
@@ -46,6 +50,33 @@ class Server:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def token(self) -> str:
+        """The API's token, as the server left it for its user's clients."""
+        token = read_token_file(self.port)
+        assert token, f"no token file for port {self.port}"
+        return token
+
+    def post(
+        self,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str] | None = None,
+        *,
+        token: str | None = "",
+    ) -> tuple[int, Any]:
+        """A raw POST (JSON unless ``headers`` say otherwise), with the server's token
+        unless ``token`` is None (none sent) or another string; (status, reply)."""
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token or self.token}"
+        request = urllib.request.Request(f"http://{self.address}{path}", data=body, headers=sent)
+        try:
+            with urllib.request.urlopen(request) as reply:
+                return reply.status, json.load(reply)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
 
     def client(self) -> gaia.Gaia:
         return gaia.Gaia({"gaia_host": self.address, "timeout": 30})

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
@@ -27,14 +24,7 @@ ECHO = {
 def raw_post(
     server: Server, path: str, body: bytes, content_type: str = "application/json"
 ) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        f"http://{server.address}{path}", data=body, headers={"Content-Type": content_type}
-    )
-    try:
-        with urllib.request.urlopen(request) as reply:
-            return reply.status, json.load(reply)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.load(exc)
+    return server.post(path, body, {"Content-Type": content_type})
 
 
 @pytest.fixture

@@ -65,6 +65,14 @@ The operator's ServiceAccount.
 {{- end }}
 
 {{/*
+The workers' ServiceAccount (`launch`): its pods' projected tokens are what the operator's
+/work/* endpoints accept. It has no rights of its own.
+*/}}
+{{- define "gaia.workerServiceAccountName" -}}
+{{- default (printf "%s-worker" (include "gaia.fullname" .)) .Values.workers.serviceAccount.name }}
+{{- end }}
+
+{{/*
 The image, its tag defaulting to the chart's appVersion.
 */}}
 {{- define "gaia.image" -}}

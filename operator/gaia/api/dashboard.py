@@ -30,10 +30,13 @@ MISSING = """<!doctype html><meta charset="utf-8"><title>Gaia</title>
 builds it (with Node.js); the API itself works without it.</p>"""
 
 
-def url(address: str, token: str | None = None) -> str:
-    """The dashboard's address on a server at ``address`` (``host:port`` or a URL)."""
+def url(address: str, token: str | None = None, route: str | None = None) -> str:
+    """The dashboard's address on a server at ``address`` (``host:port`` or a URL),
+    carrying the API's ``token`` in the fragment (never sent to a server) and the page's
+    ``route`` (such as ``/ns/triangle``)."""
     base = address if "://" in address else f"http://{address}"
-    return base.rstrip("/") + "/ui/" + (f"#token={token}" if token else "")
+    parts = [p for p in (f"token={token}" if token else "", route or "") if p]
+    return base.rstrip("/") + "/ui/" + ("#" + "&".join(parts) if parts else "")
 
 
 async def _index(request: web.Request) -> web.StreamResponse:

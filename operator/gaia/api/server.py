@@ -12,13 +12,14 @@ import inspect
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 
 from gaia.api import dashboard
+from gaia.api.auth import Access, Guard, guarded
 from gaia.bus import EventBus
 from gaia.engine.keys import text_problem
 from gaia.errors import GaiaError, InvalidRequest, TooLarge
@@ -55,6 +56,7 @@ class Backend(Protocol):
 
 
 CONTROLLER = web.AppKey("controller", Backend)
+GUARD = web.AppKey("guard", Guard)
 
 
 def dumps(value: Any) -> bytes:
@@ -76,7 +78,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _error(status: int, message: str) -> web.Response:
-    return json_reply({"error": message}, status)
+    headers = {"WWW-Authenticate": 'Bearer realm="gaia"'} if status == 401 else None
+    return json_reply({"error": message}, status, headers)
 
 
 @web.middleware
@@ -172,15 +175,53 @@ def _field(body: dict[str, Any], name: str) -> Any:
 
 
 Action = Callable[[Backend, dict[str, Any]], Awaitable[dict[str, Any]]]
+# What a call touches, from its body: authorized before the call runs.
+Accesses = Callable[[dict[str, Any]], list[Access]]
 
 
-def _call(action: Action) -> Handler:
+def _call(action: Action, accesses: Accesses) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         body = await _body(request)
+        guard = request.app[GUARD]
+        for access in accesses(body):
+            await guard.authorize(request["caller"], access)
         reply = await action(request.app[CONTROLLER], body)
         return json_reply(reply)
 
     return handler
+
+
+def _named_root(body: dict[str, Any]) -> str | None:
+    """The namespace a body names, for authorization (None: it names none, or a bad one,
+    which the call itself refuses)."""
+    root = body.get("root", body.get("workflow"))
+    return root if isinstance(root, str) else None
+
+
+def on_root(verb: str) -> Accesses:
+    """A call on the namespace the body names."""
+    return lambda body: [Access((verb,), "gaianamespaces", _named_root(body))]
+
+
+def on_all(verb: str, resource: str) -> Accesses:
+    return lambda body: [Access((verb,), resource)]
+
+
+COMMANDS = Access(("create", "update"), "gaiacommands")
+
+
+def _command_access(body: dict[str, Any]) -> list[Access]:
+    """Merging commands changes them; ``command([])`` only lists them."""
+    if body.get("commands") == []:
+        return [Access(("list",), "gaiacommands")]
+    return [COMMANDS]
+
+
+def _upload_access(body: dict[str, Any]) -> list[Access]:
+    accesses = [COMMANDS] if "commands" in body else []
+    if "processes" in body:
+        accesses += on_root("patch")(body)
+    return accesses
 
 
 def _on_call(call: Callable[[Backend, dict[str, Any]], Any]) -> Action:
@@ -236,22 +277,37 @@ async def _upload(backend: Backend, body: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
-ROUTES: dict[str, Action] = {
-    "/command": _command,
-    "/merge": _merge,
-    "/trigger": _trigger,
-    "/run": _trigger,
-    "/halt": _halt,
-    "/status": _on_call(lambda b, body: b.status(_root(body), body.get("detail", True))),
-    "/expire": _expire,
-    "/launch": _on_call(lambda b, body: b.launch(_field(body, "keys"))),
-    "/logs": _on_call(lambda b, body: b.logs(_root(body), _field(body, "process"))),
-    "/workflows": _on_call(lambda b, body: b.workflows()),
-    "/upload": _upload,
-    "/overview": _on_call(lambda b, body: b.overview()),
-    "/graph": _on_call(lambda b, body: b.graph(_root(body), body.get("expand") or [])),
-    "/members": _on_call(lambda b, body: b.members(_root(body), body)),
-    "/process": _on_call(lambda b, body: b.process(_root(body), _field(body, "process"))),
+ROUTES: dict[str, tuple[Action, Accesses]] = {
+    "/command": (_command, _command_access),
+    "/merge": (_merge, on_root("patch")),
+    "/trigger": (_trigger, on_root("patch")),
+    "/run": (_trigger, on_root("patch")),
+    "/halt": (_halt, on_root("patch")),
+    "/status": (
+        _on_call(lambda b, body: b.status(_root(body), body.get("detail", True))),
+        on_root("get"),
+    ),
+    "/expire": (_expire, on_root("patch")),
+    "/launch": (
+        _on_call(lambda b, body: b.launch(_field(body, "keys"))),
+        on_all("create", "gaiaworkers"),
+    ),
+    "/logs": (
+        _on_call(lambda b, body: b.logs(_root(body), _field(body, "process"))),
+        on_root("get"),
+    ),
+    "/workflows": (_on_call(lambda b, body: b.workflows()), on_all("list", "gaianamespaces")),
+    "/upload": (_upload, _upload_access),
+    "/overview": (_on_call(lambda b, body: b.overview()), on_all("list", "gaianamespaces")),
+    "/graph": (
+        _on_call(lambda b, body: b.graph(_root(body), body.get("expand") or [])),
+        on_root("get"),
+    ),
+    "/members": (_on_call(lambda b, body: b.members(_root(body), body)), on_root("get")),
+    "/process": (
+        _on_call(lambda b, body: b.process(_root(body), _field(body, "process"))),
+        on_root("get"),
+    ),
 }
 
 
@@ -260,6 +316,10 @@ async def events(request: web.Request) -> web.StreamResponse:
     ``Last-Event-ID`` header of a reconnecting browser) replays kept events first."""
     controller = request.app[CONTROLLER]
     root = request.query.get("root") or None
+    access = (
+        Access(("get",), "gaianamespaces", root) if root else Access(("list",), "gaianamespaces")
+    )
+    await request.app[GUARD].authorize(request["caller"], access)
     subscription = controller.bus.subscribe(root)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -292,12 +352,8 @@ def _sse(event: dict[str, Any]) -> bytes:
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response(
-        {
-            "ok": True,
-            "workflows": (await _awaited(request.app[CONTROLLER].workflows()))["workflows"],
-        }
-    )
+    """For probes, without a token: says nothing about the namespaces."""
+    return web.json_response({"ok": True})
 
 
 async def _awaited(value: Any) -> Any:
@@ -306,16 +362,24 @@ async def _awaited(value: Any) -> Any:
 
 def build_app(
     controller: Backend,
-    extra_routes: Mapping[str, Callable[[dict[str, Any]], Any]] | None = None,
+    guard: Guard,
+    extra_routes: Mapping[str, tuple[Callable[[dict[str, Any]], Any], Accesses]] | None = None,
+    *,
+    hosts: Callable[[], Iterable[str]] | None = None,
 ) -> web.Application:
-    """``extra_routes`` (path -> call on the JSON body) adds POST endpoints of a backend's
-    own, such as the operator's worker protocol (``/work/...``)."""
-    app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY)
+    """The API over ``controller``, every call checked by ``guard`` (see api/auth.py);
+    ``hosts`` names this server may be called by (None: any). ``extra_routes`` (path ->
+    (call on the JSON body, what it touches)) adds POST endpoints of a backend's own,
+    such as the operator's worker protocol (``/work/...``)."""
+    app = web.Application(
+        middlewares=[errors_as_json, guarded(guard, hosts)], client_max_size=MAX_BODY
+    )
     app[CONTROLLER] = controller
-    for path, action in ROUTES.items():
-        app.router.add_post(path, _call(action))
-    for path, call in (extra_routes or {}).items():
-        app.router.add_post(path, _call(_on_body(call)))
+    app[GUARD] = guard
+    for path, (action, accesses) in ROUTES.items():
+        app.router.add_post(path, _call(action, accesses))
+    for path, (call, accesses) in (extra_routes or {}).items():
+        app.router.add_post(path, _call(_on_body(call), accesses))
     app.router.add_get("/events", events)
     app.router.add_get("/health", health)
     dashboard.add_routes(app)

@@ -54,11 +54,12 @@ class EventBus:
         self.sink = sink
         self.sinks: list[Callable[[Event], None]] = []
         self.ids = itertools.count(first_id)
+        self.last_id = first_id - 1  # the newest event's id
         self.subscribers: set[Subscription] = set()
         self.dropped: set[Subscription] = set()
 
     def publish(self, event: Event) -> None:
-        event["id"] = next(self.ids)
+        event["id"] = self.last_id = next(self.ids)
         event.setdefault("time", time.time())
         if self.sink is not None and event.get("event") != "log":
             self.sink(event)

@@ -13,9 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
-from gaia.api.server import build_app
+from gaia.api.auth import Access
+from gaia.api.server import Accesses, build_app
 from gaia.engine.keys import root_problem
 from gaia.errors import InvalidRequest, NotFound
+from gaia.kube.access import KubeGuard, WorkAccess
 from gaia.kube.cluster import Resources
 from gaia.kube.config import OperatorConfig
 from gaia.kube.host import KubeHost, Tracked
@@ -146,6 +148,7 @@ class KubeApi:
                 claim=self.host.claim,
                 api_url=self.config.api_url,
                 idle=self.config.worker_idle,
+                account=self.config.worker_account,
             )
             if await self.host.cluster.create_deployment(manifest):
                 launched.append(key)
@@ -158,13 +161,14 @@ class KubeApi:
 
     # -- the workers' protocol (POST /work/...) ------------------------------------------
 
-    def work_routes(self) -> dict[str, Any]:
+    def work_routes(self) -> dict[str, tuple[Any, Accesses]]:
+        """Each for the worker pods this operator launched alone, on their own behalf."""
         return {
-            "/work/take": self.work_take,
-            "/work/heartbeat": self.work_heartbeat,
-            "/work/done": self.work_done,
-            "/work/stopped": self.work_stopped,
-            "/work/workers": self.work_workers,
+            "/work/take": (self.work_take, _as_worker),
+            "/work/heartbeat": (self.work_heartbeat, _as_worker),
+            "/work/done": (self.work_done, _as_worker),
+            "/work/stopped": (self.work_stopped, _as_worker),
+            "/work/workers": (self.work_workers, _as_worker),
         }
 
     async def work_take(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -251,9 +255,28 @@ class KubeApi:
         return self.host.process(root, process)
 
 
+def guard_of(host: KubeHost, config: OperatorConfig) -> KubeGuard:
+    """Kubernetes decides who may call (kube/access.py)."""
+
+    def where(root: str) -> str | None:
+        tracked = host.tracked.get(root)
+        return tracked.k8s_namespace if tracked is not None else None
+
+    return KubeGuard(
+        host.cluster,
+        where,
+        namespace=config.default_namespace,
+        worker_account=config.worker_account,
+        watched=config.watch_namespace,
+    )
+
+
 async def serve_api(host: KubeHost, config: OperatorConfig) -> web.AppRunner:
+    """The API on every interface (its names are not known here): each call but /health
+    carries a Kubernetes token, checked by Kubernetes (no other site's page, nor a body
+    other than JSON, gets through either: api/auth.py)."""
     api = KubeApi(host, config)
-    app = build_app(api, api.work_routes())
+    app = build_app(api, guard_of(host, config), api.work_routes(), hosts=None)
 
     async def end_long_polls(app: web.Application) -> None:
         host.desk.close()
@@ -263,6 +286,13 @@ async def serve_api(host: KubeHost, config: OperatorConfig) -> web.AppRunner:
     await runner.setup()
     await web.TCPSite(runner, config.api_host, config.api_port).start()
     return runner
+
+
+def _as_worker(body: dict[str, Any]) -> list[Access]:
+    worker = body.get("worker")
+    return [
+        WorkAccess(("work",), "gaiaworkers", worker=worker if isinstance(worker, str) else None)
+    ]
 
 
 def _worker(body: dict[str, Any]) -> str:

@@ -90,6 +90,8 @@ class Cluster:
         self.core = k8s.CoreV1Api(api)
         self.custom = k8s.CustomObjectsApi(api)
         self.apps = k8s.AppsV1Api(api)
+        self.authentication = k8s.AuthenticationV1Api(api)
+        self.authorization = k8s.AuthorizationV1Api(api)
         self.job_limit = RateLimit(jobs_per_second)
         self.write_limit = RateLimit(writes_per_second)
 
@@ -191,6 +193,40 @@ class Cluster:
             logger.debug("no log for pod %s/%s: %s", namespace, pod, exc)
             return []
         return str(text).splitlines()[-lines:]
+
+    async def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A pod, or None if there is none of that name."""
+        try:
+            pod = await self.call(self.core.read_namespaced_pod, name, namespace)
+        except NotFound:
+            return None
+        return cast(dict[str, Any], self.api.sanitize_for_serialization(pod))
+
+    async def review_token(self, token: str, audiences: list[str] | None = None) -> dict[str, Any]:
+        """The API server's TokenReview of ``token`` (its ``status``: ``authenticated``,
+        ``user``, ``audiences``, ``error``); ``audiences`` None asks for the API server's own."""
+        spec: dict[str, Any] = {"token": token}
+        if audiences is not None:
+            spec["audiences"] = audiences
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
+        reply = await self.call(
+            self.authentication.create_token_review, cast(k8s.V1TokenReview, body)
+        )
+        return dict(self.api.sanitize_for_serialization(reply).get("status") or {})
+
+    async def review_access(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """The API server's SubjectAccessReview of ``spec`` (user, groups, uid, extra,
+        resourceAttributes): its ``status`` (``allowed``, ``denied``, ``reason``)."""
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": spec,
+        }
+        reply = await self.call(
+            self.authorization.create_subject_access_review,
+            cast(k8s.V1SubjectAccessReview, body),
+        )
+        return dict(self.api.sanitize_for_serialization(reply).get("status") or {})
 
     async def gaia_commands(self) -> list[dict[str, Any]]:
         return await self.items(self.custom.list_cluster_custom_object, GROUP, VERSION, COMMANDS)

@@ -93,6 +93,12 @@ class OperatorConfig:
     # GAIA_WORKER_TAKES: "image" (tasks whose command's image is worker_image; the rest
     # run as Jobs) or "all" (every task, run with the worker image's programs)
     worker_takes: str = "image"
+    # GAIA_WORKER_SERVICE_ACCOUNT: the ServiceAccount of worker pods, in default_namespace;
+    # only its pods' projected tokens (audience gaia-worker) may use /work/* (kube/access.py)
+    worker_account: str = "gaia-worker"
+    # GAIA_WATCH_NAMESPACE: watch GaiaNamespaces (and run their Jobs) in this Kubernetes
+    # namespace only, the chart's namespaced install; "" (the default) watches them all
+    watch_namespace: str = ""
     kafka_host: str | None = None  # GAIA_KAFKA_HOST: also publish events to this broker
     limits: Limits = DEFAULT_LIMITS  # GAIA_MAX_... (gaia/engine/limits.py)
     # GAIA_KAFKA_LOG_TOPIC, GAIA_KAFKA_STATUS_TOPIC
@@ -123,6 +129,8 @@ class OperatorConfig:
                 os.environ.get("GAIA_WORKER_IMAGE") or os.environ.get("GAIA_IMAGE") or DEFAULT_IMAGE
             ),
             worker_takes=_choice("GAIA_WORKER_TAKES", WORKER_TAKES),
+            worker_account=os.environ.get("GAIA_WORKER_SERVICE_ACCOUNT") or "gaia-worker",
+            watch_namespace=os.environ.get("GAIA_WATCH_NAMESPACE", ""),
             kafka_host=os.environ.get("GAIA_KAFKA_HOST") or None,
             limits=Limits.from_env(os.environ),
             kafka_topics={

@@ -1,6 +1,8 @@
 """The kopf handlers: thin, each hands a resource to the host.
 
-Run it with ``gaia operator`` (or ``kopf run -m gaia.kube.operator --all-namespaces``).
+Run it with ``gaia operator`` (or ``kopf run -m gaia.kube.operator --all-namespaces``); with
+GAIA_WATCH_NAMESPACE set it watches that one Kubernetes namespace (``--namespace``), for
+the chart's namespaced install (GaiaCommands, cluster-scoped, are watched all the same).
 Handlers are raw event handlers: kopf stores no per-resource annotation for them (its
 last-handled-configuration annotation breaks on specs over 256 KiB) and adds no
 finalizer, so deleting a GaiaNamespace never waits for the operator.
@@ -154,5 +156,11 @@ async def job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
 
 def main() -> None:
     """``gaia operator``: run the handlers against the cluster of the current kubeconfig."""
+    watched = OperatorConfig.from_env().watch_namespace
+    scope: dict[str, Any] = {"namespaces": [watched]} if watched else {"clusterwide": True}
+    settings = kopf.OperatorSettings()
+    # One namespace, named: kopf need not list namespaces nor watch CRDs (a Role cannot
+    # grant either; kopf would retry for a minute before doing without).
+    settings.scanning.disabled = bool(watched)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(kopf.operator(clusterwide=True, standalone=True))
+        asyncio.run(kopf.operator(standalone=True, settings=settings, **scope))

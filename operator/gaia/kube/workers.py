@@ -8,6 +8,12 @@ moves its declared outputs into the staging folder the operator named (on the cl
 reports ``/work/done``; the operator then publishes exactly as after a succeeded Job.
 The queue of tasks waiting for a worker lives in the operator's memory: a restart loses
 it, the engine starts those tasks again, and a late report of an old run is ignored.
+
+A worker proves who it is with a token the kubelet projects into its pod: one of the
+workers' ServiceAccount (``account``, made by the chart, with no rights of its own), for
+the audience ``gaia-worker`` and bound to the pod, rotated by the kubelet (the worker reads
+the file before each call). No other token is mounted (``automountServiceAccountToken:
+false``). The operator accepts nothing else on ``/work/*`` (kube/access.py).
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ from gaia.kube.resources import MANAGED_BY
 
 __all__ = [
     "WORKER_ALIVE",
+    "WORKER_AUDIENCE",
     "WORKER_DATA",
     "WORKER_LABEL",
+    "WORKER_TOKEN",
     "build_worker",
     "deployment_name",
     "key_problem",
@@ -32,6 +40,10 @@ __all__ = [
 WORKER_ALIVE = 60.0  # seconds: a worker not heard from for this long counts as gone
 WORKER_DATA = "/data"  # where a worker pod mounts the data claim
 WORKER_LABEL = "gaia.dev/worker"
+WORKER_AUDIENCE = "gaia-worker"  # the audience of a worker pod's projected token
+TOKEN_DIR = "/var/run/secrets/gaia.dev/worker"
+WORKER_TOKEN = f"{TOKEN_DIR}/token"  # where a worker pod finds it
+TOKEN_SECONDS = 3600  # the token's lifetime; the kubelet renews it at 80%
 DEPLOYMENT_PREFIX = "gaia-worker-"
 MAX_KEY = MAX_NAME - len(DEPLOYMENT_PREFIX)
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -68,17 +80,27 @@ def build_worker(
     claim: str,
     api_url: str,
     idle: float,
+    account: str = "gaia-worker",
 ) -> dict[str, Any]:
-    """The Deployment of worker ``key``: one pod running ``gaia worker``."""
+    """The Deployment of worker ``key``: one pod running ``gaia worker`` as ``account``."""
     labels = {**MANAGED_BY, WORKER_LABEL: key}
+    command = ["gaia", "worker", "--key", key, "--api", api_url, "--idle", f"{idle:g}"]
+    # The pod is the task's sandbox: a pod may not make the namespaces bubblewrap needs
+    # (RuntimeDefault seccomp, no CAP_SYS_ADMIN), and its tasks share the worker's trust
+    # (docs/security.md).
+    command += ["--sandbox", "none"]
     container = {
         "name": "worker",
         "image": image,
-        "command": ["gaia", "worker", "--key", key, "--api", api_url, "--idle", f"{idle:g}"],
+        "command": [*command, "--token-file", WORKER_TOKEN],
         # where the claim is, for `gaia worker` (the operator names paths under /data)
         "env": [{"name": "GAIA_WORKER_DATA", "value": WORKER_DATA}],
-        "volumeMounts": [{"name": "gaia-data", "mountPath": WORKER_DATA}],
+        "volumeMounts": [
+            {"name": "gaia-data", "mountPath": WORKER_DATA},
+            {"name": "gaia-token", "mountPath": TOKEN_DIR, "readOnly": True},
+        ],
     }
+    token = {"audience": WORKER_AUDIENCE, "expirationSeconds": TOKEN_SECONDS, "path": "token"}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -89,9 +111,15 @@ def build_worker(
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
+                    "serviceAccountName": account,
+                    "automountServiceAccountToken": False,
                     "containers": [container],
                     "volumes": [
-                        {"name": "gaia-data", "persistentVolumeClaim": {"claimName": claim}}
+                        {"name": "gaia-data", "persistentVolumeClaim": {"claimName": claim}},
+                        {
+                            "name": "gaia-token",
+                            "projected": {"sources": [{"serviceAccountToken": token}]},
+                        },
                     ],
                 },
             },

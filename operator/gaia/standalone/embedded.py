@@ -10,7 +10,7 @@ from types import TracebackType
 from aiohttp import web
 
 from gaia.standalone.host import StandaloneHost
-from gaia.standalone.serve import standalone_app
+from gaia.standalone.serve import Door, standalone_app
 
 __all__ = ["EmbeddedServer"]
 
@@ -36,6 +36,12 @@ class EmbeddedServer:
         )
         self._runner: web.AppRunner | None = None
         self.host: StandaloneHost | None = None  # once entered
+        self.door = Door("127.0.0.1", port)
+
+    @property
+    def token(self) -> str:
+        """The API's bearer token (also left for this user's clients: serve.py)."""
+        return self.door.token
 
     def __enter__(self) -> EmbeddedServer:
         self._thread.start()
@@ -50,14 +56,15 @@ class EmbeddedServer:
             sandbox=self.sandbox,
         )
         self.host = host
-        self._runner = web.AppRunner(standalone_app(host))
+        self._runner = web.AppRunner(standalone_app(host, self.door))
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         server = site._server
         assert isinstance(server, asyncio.base_events.Server)
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = self.door.port = server.sockets[0].getsockname()[1]
         self.address = f"127.0.0.1:{self.port}"
+        self.door.open()
 
     def __exit__(
         self,
@@ -65,6 +72,7 @@ class EmbeddedServer:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
+        self.door.close()
         if self._runner is not None:
             future = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
             future.result(timeout=60)

@@ -1,23 +1,59 @@
-"""``gaia serve``: the standalone host behind the HTTP API, until SIGINT or SIGTERM."""
+"""``gaia serve``: the standalone host behind the HTTP API, until SIGINT or SIGTERM.
+
+The API wants a bearer token on every call. The server makes a random one at each start
+(or reads ``--token-file``) and leaves it in ``~/.gaia/tokens/PORT``, readable by its
+user alone, where that user's clients find it (``gaia.Gaia({"gaia_host": ...})`` and the
+CLI): for them nothing changes, for anyone else the door is shut.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 
 from aiohttp import web
 
-from gaia.api import dashboard
+from gaia import tokens
+from gaia.api import auth, dashboard
 from gaia.api.server import build_app
+from gaia.errors import InvalidRequest
 from gaia.standalone.host import StandaloneHost
 
-__all__ = ["serve", "standalone_app"]
+__all__ = ["Door", "serve", "standalone_app"]
 
 
-def standalone_app(host: StandaloneHost) -> web.Application:
+class Door:
+    """The token and the names of one standalone server (``port`` may be learnt only once
+    it is bound: 0 asks for a free one)."""
+
+    def __init__(self, bound: str, port: int, token: str | None = None) -> None:
+        self.bound, self.port = bound, port
+        self.token = token or tokens.new_token()
+        self.guard = auth.TokenGuard(self.token, self._hint())
+
+    def _hint(self) -> str:
+        return (
+            "clients of the user who started the server find its token in "
+            "~/.gaia/tokens/<port>; others set GAIA_TOKEN (or the client's 'token') to the "
+            "token given with --token-file, or printed in the dashboard's address at start"
+        )
+
+    def hosts(self) -> Callable[[], Iterable[str]] | None:
+        if auth.binds_everywhere(self.bound):
+            return None  # its names are not known: the token alone keeps it shut
+        return lambda: auth.loopback_names(self.bound, self.port)
+
+    def open(self) -> None:
+        tokens.write_token_file(self.port, self.token)
+
+    def close(self) -> None:
+        tokens.remove_token_file(self.port, self.token)
+
+
+def standalone_app(host: StandaloneHost, door: Door) -> web.Application:
     """The HTTP API over ``host``: the host starts (restoring what was saved) with the
     app, and stops with it (killing running tasks, which run again at the next start)."""
-    app = build_app(host)
+    app = build_app(host, door.guard, hosts=door.hosts())
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await host.start()
@@ -26,6 +62,16 @@ def standalone_app(host: StandaloneHost) -> web.Application:
 
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+def read_token(path: Path) -> str:
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read the token file {path}: {exc.strerror}") from None
+    if len(token) < 16:
+        raise InvalidRequest(f"the token in {path} is too short: use 16 characters or more")
+    return token
 
 
 def serve(
@@ -38,10 +84,12 @@ def serve(
     kafka: str | None = None,
     kafka_topics: Mapping[str, str] | None = None,
     sandbox: str = "auto",
+    token_file: Path | None = None,
 ) -> None:
     """Run the standalone server. With ``kafka`` (HOST:PORT), events also go to Kafka
     topics; an unreachable broker raises at once. How tasks are sealed (``sandbox``) is
     said at the start, and so is a sandbox that cannot start (no task runs then)."""
+    door = Door(host, port, read_token(token_file) if token_file else None)
     standalone = StandaloneHost(
         data_dir,
         workers=workers,
@@ -62,9 +110,18 @@ def serve(
     )
     print(f"gaia: {standalone.sandbox.summary()}", flush=True)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    print(f"gaia: dashboard at {dashboard.url(f'{shown}:{port}')}", flush=True)
+    print(f"gaia: dashboard at {dashboard.url(f'{shown}:{port}', door.token)}", flush=True)
+    print(f"gaia: the API's token is in {tokens.token_file(port)}", flush=True)
+    app = standalone_app(standalone, door)
+
+    async def open_door(app: web.Application) -> AsyncIterator[None]:
+        door.open()
+        yield
+        door.close()
+
+    app.cleanup_ctx.append(open_door)
     web.run_app(
-        standalone_app(standalone),
+        app,
         host=host,
         port=port,
         print=None,

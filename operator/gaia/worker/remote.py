@@ -10,6 +10,10 @@ says ``/work/stopped`` (the operator deletes its Deployment) and exits 0.
 
 The operator names paths on the data volume under ``/data``; ``$GAIA_WORKER_DATA`` says
 where that volume really is (the pod sets it to ``/data``).
+
+Each call carries the pod's projected ServiceAccount token (``--token-file``) as a bearer
+token: the operator takes work only from the pods it launched. The kubelet rotates the
+file, so it is read again before every call.
 """
 
 from __future__ import annotations
@@ -58,8 +62,10 @@ class RemoteWorker:
         data: Path | None = None,
         work: Path | None = None,
         sandbox: str = "auto",
+        token_file: Path | None = None,
     ) -> None:
         self.key = key
+        self.token_file = token_file
         self.sandbox = sandbox
         self.api = api.rstrip("/")
         if "://" not in self.api:
@@ -70,11 +76,23 @@ class RemoteWorker:
 
     # -- HTTP ------------------------------------------------------------------------------
 
+    def _token(self) -> str | None:
+        """The pod's token, as the kubelet last wrote it (it rotates the file)."""
+        if self.token_file is None:
+            return None
+        try:
+            return self.token_file.read_text().strip() or None
+        except OSError as exc:
+            raise ApiError(f"cannot read the token file {self.token_file}: {exc}") from exc
+
     def _post_now(self, path: str, body: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if token := self._token():
+            headers["Authorization"] = f"Bearer {token}"
         request = urllib.request.Request(
             self.api + path,
             data=json.dumps({"worker": self.key, **body}).encode("utf-8"),
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            headers=headers,
             method="POST",
         )
         try:
@@ -230,9 +248,14 @@ async def _main(worker: RemoteWorker) -> int:
         return 0
 
 
-def main(key: str, api: str, idle: float, sandbox: str = "auto") -> int:
+def main(
+    key: str, api: str, idle: float, sandbox: str = "auto", token_file: Path | None = None
+) -> int:
     """``gaia worker``: serve until idle for ``idle`` seconds (or SIGTERM); exit 0."""
     box = sandboxes.sandbox(sandbox)
     log = logger.warning if box.problem is not None or box.mode == "none" else logger.info
     log("worker %s: %s", key, box.summary())
-    return asyncio.run(_main(RemoteWorker(key, api, idle, sandbox=sandbox)))
+    if token_file is None:
+        logger.warning("worker %s: no --token-file: the operator will refuse it", key)
+    worker = RemoteWorker(key, api, idle, sandbox=sandbox, token_file=token_file)
+    return asyncio.run(_main(worker))
