@@ -111,6 +111,24 @@ class Node:
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
 
+    def admin_token(self) -> str:
+        """A token of a ServiceAccount bound to cluster-admin (made if missing): what the
+        tests' clients send to the operator's API, which lets Kubernetes RBAC decide."""
+        manifests = [
+            ("serviceaccount", "gaia-e2e-admin", "-n", "kube-system"),
+            (
+                "clusterrolebinding",
+                "gaia-e2e-admin",
+                "--clusterrole=cluster-admin",
+                "--serviceaccount=kube-system:gaia-e2e-admin",
+            ),
+        ]
+        for manifest in manifests:
+            made = self.kubectl("create", *manifest, "--dry-run=client", "-o", "yaml")
+            self.kubectl("apply", "-f", "-", input=made.stdout)
+        token = self.kubectl("create", "token", "gaia-e2e-admin", "-n", "kube-system")
+        return token.stdout.strip()
+
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:

@@ -27,7 +27,9 @@ def test_the_client_drives_the_operator_through_port_forward(
     ]
     cleanup.append("viaclient")
     with node.port_forward("svc/gaia", 24442) as port:
-        flow = gaia.Gaia({"gaia_host": f"127.0.0.1:{port}", "timeout": 60})
+        flow = gaia.Gaia(
+            {"gaia_host": f"127.0.0.1:{port}", "timeout": 60, "token": node.admin_token()}
+        )
         listed = flow.command(commands)["commands"]
         assert {c["key"] for c in commands} <= {c["key"] for c in listed}
         merged = flow.merge("viaclient", gaia.load_yaml(TRIANGLE / "processes.yaml"))

@@ -64,7 +64,9 @@ def test_launched_workers_take_the_tasks_and_go_when_idle(
     wait_state(node, "byworkers", ["halted"])
 
     with node.port_forward("svc/gaia", 24442) as port:
-        flow = gaia.Gaia({"gaia_host": f"127.0.0.1:{port}", "timeout": 60})
+        flow = gaia.Gaia(
+            {"gaia_host": f"127.0.0.1:{port}", "timeout": 60, "token": node.admin_token()}
+        )
         launched = time.monotonic()
         assert flow.launch(["w1", "w2"])["launch"] == ["w1", "w2"]
         node.wait_for(lambda: {"w1", "w2"} <= set(workers(port)), IDLE, "both workers to ask")
