@@ -95,12 +95,8 @@ class LocalStore:
                 # Never follow a link out of the namespace, not even to delete.
                 logger.warning("namespace %s: not deleting %r: %s", root, key, problem)
                 continue
-            path = self.namespace_dir(root) / key
             try:
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink(missing_ok=True)
+                _remove(self.namespace_dir(root) / key)
             except OSError as exc:
                 raise StoreError(f"namespace {root!r}: cannot delete {key!r}: {exc}") from exc
 
@@ -137,7 +133,10 @@ class LocalStore:
                 _sync_directory(target.parent)
         except OSError as exc:
             for target in moved:  # a task publishes all of its outputs or none
-                _remove(target)
+                try:
+                    _remove(target)
+                except OSError as undo:
+                    logger.error("could not take back %s after a failed publish: %s", target, undo)
             raise StoreError(f"namespace {root!r}: cannot publish {key!r}: {exc}") from exc
         logger.debug("published %s/%s", root, sorted(staged))
 
@@ -179,10 +178,8 @@ def _sync_directory(path: Path) -> None:
 
 
 def _remove(path: Path) -> None:
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-    except OSError as exc:
-        logger.error("could not take back %s after a failed publish: %s", path, exc)
+    """A file, a link (never what it points to) or a folder with all it holds."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
