@@ -15,6 +15,8 @@ from gaia_server import Server
 import gaia
 from gaia.tokens import token_file
 
+pytestmark = pytest.mark.slow  # a real gaia serve per test
+
 ECHO = {
     "key": "evil",
     "image": "ubuntu",

@@ -26,7 +26,7 @@ from gaia.shell import Kept, Outcome, Shell, check_worker_keys
 from gaia.standalone.executor import LocalExecutor
 from gaia.standalone.statedb import StateDB
 from gaia.store import LocalStore
-from gaia.wire import Event
+from gaia.wire import Event, TaskState
 from gaia.worker import sandbox as sandboxes
 from gaia.worker.runner import TaskResult, TaskSpec
 
@@ -134,8 +134,11 @@ class StandaloneHost(Shell):
         self.executor.cancel(cancel.root, cancel.process, cancel.run)
 
     def keep(self, namespace: Namespace, kept: Kept) -> None:
+        # A task merely queued is not kept: a restart queues whatever is runnable again,
+        # and a merge of 100,000 processes would otherwise write 100,000 rows at once.
+        tasks = [task for task in kept.tasks if task.state is not TaskState.QUEUED]
         self.db.save(
-            namespace.root, namespace.mode, specs=kept.specs, dropped=kept.dropped, tasks=kept.tasks
+            namespace.root, namespace.mode, specs=kept.specs, dropped=kept.dropped, tasks=tasks
         )
 
     def keep_commands(self, commands: Iterable[Command]) -> None:
