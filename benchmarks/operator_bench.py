@@ -204,6 +204,8 @@ class World:
         try:
             self.cluster.apply_crds()
             self.namespace = self.cluster.new_namespace("bench")
+            # the workers' ServiceAccount (the chart's): worker pods run as it
+            self.cluster.kubectl("create", "serviceaccount", "gaia-worker", "-n", self.namespace)
             self.store = self.work / "store"
             self.store.mkdir(parents=True)
             self.api = self.cluster.api_client()
@@ -245,8 +247,21 @@ class World:
         return self.operator.process.pid
 
     def client(self) -> gaia.Gaia:
+        """A client with a cluster-admin token: the operator's API wants one."""
         assert self.operator is not None
-        return gaia.Gaia({"gaia_host": self.operator.address, "timeout": 600})
+        token = self.cluster.admin_token()
+        return gaia.Gaia({"gaia_host": self.operator.address, "timeout": 600, "token": token})
+
+    def worker_token(self, key: str) -> str | None:
+        """The token the kubelet projected into worker ``key``'s pod: /work/* wants it."""
+        assert self.kubelet is not None
+        found = sorted(
+            (self.kubelet.workdir / self.namespace).glob(
+                f"gaia-worker-{key}-*/volumes/gaia-token/token"
+            ),
+            key=lambda path: path.stat().st_mtime,
+        )
+        return found[-1].read_text() if found else None
 
     def resource(self, root: str) -> dict[str, Any]:
         from kubernetes import client
@@ -266,12 +281,12 @@ class World:
         )
         return len(found.items)
 
-    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def post(self, path: str, body: dict[str, Any], token: str) -> dict[str, Any]:
         assert self.operator is not None
         request = urllib.request.Request(
             f"http://{self.operator.address}{path}",
             data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
             method="POST",
         )
         with urllib.request.urlopen(request, timeout=60) as reply:
@@ -494,7 +509,9 @@ def workers_phase(table: Table, world: World, sizes: Sizes, work: Path) -> None:
     client.launch(["w1", "w2"])
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if {"w1", "w2"} <= set(world.post("/work/workers", {})["workers"]):
+        token = world.worker_token("w1")
+        heard = world.post("/work/workers", {"worker": "w1"}, token)["workers"] if token else {}
+        if {"w1", "w2"} <= set(heard):
             break
         time.sleep(0.5)
     else:
