@@ -25,12 +25,13 @@ WORKER_PODS = "gaia.dev/worker"
 pytestmark = pytest.mark.e2e
 
 
-def workers(port: int) -> list[str]:
-    """The workers the operator heard from lately (its `/work/workers` route)."""
+def workers(port: int, token: str) -> list[str]:
+    """The workers the operator heard from lately (its `/work/workers` route, which a
+    person who may list gaiaworkers reads too)."""
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/work/workers",
         data=b"{}",
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
         method="POST",
     )
     with urllib.request.urlopen(request, timeout=30) as reply:
@@ -64,12 +65,13 @@ def test_launched_workers_take_the_tasks_and_go_when_idle(
     wait_state(node, "byworkers", ["halted"])
 
     with node.port_forward("svc/gaia", 24442) as port:
-        flow = gaia.Gaia(
-            {"gaia_host": f"127.0.0.1:{port}", "timeout": 60, "token": node.admin_token()}
-        )
+        token = node.admin_token()
+        flow = gaia.Gaia({"gaia_host": f"127.0.0.1:{port}", "timeout": 60, "token": token})
         launched = time.monotonic()
         assert flow.launch(["w1", "w2"])["launch"] == ["w1", "w2"]
-        node.wait_for(lambda: {"w1", "w2"} <= set(workers(port)), IDLE, "both workers to ask")
+        node.wait_for(
+            lambda: {"w1", "w2"} <= set(workers(port, token)), IDLE, "both workers to ask"
+        )
         assert time.monotonic() - launched < IDLE - 10, "the workers started too late to test"
         flow.trigger("byworkers")  # resumes: the tasks go to the workers' queue
         wait_state(node, "byworkers", ["complete"], timeout=300)

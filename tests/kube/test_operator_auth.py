@@ -174,6 +174,8 @@ def test_a_user_without_rbac_is_refused_and_nothing_changes(cluster: Cluster, wo
     refused(lambda: mallory.command([evil]), f"{who} may not create gaiacommands.gaia.dev")
     refused(lambda: mallory.launch(["w-mallory"]), f"may not create gaiaworkers.gaia.dev {here}")
     refused(mallory.workflows, "may not list gaianamespaces.gaia.dev in all")
+    status, reply = raw(world, "POST", "/work/workers", {}, cluster.token("mallory", users))
+    assert status == 403 and "may not list gaiaworkers.gaia.dev" in reply["error"], reply
     refused(lambda: mallory.events("kept"), "may not get gaianamespaces.gaia.dev 'kept'")
     # nothing changed
     after = resource(cluster, ns, "kept")
@@ -246,6 +248,12 @@ def test_a_viewer_may_read_but_not_change(cluster: Cluster, world: World) -> Non
     )
     refused(lambda: carol.expire("kept", ["said"]), "carol may not patch")
     refused(lambda: carol.launch(["w-carol"]), "carol may not create gaiaworkers")
+    # Which workers are alive is for viewers too (the workers' other routes are not).
+    token = cluster.token("carol", world["users"])
+    status, reply = raw(world, "POST", "/work/workers", {}, token)
+    assert status == 200 and isinstance(reply["workers"], dict), reply
+    status, reply = raw(world, "POST", "/work/take", {"worker": "w1", "wait": 0}, token)
+    assert status == 403, reply
     after = resource(cluster, ns, "kept")
     assert before is not None and after is not None
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]

@@ -16,12 +16,14 @@ namespace that holds the Gaia namespace the call touches (:meth:`KubeGuard.quest
     command (merging)                           create, update  gaiacommands    (cluster-scoped)
     command([]) (listing)                       list            gaiacommands    (cluster-scoped)
     launch                                      create          gaiaworkers     GAIA_K8S_NAMESPACE
+    /work/workers (who is alive, what waits)    list            gaiaworkers     GAIA_K8S_NAMESPACE
     workflows, overview, events of all          list            gaianamespaces  all (or the watched one)
 
 ``gaiaworkers`` is virtual: no CRD defines it, and RBAC grants it like any resource.
 
 The workers' protocol (``/work/*``, :class:`WorkAccess`) is for the worker pods this
-operator launched and nobody else (403): their projected ServiceAccount token, bound to the
+operator launched and nobody else (403), but for the read-only ``/work/workers``, which
+people who may list ``gaiaworkers`` read as well: their projected ServiceAccount token, bound to the
 audience :data:`WORKER_AUDIENCE` and to the pod, of the workers' ServiceAccount in the
 operator's namespace, from a pod labelled as the worker the request speaks for.
 
@@ -76,9 +78,11 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class WorkAccess(Access):
-    """A call of the workers' protocol, on behalf of ``worker`` (the body's, if any)."""
+    """A call of the workers' protocol, on behalf of ``worker`` (the body's, if any);
+    with ``readers``, people who may list ``gaiaworkers`` may make it too."""
 
     worker: str | None = None
+    readers: bool = False
 
 
 @dataclass(frozen=True)
@@ -209,7 +213,10 @@ class KubeGuard:
 
     async def authorize(self, caller: Caller, access: Access) -> None:
         if isinstance(access, WorkAccess):
-            await self._authorize_worker(caller, access)
+            if access.readers and caller.user is not None:
+                await self._allow(caller.user, "list", "gaiaworkers", self.namespace, None)
+            else:
+                await self._authorize_worker(caller, access)
             return
         if caller.user is None:
             raise Unauthorized(f"{caller.refused}; {self.hint()}")

@@ -168,7 +168,7 @@ class KubeApi:
             "/work/heartbeat": (self.work_heartbeat, _as_worker),
             "/work/done": (self.work_done, _as_worker),
             "/work/stopped": (self.work_stopped, _as_worker),
-            "/work/workers": (self.work_workers, _as_worker),
+            "/work/workers": (self.work_workers, _as_worker_or_reader),
         }
 
     async def work_take(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -292,6 +292,18 @@ def _as_worker(body: dict[str, Any]) -> list[Access]:
     worker = body.get("worker")
     return [
         WorkAccess(("work",), "gaiaworkers", worker=worker if isinstance(worker, str) else None)
+    ]
+
+
+def _as_worker_or_reader(body: dict[str, Any]) -> list[Access]:
+    worker = body.get("worker")
+    return [
+        WorkAccess(
+            ("list",),
+            "gaiaworkers",
+            worker=worker if isinstance(worker, str) else None,
+            readers=True,
+        )
     ]
 
 
