@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
@@ -241,25 +242,27 @@ class Run:
 def timed(argv: Sequence[str], cwd: Path, timeout: float = 3600, **kwargs: Any) -> Run:
     """Run ``argv`` to its end: wall seconds, exit code and peak RSS (the largest of the
     process and its waited-for descendants, from wait4)."""
-    began = time.perf_counter()
-    process = subprocess.Popen(
-        list(argv), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs
-    )
-    deadline = began + timeout
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.perf_counter() > deadline:
-            process.kill()
-            pid, status, usage = os.wait4(process.pid, 0)
-            break
-        time.sleep(0.005)
-    seconds = time.perf_counter() - began
-    process.returncode = os.waitstatus_to_exitcode(status)
-    assert process.stderr is not None
-    error = process.stderr.read().decode(errors="replace")
-    process.stderr.close()
+    # stderr to a file, not a pipe: nothing reads a pipe while wait4 polls, and a command
+    # that writes more than a pipe holds (Snakemake 9's run header does) would block.
+    with tempfile.TemporaryFile() as errors:
+        began = time.perf_counter()
+        process = subprocess.Popen(
+            list(argv), cwd=cwd, stdout=subprocess.DEVNULL, stderr=errors, **kwargs
+        )
+        deadline = began + timeout
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                process.kill()
+                pid, status, usage = os.wait4(process.pid, 0)
+                break
+            time.sleep(0.005)
+        seconds = time.perf_counter() - began
+        process.returncode = os.waitstatus_to_exitcode(status)
+        errors.seek(0)
+        error = errors.read().decode(errors="replace")
     if process.returncode != 0:
         print(f"note: {argv[0]} exited {process.returncode}: {error[-800:]}", flush=True)
     return Run(seconds, process.returncode, usage.ru_maxrss / 1024)
