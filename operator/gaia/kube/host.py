@@ -28,6 +28,7 @@ from gaia.engine.states import Mode
 from gaia.engine.tasks import Task
 from gaia.errors import GaiaError, InvalidRequest, StoreError
 from gaia.kube.cluster import Cluster
+from gaia.kube.conditions import carry_transition_times, condition
 from gaia.kube.config import DEFAULT_IMAGE, S3Config
 from gaia.kube.jobs import JobOutcome, build_job, job_name, outcome_of
 from gaia.kube.pods import killed_command, main_exit_code
@@ -55,6 +56,13 @@ class Tracked:
     handled: dict[str, Any] = field(default_factory=dict)  # trigger / expire tokens done
     problem: str | None = None  # why the current spec was rejected
     expired: dict[str, Any] = field(default_factory=dict)  # expire token -> what it expired
+    written: dict[str, Any] | None = None  # the status written last (None: none yet)
+
+    @property
+    def conditions(self) -> list[dict[str, Any]]:
+        """The conditions written last, or found on the resource (before a restart)."""
+        status = self.written or self.resource.get("status") or {}
+        return list(status.get("conditions") or [])
 
     @property
     def k8s_namespace(self) -> str:
@@ -210,10 +218,12 @@ class KubeHost(Shell):
         self.registry.remove(key)
 
     async def _command_status(self, resource: dict[str, Any], problem: str | None) -> None:
-        status = {
-            "observedGeneration": resource["metadata"].get("generation"),
-            "conditions": [valid_condition(problem, "the command is valid")],
-        }
+        generation = resource["metadata"].get("generation")
+        previous = (resource.get("status") or {}).get("conditions") or []
+        valid = valid_condition(
+            problem, "the command is valid", generation=generation, previous=previous
+        )
+        status = {"observedGeneration": generation, "conditions": [valid]}
         await self.cluster.write_command_status(resource["metadata"]["name"], status)
         if problem:
             await self.cluster.event(resource, "Invalid", problem, warning=True)
@@ -527,12 +537,17 @@ class KubeHost(Shell):
                 handled=tracked.handled,
                 generation=tracked.generation,
                 problem=tracked.problem,
+                previous=tracked.conditions,
             )
+            if status == tracked.written:
+                continue  # nothing changed: no write (transition times carry over)
             try:
                 await self.cluster.write_namespace_status(tracked.k8s_namespace, root, status)
             except GaiaError as exc:
                 logger.warning("could not write the status of %s: %s", root, exc)
                 self.dirty.add(root)
+            else:
+                tracked.written = status
 
 
 def _staging_name(root: str, task: Task) -> str:
@@ -544,10 +559,20 @@ def _staging_name(root: str, task: Task) -> str:
 
 
 def _rejected(resource: dict[str, Any], message: str) -> dict[str, Any]:
-    """The status of a resource the operator will not run."""
+    """The status of a resource the operator will not run: not ready, and stalled."""
+    generation = resource["metadata"].get("generation")
+    previous = (resource.get("status") or {}).get("conditions") or []
+    found = [
+        condition("Ready", False, "Conflict", message, generation),
+        condition("Complete", False, "Conflict", message, generation),
+        condition("Failed", False, "NoFailure", "no process has run", generation),
+        condition("Reconciling", False, "Conflict", message, generation),
+        condition("Stalled", True, "Conflict", message, generation),
+        condition("Valid", False, "Conflict", message, generation),
+    ]
     return {
         "state": "error",
         "message": message,
-        "observedGeneration": resource["metadata"].get("generation"),
-        "conditions": [valid_condition(message, "", reason="Conflict")],
+        "observedGeneration": generation,
+        "conditions": carry_transition_times(found, previous),
     }
