@@ -120,6 +120,12 @@ def test_kubectl_apply_k_of_the_example_and_kubectl_wait_for_ready(
     }
     assert all(c["observedGeneration"] == generation for c in status["conditions"])
     assert health(found) == {"status": "Healthy", "message": "Complete: all 10 processes complete"}
+    command = json.loads(cluster.kubectl("get", "gaiacmd", "cat-wc", "-o", "json").stdout)
+    assert summary(command) == {
+        "Ready": ("True", "Accepted"),
+        "Stalled": ("False", "Accepted"),
+        "Valid": ("True", "Accepted"),
+    }
     table = cluster.kubectl("get", "gaians", "triangle", "-n", ns).stdout.splitlines()
     assert table[0].split()[:3] == ["NAME", "READY", "STATE"]
     assert table[1].split()[:3] == ["triangle", "True", "complete"]

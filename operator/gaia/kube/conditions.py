@@ -34,7 +34,13 @@ from typing import Any
 
 from gaia.wire import FlowState
 
-__all__ = ["CONDITION_TYPES", "carry_transition_times", "condition", "namespace_conditions"]
+__all__ = [
+    "CONDITION_TYPES",
+    "carry_transition_times",
+    "command_conditions",
+    "condition",
+    "namespace_conditions",
+]
 
 CONDITION_TYPES = ("Ready", "Complete", "Failed", "Reconciling", "Stalled", "Valid")
 NAMED = 5  # keys named in a message
@@ -107,6 +113,20 @@ def namespace_conditions(
             problem or "the processes are valid",
             generation,
         ),
+    ]
+    return carry_transition_times(found, previous)
+
+
+def command_conditions(
+    problem: str | None, generation: int | None, previous: Iterable[Mapping[str, Any]] = ()
+) -> list[dict[str, Any]]:
+    """A GaiaCommand's conditions: ``Valid``, and ``Ready``/``Stalled`` for kstatus (a
+    refused command fails a Flux health check at once instead of passing it)."""
+    reason, message = ("Invalid", problem) if problem else ("Accepted", "the command is valid")
+    found = [
+        condition("Ready", not problem, reason, message, generation),
+        condition("Stalled", bool(problem), reason, message, generation),
+        condition("Valid", not problem, reason, message, generation),
     ]
     return carry_transition_times(found, previous)
 

@@ -28,13 +28,13 @@ from gaia.engine.states import Mode
 from gaia.engine.tasks import Task
 from gaia.errors import GaiaError, InvalidRequest, StoreError
 from gaia.kube.cluster import Cluster
-from gaia.kube.conditions import carry_transition_times, condition
+from gaia.kube.conditions import carry_transition_times, command_conditions, condition
 from gaia.kube.config import DEFAULT_IMAGE, S3Config
 from gaia.kube.jobs import JobOutcome, build_job, job_name, outcome_of
 from gaia.kube.pods import killed_command, main_exit_code
 from gaia.kube.resources import command_of, processes_of
 from gaia.kube.stalls import LoopWatch
-from gaia.kube.status import summary, valid_condition
+from gaia.kube.status import summary
 from gaia.kube.store_lanes import StoreLanes
 from gaia.kube.worker_desk import WorkerDesk
 from gaia.kube.workers import worker_task_name
@@ -220,10 +220,8 @@ class KubeHost(Shell):
     async def _command_status(self, resource: dict[str, Any], problem: str | None) -> None:
         generation = resource["metadata"].get("generation")
         previous = (resource.get("status") or {}).get("conditions") or []
-        valid = valid_condition(
-            problem, "the command is valid", generation=generation, previous=previous
-        )
-        status = {"observedGeneration": generation, "conditions": [valid]}
+        found = command_conditions(problem, generation, previous)
+        status = {"observedGeneration": generation, "conditions": found}
         await self.cluster.write_command_status(resource["metadata"]["name"], status)
         if problem:
             await self.cluster.event(resource, "Invalid", problem, warning=True)

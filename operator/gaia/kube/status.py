@@ -13,10 +13,10 @@ from typing import Any
 from gaia.engine.namespace import Namespace
 from gaia.engine.states import TaskState
 from gaia.engine.tasks import Task
-from gaia.kube.conditions import carry_transition_times, condition, namespace_conditions
+from gaia.kube.conditions import namespace_conditions
 from gaia.wire import FlowState
 
-__all__ = ["DETAIL_LIMIT", "summary", "valid_condition"]
+__all__ = ["DETAIL_LIMIT", "summary"]
 
 DETAIL_LIMIT = 200  # processes; above it, per-key and per-task maps are left out
 LIST_LIMIT = 50  # waiting keys
@@ -103,19 +103,3 @@ def _message(counts: dict[str, int], waiting: int, failures: int) -> str:
     if waiting:
         parts.append(f"{waiting} keys waiting")
     return "; ".join(parts)
-
-
-def valid_condition(
-    problem: str | None,
-    fine: str,
-    reason: str = "Invalid",
-    *,
-    generation: int | None = None,
-    previous: Iterable[Mapping[str, Any]] = (),
-) -> dict[str, Any]:
-    """The ``Valid`` condition of a resource: ``fine`` when there is no ``problem``; its
-    transition time is the ``previous`` one's while its status stays the same."""
-    found = condition(
-        "Valid", not problem, reason if problem else "Accepted", problem or fine, generation
-    )
-    return carry_transition_times([found], previous)[0]
