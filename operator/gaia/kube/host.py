@@ -107,6 +107,8 @@ class KubeHost(Shell):
         self.tracked: dict[str, Tracked] = {}
         self.reconciling: dict[str, asyncio.Lock] = {}  # per resource, see apply_namespace
         self.command_generations: dict[str, tuple[Any, Any]] = {}
+        # GaiaCommands refused (name -> resource, why), tried again when a command comes.
+        self.refused_commands: dict[str, tuple[dict[str, Any], str]] = {}
         # Resources whose last event failed on the store, retried by the re-check.
         self.retry: dict[str, dict[str, Any]] = {}
         self.dirty: set[str] = set()  # namespaces whose status must be written
@@ -188,7 +190,7 @@ class KubeHost(Shell):
         the resource and change nothing. Our own status writes come back as events: a
         generation already seen is skipped."""
         meta = resource["metadata"]
-        seen = (meta.get("uid"), meta.get("generation"))
+        seen = _seen(resource)
         if self.command_generations.get(meta["name"]) == seen:
             return
         self.command_generations[meta["name"]] = seen
@@ -200,8 +202,18 @@ class KubeHost(Shell):
             await self.cluster.event(resource, "StoreUnavailable", message, warning=True)
             return
         except GaiaError as exc:
-            await self._command_status(resource, str(exc))
+            known = self.refused_commands.get(meta["name"])
+            self.refused_commands[meta["name"]] = (resource, str(exc))
+            if known is None or (_seen(known[0]), known[1]) != (seen, str(exc)):
+                await self._command_status(resource, str(exc))  # news: say so, once
             return
+        self.refused_commands.pop(meta["name"], None)
+        # A composite refused for want of this command is tried again now: kustomize, Flux
+        # and Argo CD apply in name order (`cat-wc` before `wc`), not leaves first.
+        for name, (refused, _) in list(self.refused_commands.items()):
+            if name in self.refused_commands and self.refused_commands[name][0] is refused:
+                self.command_generations.pop(name, None)
+                await self.apply_command(refused)
         # A spec refused for want of this command (`kubectl apply` of both at once, the
         # namespace's event first) is tried again now, not only when it changes.
         for tracked in [t for t in self.tracked.values() if t.problem]:
@@ -211,6 +223,7 @@ class KubeHost(Shell):
 
     def forget_command(self, resource: dict[str, Any]) -> None:
         self.command_generations.pop(resource["metadata"]["name"], None)
+        self.refused_commands.pop(resource["metadata"]["name"], None)
         key = command_of(resource)["key"]
         if any(namespace.uses_command(key) for namespace in self.namespaces.values()):
             logger.warning("GaiaCommand %s deleted while processes use it; keeping it", key)
@@ -546,6 +559,11 @@ class KubeHost(Shell):
                 self.dirty.add(root)
             else:
                 tracked.written = status
+
+
+def _seen(resource: dict[str, Any]) -> tuple[Any, Any]:
+    """Which version of a resource this is: its uid and generation."""
+    return resource["metadata"].get("uid"), resource["metadata"].get("generation")
 
 
 def _staging_name(root: str, task: Task) -> str:
