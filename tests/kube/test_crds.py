@@ -124,6 +124,7 @@ def test_short_names_and_printer_columns(cluster: Cluster, namespace: str) -> No
     header = namespaces.splitlines()[0].split()
     assert header == [
         "NAME",
+        "READY",
         "STATE",
         "PROCESSES",
         "COMPLETE",
@@ -137,7 +138,7 @@ def test_short_names_and_printer_columns(cluster: Cluster, namespace: str) -> No
         "gaianamespace.gaia.dev/triangle"
     )
     wide = cluster.kubectl("get", "gaians", "-n", namespace, "-o", "wide").stdout.splitlines()[0]
-    assert "HALTED" in wide.split() and "MESSAGE" in wide.split()
+    assert {"HALTED", "REASON", "MESSAGE"} <= set(wide.split())
 
     commands = cluster.kubectl("get", "gaiacmd").stdout.splitlines()
     assert commands[0].split() == ["NAME", "IMAGE", "COMMAND", "STEPS", "VALID", "AGE"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -54,3 +55,83 @@ def test_small_namespaces_carry_every_key_and_task() -> None:
     status = summary(namespace, handled={"trigger": "t1"}, generation=3, problem=None)
     assert len(status["data"]) == DETAIL_LIMIT and len(status["tasks"]) == DETAIL_LIMIT
     assert status["handled"] == {"trigger": "t1"} and status["observedGeneration"] == 3
+
+
+def conditions_of(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def test_each_state_gives_ready_complete_failed_and_the_kstatus_conditions() -> None:
+    namespace, starts = namespace_of(2)
+    running = summary(namespace, handled={}, generation=1, problem=None)
+    assert conditions_of(running) == {
+        "Ready": ("False", "Running"),
+        "Complete": ("False", "Running"),
+        "Failed": ("False", "NoFailure"),
+        "Reconciling": ("True", "Running"),
+        "Stalled": ("False", "Running"),
+        "Valid": ("True", "Accepted"),
+    }
+    assert all(c["observedGeneration"] == 1 for c in running["conditions"])
+    namespace.task_succeeded(starts[0].process.key, starts[0].run)
+    namespace.task_failed(starts[1].process.key, starts[1].run, "exit code 1", 1, [])
+    failed = summary(namespace, handled={}, generation=2, problem=None)
+    assert failed["state"] == "error"
+    assert conditions_of(failed) == {
+        "Ready": ("False", "Failed"),
+        "Complete": ("False", "Failed"),
+        "Failed": ("True", "ProcessFailed"),
+        "Reconciling": ("False", "Failed"),
+        "Stalled": ("True", "Failed"),
+        "Valid": ("True", "Accepted"),
+    }
+    assert starts[1].process.key in failed["conditions"][0]["message"]
+    namespace.halt()
+    halted = summary(namespace, handled={}, generation=3, problem=None)
+    assert conditions_of(halted)["Ready"] == ("False", "Halted")
+    assert conditions_of(halted)["Stalled"] == ("False", "Halted")
+
+
+def test_a_complete_namespace_is_ready() -> None:
+    namespace, starts = namespace_of(2)
+    for start in starts:
+        namespace.task_succeeded(start.process.key, start.run)
+    status = summary(namespace, handled={}, generation=1, problem=None)
+    assert status["state"] == "complete"
+    assert conditions_of(status)["Ready"] == ("True", "Complete")
+    assert conditions_of(status)["Complete"] == ("True", "Complete")
+    assert not any(conditions_of(status)[kind][0] == "True" for kind in ("Reconciling", "Stalled"))
+
+
+def test_a_refused_spec_is_an_error_and_not_ready_even_when_the_old_one_is_complete() -> None:
+    namespace, starts = namespace_of(1)
+    namespace.task_succeeded(starts[0].process.key, starts[0].run)
+    status = summary(namespace, handled={}, generation=2, problem="unknown command 'nope'")
+    assert status["state"] == "error" and "unknown command 'nope'" in status["message"]
+    assert conditions_of(status)["Ready"] == ("False", "Invalid")
+    assert conditions_of(status)["Stalled"] == ("True", "Invalid")
+    assert conditions_of(status)["Valid"] == ("False", "Invalid")
+    assert "unknown command 'nope'" in status["conditions"][0]["message"]
+
+
+def test_transition_times_move_only_when_a_status_flips() -> None:
+    namespace, starts = namespace_of(2)
+    first = summary(namespace, handled={}, generation=1, problem=None)
+    old = "2020-01-01T00:00:00Z"
+    for found in first["conditions"]:
+        found["lastTransitionTime"] = old
+    again = summary(namespace, handled={}, generation=1, problem=None, previous=first["conditions"])
+    assert again == first  # the same status: the operator writes nothing
+    namespace.task_succeeded(starts[0].process.key, starts[0].run)
+    progressed = summary(
+        namespace, handled={}, generation=1, problem=None, previous=again["conditions"]
+    )
+    times = {c["type"]: c["lastTransitionTime"] for c in progressed["conditions"]}
+    assert set(times.values()) == {old}  # still running: message changed, no status flipped
+    namespace.task_succeeded(starts[1].process.key, starts[1].run)
+    done = summary(
+        namespace, handled={}, generation=1, problem=None, previous=progressed["conditions"]
+    )
+    times = {c["type"]: c["lastTransitionTime"] for c in done["conditions"]}
+    assert times["Ready"] != old and times["Reconciling"] != old
+    assert times["Failed"] == times["Valid"] == times["Stalled"] == old

@@ -28,12 +28,13 @@ from gaia.engine.states import Mode
 from gaia.engine.tasks import Task
 from gaia.errors import GaiaError, InvalidRequest, StoreError
 from gaia.kube.cluster import Cluster
+from gaia.kube.conditions import carry_transition_times, command_conditions, condition
 from gaia.kube.config import DEFAULT_IMAGE, S3Config
 from gaia.kube.jobs import JobOutcome, build_job, job_name, outcome_of
 from gaia.kube.pods import killed_command, main_exit_code
 from gaia.kube.resources import command_of, processes_of
 from gaia.kube.stalls import LoopWatch
-from gaia.kube.status import summary, valid_condition
+from gaia.kube.status import summary
 from gaia.kube.store_lanes import StoreLanes
 from gaia.kube.worker_desk import WorkerDesk
 from gaia.kube.workers import worker_task_name
@@ -55,6 +56,13 @@ class Tracked:
     handled: dict[str, Any] = field(default_factory=dict)  # trigger / expire tokens done
     problem: str | None = None  # why the current spec was rejected
     expired: dict[str, Any] = field(default_factory=dict)  # expire token -> what it expired
+    written: dict[str, Any] | None = None  # the status written last (None: none yet)
+
+    @property
+    def conditions(self) -> list[dict[str, Any]]:
+        """The conditions written last, or found on the resource (before a restart)."""
+        status = self.written or self.resource.get("status") or {}
+        return list(status.get("conditions") or [])
 
     @property
     def k8s_namespace(self) -> str:
@@ -99,6 +107,8 @@ class KubeHost(Shell):
         self.tracked: dict[str, Tracked] = {}
         self.reconciling: dict[str, asyncio.Lock] = {}  # per resource, see apply_namespace
         self.command_generations: dict[str, tuple[Any, Any]] = {}
+        # GaiaCommands refused (name -> resource, why), tried again when a command comes.
+        self.refused_commands: dict[str, tuple[dict[str, Any], str]] = {}
         # Resources whose last event failed on the store, retried by the re-check.
         self.retry: dict[str, dict[str, Any]] = {}
         self.dirty: set[str] = set()  # namespaces whose status must be written
@@ -180,7 +190,7 @@ class KubeHost(Shell):
         the resource and change nothing. Our own status writes come back as events: a
         generation already seen is skipped."""
         meta = resource["metadata"]
-        seen = (meta.get("uid"), meta.get("generation"))
+        seen = _seen(resource)
         if self.command_generations.get(meta["name"]) == seen:
             return
         self.command_generations[meta["name"]] = seen
@@ -192,8 +202,18 @@ class KubeHost(Shell):
             await self.cluster.event(resource, "StoreUnavailable", message, warning=True)
             return
         except GaiaError as exc:
-            await self._command_status(resource, str(exc))
+            known = self.refused_commands.get(meta["name"])
+            self.refused_commands[meta["name"]] = (resource, str(exc))
+            if known is None or (_seen(known[0]), known[1]) != (seen, str(exc)):
+                await self._command_status(resource, str(exc))  # news: say so, once
             return
+        self.refused_commands.pop(meta["name"], None)
+        # A composite refused for want of this command is tried again now: kustomize, Flux
+        # and Argo CD apply in name order (`cat-wc` before `wc`), not leaves first.
+        for name, (refused, _) in list(self.refused_commands.items()):
+            if name in self.refused_commands and self.refused_commands[name][0] is refused:
+                self.command_generations.pop(name, None)
+                await self.apply_command(refused)
         # A spec refused for want of this command (`kubectl apply` of both at once, the
         # namespace's event first) is tried again now, not only when it changes.
         for tracked in [t for t in self.tracked.values() if t.problem]:
@@ -203,6 +223,7 @@ class KubeHost(Shell):
 
     def forget_command(self, resource: dict[str, Any]) -> None:
         self.command_generations.pop(resource["metadata"]["name"], None)
+        self.refused_commands.pop(resource["metadata"]["name"], None)
         key = command_of(resource)["key"]
         if any(namespace.uses_command(key) for namespace in self.namespaces.values()):
             logger.warning("GaiaCommand %s deleted while processes use it; keeping it", key)
@@ -210,10 +231,10 @@ class KubeHost(Shell):
         self.registry.remove(key)
 
     async def _command_status(self, resource: dict[str, Any], problem: str | None) -> None:
-        status = {
-            "observedGeneration": resource["metadata"].get("generation"),
-            "conditions": [valid_condition(problem, "the command is valid")],
-        }
+        generation = resource["metadata"].get("generation")
+        previous = (resource.get("status") or {}).get("conditions") or []
+        found = command_conditions(problem, generation, previous)
+        status = {"observedGeneration": generation, "conditions": found}
         await self.cluster.write_command_status(resource["metadata"]["name"], status)
         if problem:
             await self.cluster.event(resource, "Invalid", problem, warning=True)
@@ -527,12 +548,22 @@ class KubeHost(Shell):
                 handled=tracked.handled,
                 generation=tracked.generation,
                 problem=tracked.problem,
+                previous=tracked.conditions,
             )
+            if status == tracked.written:
+                continue  # nothing changed: no write (transition times carry over)
             try:
                 await self.cluster.write_namespace_status(tracked.k8s_namespace, root, status)
             except GaiaError as exc:
                 logger.warning("could not write the status of %s: %s", root, exc)
                 self.dirty.add(root)
+            else:
+                tracked.written = status
+
+
+def _seen(resource: dict[str, Any]) -> tuple[Any, Any]:
+    """Which version of a resource this is: its uid and generation."""
+    return resource["metadata"].get("uid"), resource["metadata"].get("generation")
 
 
 def _staging_name(root: str, task: Task) -> str:
@@ -544,10 +575,20 @@ def _staging_name(root: str, task: Task) -> str:
 
 
 def _rejected(resource: dict[str, Any], message: str) -> dict[str, Any]:
-    """The status of a resource the operator will not run."""
+    """The status of a resource the operator will not run: not ready, and stalled."""
+    generation = resource["metadata"].get("generation")
+    previous = (resource.get("status") or {}).get("conditions") or []
+    found = [
+        condition("Ready", False, "Conflict", message, generation),
+        condition("Complete", False, "Conflict", message, generation),
+        condition("Failed", False, "NoFailure", "no process has run", generation),
+        condition("Reconciling", False, "Conflict", message, generation),
+        condition("Stalled", True, "Conflict", message, generation),
+        condition("Valid", False, "Conflict", message, generation),
+    ]
     return {
         "state": "error",
         "message": message,
-        "observedGeneration": resource["metadata"].get("generation"),
-        "conditions": [valid_condition(message, "", reason="Conflict")],
+        "observedGeneration": generation,
+        "conditions": carry_transition_times(found, previous),
     }

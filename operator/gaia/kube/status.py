@@ -7,14 +7,16 @@ HTTP API (`POST /status`) always has everything.
 
 from __future__ import annotations
 
-import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gaia.engine.namespace import Namespace
 from gaia.engine.states import TaskState
 from gaia.engine.tasks import Task
+from gaia.kube.conditions import namespace_conditions
+from gaia.wire import FlowState
 
-__all__ = ["DETAIL_LIMIT", "summary", "valid_condition"]
+__all__ = ["DETAIL_LIMIT", "summary"]
 
 DETAIL_LIMIT = 200  # processes; above it, per-key and per-task maps are left out
 LIST_LIMIT = 50  # waiting keys
@@ -24,24 +26,45 @@ LINE_CHARS = 200
 
 
 def summary(
-    namespace: Namespace, *, handled: dict[str, Any], generation: int | None, problem: str | None
+    namespace: Namespace,
+    *,
+    handled: dict[str, Any],
+    generation: int | None,
+    problem: str | None,
+    previous: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
+    """The status of the resource: its state (``error`` while its spec is refused, even if
+    the processes accepted before are complete), counts, conditions (``previous``: the
+    conditions written last, whose transition times carry over) and, when small, details."""
     counts = namespace.counts()
     counts["dataComplete"] = counts.pop("data_complete")
     counts["missing"] = counts["data"] - counts["dataComplete"]
     waiting = namespace.waiting()
     failed = sorted(key for key, task in namespace.tasks.items() if task.state is TaskState.ERROR)
     failures = [_failure(key, namespace.tasks[key]) for key in failed[:FAILURE_LIMIT]]
+    state = namespace.state()
+    progress = _message(counts, len(waiting), len(failed))
+    conditions = namespace_conditions(
+        state,
+        counts,
+        failed=failed,
+        waiting=waiting,
+        problem=problem,
+        generation=generation,
+        summary=progress,
+        previous=previous,
+    )
     status: dict[str, Any] = {
-        "state": namespace.state().value,
+        "state": FlowState.ERROR.value if problem else state.value,
         "counts": counts,
         "waiting": waiting[:LIST_LIMIT],
         "failures": failures,
-        "handled": handled,
-        "observedGeneration": generation,
-        "conditions": [valid_condition(problem, "the processes are valid")],
-        "message": problem or _message(counts, len(waiting), len(failed)),
+        "handled": dict(handled),  # a copy: the status written last is compared with it
+        "conditions": conditions,
+        "message": problem or progress,
     }
+    if generation is not None:  # written with the conditions, in the same patch
+        status["observedGeneration"] = generation
     if counts["processes"] <= DETAIL_LIMIT:
         status["data"] = {key: namespace.data_state(key).value for key in namespace.graph.data_keys}
         status["tasks"] = {
@@ -80,14 +103,3 @@ def _message(counts: dict[str, int], waiting: int, failures: int) -> str:
     if waiting:
         parts.append(f"{waiting} keys waiting")
     return "; ".join(parts)
-
-
-def valid_condition(problem: str | None, fine: str, reason: str = "Invalid") -> dict[str, Any]:
-    """The ``Valid`` condition of a resource: ``fine`` when there is no ``problem``."""
-    return {
-        "type": "Valid",
-        "status": "False" if problem else "True",
-        "reason": reason if problem else "Accepted",
-        "message": problem or fine,
-        "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
