@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,16 @@ from gaia.engine.tasks import Task
 from gaia.errors import GaiaError, InvalidRequest, StoreError
 from gaia.kube.cluster import Cluster
 from gaia.kube.config import DEFAULT_IMAGE, S3Config
-from gaia.kube.jobs import JobOutcome, build_job, job_name, outcome_of
+from gaia.kube.jobs import (
+    JobOutcome,
+    build_job,
+    controller_uid,
+    job_name,
+    outcome_of,
+    refusal,
+)
 from gaia.kube.pods import killed_command, main_exit_code
-from gaia.kube.resources import command_of, processes_of
+from gaia.kube.resources import ROOT_LABEL, command_of, processes_of
 from gaia.kube.stalls import LoopWatch
 from gaia.kube.status import summary, valid_condition
 from gaia.kube.store_lanes import StoreLanes
@@ -96,6 +103,8 @@ class KubeHost(Shell):
         self.image = image
         self.worker_image = worker_image or image
         self.worker_takes = worker_takes
+        # Look-alike Jobs already reported (namespace, name, UID): one Warning event each.
+        self.refused: set[tuple[str, str, str]] = set()
         self.tracked: dict[str, Tracked] = {}
         self.reconciling: dict[str, asyncio.Lock] = {}  # per resource, see apply_namespace
         self.command_generations: dict[str, tuple[Any, Any]] = {}
@@ -291,18 +300,18 @@ class KubeHost(Shell):
         async with self.lock(root):
             namespace = await self.restore(root, processes_of(resource))
             self.tracked[root] = tracked
-            jobs = await self.cluster.jobs(tracked.k8s_namespace, root)
-            for outcome in sorted(filter(None, map(outcome_of, jobs)), key=lambda o: o.run):
+            jobs = await self._our_jobs(tracked)
+            for outcome, job in sorted(jobs.values(), key=lambda found: found[0].run):
                 if namespace.adopt(outcome.process, outcome.run, {"job": outcome.name}):
                     self.created[outcome.name] = time.monotonic()
                     if outcome.finished:
-                        finished.append(outcome)
+                        finished.append((outcome, job))
                 else:
                     self._spawn(self._delete_job(tracked.k8s_namespace, root, outcome.name))
             halted = bool((resource.get("spec") or {}).get("halted"))
             self.carry_out(namespace, namespace.resume(Mode.HALTED if halted else Mode.ACTIVE))
-        for outcome in finished:
-            await self.job_event(outcome, None)
+        for outcome, job in finished:
+            await self.job_event(outcome, job)
         self.dirty.add(root)
         return tracked
 
@@ -366,13 +375,31 @@ class KubeHost(Shell):
 
     async def _create_now(self, name: str, manifest: dict[str, Any]) -> None:
         try:
-            await self.cluster.create_job(manifest)  # a 409 is fine: it exists
+            if not await self.cluster.create_job(manifest) and not await self._ours_in_the_way(
+                manifest
+            ):
+                return  # a look-alike holds the name: the re-check tries again
         except GaiaError as exc:  # the periodic re-check creates it again
             logger.warning("could not create Job %s: %s", name, exc)
         else:
             self.created[name] = time.monotonic()
         finally:
             self.creating.discard(name)
+
+    async def _ours_in_the_way(self, manifest: dict[str, Any]) -> bool:
+        """A Job of the manifest's name exists: ours (an earlier try went through), or
+        a look-alike made to be taken for it, which is reported and not followed."""
+        meta = manifest["metadata"]
+        existing = await self.cluster.read_job(meta["namespace"], meta["name"])
+        outcome = outcome_of(existing) if existing is not None else None
+        tracked = self.tracked.get(meta["labels"][ROOT_LABEL])
+        if existing is None or tracked is None:
+            return existing is not None  # gone meanwhile: the re-check creates it
+        if outcome is None:
+            outcome = outcome_of(manifest)
+            assert outcome is not None
+            outcome = replace(outcome, namespace=meta["namespace"])
+        return await self._trusted(tracked, outcome, existing)
 
     async def _delete_job(self, namespace: str, root: str, job: str) -> None:
         self.created.pop(job, None)
@@ -391,13 +418,17 @@ class KubeHost(Shell):
         self.pending.add(task)
         task.add_done_callback(self.pending.discard)
 
-    async def job_event(self, outcome: JobOutcome, job: dict[str, Any] | None = None) -> None:
-        """A Job changed: note its start, or carry its end into the engine (once)."""
+    async def job_event(self, outcome: JobOutcome, job: dict[str, Any]) -> None:
+        """A Job changed: note its start, or carry its end into the engine (once). Only
+        Jobs that the GaiaNamespace created are read; a look-alike is reported and left
+        alone."""
         root = outcome.root
+        tracked = self.tracked.get(root)
+        if tracked is None or not await self._trusted(tracked, outcome, job):
+            return
         async with self.lock(root):
             namespace = self.namespaces.get(root)
-            tracked = self.tracked.get(root)
-            if namespace is None or tracked is None:
+            if namespace is None or self.tracked.get(root) is not tracked:
                 return
             task = namespace.tasks.get(outcome.process)
             if task is None and namespace.adopt(
@@ -415,7 +446,7 @@ class KubeHost(Shell):
                 return  # already handled, or not ours yet
             self.created.setdefault(outcome.name, time.monotonic())  # it exists
             if task.state is TaskState.QUEUED and (
-                job is None or (job.get("status") or {}).get("active") or outcome.finished
+                (job.get("status") or {}).get("active") or outcome.finished
             ):
                 self.task_started(root, outcome.process, outcome.run, {"job": outcome.name})
         if not outcome.finished:
@@ -436,11 +467,47 @@ class KubeHost(Shell):
         elif state is TaskState.ERROR:
             self.clear_staging(root, outcome.name)  # the Job stays, for `kubectl logs`
 
+    async def _trusted(self, tracked: Tracked, outcome: JobOutcome, job: dict[str, Any]) -> bool:
+        """Whether ``job`` is one the GaiaNamespace created (jobs.refusal); a look-alike
+        gets a Warning event on the GaiaNamespace, once, and is otherwise ignored: never
+        published, deleted or taken for a task's outcome."""
+        why = refusal(job, tracked.resource)
+        if why is None:
+            return True
+        seen = (outcome.namespace, outcome.name, outcome.uid)
+        if seen not in self.refused:
+            self.refused.add(seen)
+            message = (
+                f"ignored Job {outcome.namespace}/{outcome.name}: it is labelled as run "
+                f"{outcome.run} of process {outcome.process!r} of Gaia namespace "
+                f"{tracked.root!r}, but {why}"
+            )
+            logger.warning("%s", message)
+            await self.cluster.event(tracked.resource, "ForeignJob", message, warning=True)
+        return False
+
+    async def _our_jobs(self, tracked: Tracked) -> dict[str, tuple[JobOutcome, dict[str, Any]]]:
+        """The GaiaNamespace's Jobs, by name, from one listing; look-alikes reported."""
+        found = {}
+        for job in await self.cluster.jobs(tracked.k8s_namespace, tracked.root):
+            outcome = outcome_of(job)
+            if outcome is not None and await self._trusted(tracked, outcome, job):
+                found[outcome.name] = (outcome, job)
+        return found
+
+    async def task_pod(self, tracked: Tracked, name: str) -> dict[str, Any] | None:
+        """The pod of the GaiaNamespace's Job ``name`` (for its log), if it has one."""
+        job = await self.cluster.read_job(tracked.k8s_namespace, name)
+        outcome = outcome_of(job) if job is not None else None
+        if job is None or outcome is None or not await self._trusted(tracked, outcome, job):
+            return None
+        return await self.cluster.pod_of(tracked.k8s_namespace, name, outcome.uid)
+
     async def _failure_detail(
         self, tracked: Tracked, outcome: JobOutcome
     ) -> tuple[int | None, list[str]]:
         try:
-            pod = await self.cluster.pod_of(tracked.k8s_namespace, outcome.name)
+            pod = await self.cluster.pod_of(tracked.k8s_namespace, outcome.name, outcome.uid)
         except GaiaError:
             return None, []
         if pod is None:
@@ -458,11 +525,7 @@ class KubeHost(Shell):
         if tracked is None:
             return
         listed_at = time.monotonic()
-        jobs = {
-            o.name: (o, j)
-            for j in await self.cluster.jobs(tracked.k8s_namespace, root)
-            if (o := outcome_of(j))
-        }
+        jobs = await self._our_jobs(tracked)
         namespace = self.namespaces.get(root)
         if namespace is None:
             return
@@ -471,7 +534,7 @@ class KubeHost(Shell):
             if task is not None and task.run == outcome.run and not task.state.active:
                 continue  # its outcome is recorded: nothing to do but wait for its TTL
             await self.job_event(outcome, job)
-        await self._fail_killed_commands(tracked)
+        await self._fail_killed_commands(tracked, jobs)
         async with self.lock(root):
             if self.namespaces.get(root) is not namespace:
                 return
@@ -499,7 +562,11 @@ class KubeHost(Shell):
                 start = StartTask(root, leaf, self.registry.commands[leaf.command], task.run)
                 self._create(self._manifest(start))
 
-    async def _fail_killed_commands(self, tracked: Tracked) -> None:
+    async def _fail_killed_commands(
+        self, tracked: Tracked, jobs: Mapping[str, tuple[JobOutcome, dict[str, Any]]]
+    ) -> None:
+        """On S3, fail the tasks whose command was killed; only pods made by the
+        GaiaNamespace's own Jobs (``jobs``) are read."""
         namespace = self.namespaces.get(tracked.root)
         if namespace is None or not namespace.active or self.s3 is None:
             return
@@ -507,7 +574,11 @@ class KubeHost(Shell):
             killed = killed_command(pod)
             if killed is None:
                 continue
-            outcome, reason, code = killed
+            found, reason, code = killed
+            owner = jobs.get(found.name)
+            if owner is None or controller_uid(pod) != owner[0].uid:
+                continue
+            outcome = owner[0]
             error = f"the command was killed ({reason}, exit code {code})"
             result = Outcome(ok=False, error=error, exit_code=code)
             if await self.task_finished(tracked.root, outcome.process, outcome.run, result):

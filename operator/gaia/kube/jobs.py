@@ -35,7 +35,15 @@ from gaia.kube.resources import (
 from gaia.store import STAGING
 from gaia.worker.runner import KILL_GRACE
 
-__all__ = ["JobOutcome", "build_job", "job_name", "outcome_of", "staging_dir"]
+__all__ = [
+    "JobOutcome",
+    "build_job",
+    "controller_uid",
+    "job_name",
+    "outcome_of",
+    "refusal",
+    "staging_dir",
+]
 
 MAX_NAME = 63
 # Captures standard output into the `stdout` path while still sending it to the pod log,
@@ -286,6 +294,33 @@ class JobOutcome:
     succeeded: bool
     error: str | None
     exit_code: int | None
+    namespace: str = ""  # the Job's Kubernetes namespace
+    uid: str = ""
+
+
+def controller_uid(thing: dict[str, Any]) -> str | None:
+    """The UID in an object's controller owner reference, or None if it has none."""
+    for reference in (thing.get("metadata") or {}).get("ownerReferences") or []:
+        if reference.get("controller"):
+            return str(reference.get("uid") or "")
+    return None
+
+
+def refusal(job: dict[str, Any], owner: dict[str, Any]) -> str | None:
+    """Why ``job`` is not a Job that the GaiaNamespace ``owner`` created, or None if it
+    is. Labels, annotations and names say which task a Job claims to be, and anyone who
+    may create Jobs can write them; only a Job in the resource's own Kubernetes
+    namespace whose controller is the resource itself (by UID) is read."""
+    meta, owner_meta = job.get("metadata") or {}, owner["metadata"]
+    where, home = meta.get("namespace"), owner_meta.get("namespace")
+    if where != home:
+        return f"it is in Kubernetes namespace {where!r}, not {home!r} where the GaiaNamespace is"
+    uid = controller_uid(job)
+    if uid is None:
+        return "it has no controller owner reference"
+    if uid != owner_meta.get("uid"):
+        return f"its controller's UID is {uid!r}, not the GaiaNamespace's {owner_meta.get('uid')!r}"
+    return None
 
 
 def outcome_of(job: dict[str, Any]) -> JobOutcome | None:
@@ -314,4 +349,6 @@ def outcome_of(job: dict[str, Any]) -> JobOutcome | None:
         succeeded=succeeded,
         error=error,
         exit_code=0 if succeeded else None,
+        namespace=str(meta.get("namespace") or ""),
+        uid=str(meta.get("uid") or ""),
     )
