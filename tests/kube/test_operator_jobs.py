@@ -1,11 +1,14 @@
 """The operator's Jobs against the real API server: it reads only the Jobs it created for a
-GaiaNamespace."""
+GaiaNamespace, and it keeps finished Jobs for their TTL without ever acting on them
+twice, across restarts too."""
 
 from __future__ import annotations
 
 import datetime
 import json
+import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from cluster import Cluster
 from gaia_operator import operator_world
 
 from gaia.kube.jobs import job_name
+from gaia.kube.resources import HANDLED_LABEL
 from waiting import eventually
 
 pytestmark = pytest.mark.slow  # the control plane, an operator, the fake kubelet's tasks
@@ -32,6 +36,12 @@ HALFWAY = {
     "key": "halfway",
     "image": "ubuntu",
     "command": ["sh", "-c", "echo half > /out/o; sleep 3600; echo whole > /out/o"],
+    "outputs": {"O": "/out/o"},
+}
+FAILER = {
+    "key": "failer",
+    "image": "ubuntu",
+    "command": ["sh", "-c", "echo oops >&2; exit 3"],
     "outputs": {"O": "/out/o"},
 }
 LOOK_ALIKE_MANAGER = "example.com/look-alike"  # so the Job controller leaves it alone
@@ -54,7 +64,13 @@ def make_world(cluster: Cluster, tmp_path: Path, env: dict[str, str]) -> Iterato
 
 @pytest.fixture
 def world(cluster: Cluster, crds: None, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    yield from make_world(cluster, tmp_path, {})
+    """An operator that keeps finished Jobs for 600 s (the default)."""
+    yield from make_world(cluster, tmp_path, {"GAIA_JOB_TTL_SECONDS": "600"})
+
+
+@pytest.fixture
+def short_ttl_world(cluster: Cluster, crds: None, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    yield from make_world(cluster, tmp_path, {"GAIA_JOB_TTL_SECONDS": "2"})
 
 
 def get(cluster: Cluster, *args: str) -> dict[str, Any]:
@@ -64,6 +80,22 @@ def get(cluster: Cluster, *args: str) -> dict[str, Any]:
 def our_jobs(cluster: Cluster, namespace: str, root: str) -> dict[str, dict[str, Any]]:
     found = get(cluster, "jobs", "-n", namespace, "-l", f"gaia.dev/namespace={root}")
     return {job["metadata"]["name"]: job for job in found["items"]}
+
+
+def complete(flow: Any, root: str, timeout: float = 120, state: str = "complete") -> dict[str, Any]:
+    """The namespace's status once nothing runs; it must be in ``state``."""
+    status: dict[str, Any] = eventually(
+        lambda: flow.status(root)["status"],
+        f"{root} to end",
+        timeout,
+        until=lambda status: status["state"] in ("complete", "error"),
+    )
+    assert status["state"] == state, status.get("tasks")
+    return status
+
+
+def records(status: dict[str, Any]) -> dict[str, tuple[str, int, int | None]]:
+    return {k: (t["state"], t["run"], t["exit_code"]) for k, t in status["tasks"].items()}
 
 
 def job_writes(cluster: Cluster, namespace: str, since: float) -> list[tuple[str, str, str]]:
@@ -267,3 +299,115 @@ def test_look_alike_jobs_are_refused_and_the_victims_task_goes_on(
     assert any(f"{elsewhere}/{real_name}" in w and "Kubernetes namespace" in w for w in warnings)
     assert any(f"{ns}/{beside_name}" in w and "controller's UID" in w for w in warnings)
     assert any(f"{ns}/{squat_name}" in w and "controller's UID" in w for w in warnings)
+
+
+# -- finished Jobs kept for their TTL -------------------------------------------------
+
+
+def test_finished_jobs_stay_until_their_ttl_and_no_task_runs_twice(
+    cluster: Cluster, short_ttl_world: dict[str, Any]
+) -> None:
+    """With a TTL of 2 s the operator marks each finished Job handled and sets its TTL;
+    the ttl-after-finished controller, not the operator, deletes it afterwards."""
+    world = short_ttl_world
+    flow, ns, store = world["client"], world["namespace"], world["store"]
+    flow.command([ECHO])
+    began = time.time()
+    values = ["a", "b", "c"]
+    fan = {"key": "e", "command": "echo", "vars": {"V": values}, "outputs": {"O": "o/{{V}}"}}
+    flow.merge("brief", [fan])
+    status = complete(flow, "brief")
+    expected = {job_name("brief", f"e-{value}", 1) for value in values}
+    assert {t["handle"]["job"] for t in status["tasks"].values()} == expected
+    assert {v: (store / "brief" / "o" / v).read_text() for v in values} == {
+        v: f"{v}\n" for v in values
+    }
+    eventually(
+        lambda: our_jobs(cluster, ns, "brief"),
+        "the TTL to take the Jobs",
+        60,
+        until=lambda j: not j,
+    )
+
+    writes = job_writes(cluster, ns, began)
+    by_operator = Counter((v, n) for v, n, agent in writes if "kube-controller" not in agent)
+    assert by_operator == Counter(
+        {(verb, name): 1 for name in expected for verb in ("create", "patch")}
+    ), writes  # each Job made once and marked handled once; the operator deleted none
+    deleted = Counter(n for v, n, agent in writes if v == "delete" and "ttl-after" in agent)
+    assert deleted == Counter(dict.fromkeys(expected, 1)), writes
+    ran = Counter(pod[1].rsplit("-", 1)[0] for pod in world["kubelet"].ended())
+    assert ran == Counter(dict.fromkeys(expected, 1))  # each task's pod ran once
+    assert {t["run"] for t in flow.status("brief")["status"]["tasks"].values()} == {1}
+
+
+def test_a_restart_with_kept_jobs_changes_nothing(cluster: Cluster, world: dict[str, Any]) -> None:
+    """Finished Jobs kept for their TTL are recorded runs: a restarted operator neither
+    publishes them again nor starts a task again, and later runs take new names."""
+    flow, ns, store, operator = (
+        world["client"], world["namespace"], world["store"], world["operator"]
+    )  # fmt: skip
+    flow.command([ECHO])
+    fan = {"key": "e", "command": "echo", "vars": {"V": ["a", "b"]}, "outputs": {"O": "o/{{V}}"}}
+    flow.merge("kept", [fan])
+    before = records(complete(flow, "kept"))
+    assert before == {"e-a": ("complete", 1, 0), "e-b": ("complete", 1, 0)}
+    flow.command([FAILER])
+    flow.merge("keptbad", [{"key": "bad", "command": "failer", "outputs": {"O": "never"}}])
+    failed = complete(flow, "keptbad", state="error")["tasks"]["bad"]
+    assert (failed["run"], failed["exit_code"]) == (1, 3)
+
+    def all_handled() -> dict[str, dict[str, Any]]:
+        found = our_jobs(cluster, ns, "kept")
+        return (
+            found if all(HANDLED_LABEL in j["metadata"]["labels"] for j in found.values()) else {}
+        )
+
+    kept = eventually(all_handled, "both Jobs marked handled", until=lambda found: len(found) == 2)
+    bad_job = job_name("keptbad", "bad", 1)
+    eventually(
+        lambda: our_jobs(cluster, ns, "keptbad").get(bad_job, {}).get("metadata", {}),
+        "the failed Job marked handled",
+        until=lambda meta: HANDLED_LABEL in meta.get("labels", {}),
+    )
+    assert set(kept) == {job_name("kept", "e-a", 1), job_name("kept", "e-b", 1)}
+    for job in kept.values():  # still there, for `kubectl logs`, until the TTL
+        assert job["spec"]["ttlSecondsAfterFinished"] == 600
+        assert any(c["type"] == "Complete" for c in job["status"]["conditions"])
+    outputs = {p: (p.read_text(), p.stat().st_ino, p.stat().st_mtime_ns) for p in (
+        store / "kept" / "o" / "a", store / "kept" / "o" / "b")}  # fmt: skip
+
+    operator.stop(signal.SIGKILL)
+    restarted = time.time()
+    operator.start()
+    settled(cluster, ns, restarted)
+    assert records(complete(flow, "kept")) == before  # the kept Jobs' records
+    # A failure stays one (retried only by a trigger), with its exit code and log.
+    after_bad = complete(flow, "keptbad", state="error")["tasks"]["bad"]
+    assert {k: after_bad[k] for k in ("run", "exit_code", "error", "log_tail")} == {
+        k: failed[k] for k in ("run", "exit_code", "error", "log_tail")
+    }
+    assert job_writes(cluster, ns, restarted) == []  # nothing created, patched, deleted
+    after = our_jobs(cluster, ns, "kept")
+    assert {n: j["metadata"]["resourceVersion"] for n, j in after.items()} == {
+        n: j["metadata"]["resourceVersion"] for n, j in kept.items()
+    }
+    assert {p: (p.read_text(), p.stat().st_ino, p.stat().st_mtime_ns) for p in outputs} == outputs
+
+    # A result removed by hand is computed again by a trigger: as run 2, in a Job of
+    # its own, never by taking the kept Job of run 1 for it.
+    (store / "kept" / "o" / "a").unlink()
+    flow.trigger("kept")
+    status = complete(flow, "kept")
+    assert status["tasks"]["e-a"]["run"] == 2 and status["tasks"]["e-b"]["run"] == 1
+    assert (store / "kept" / "o" / "a").read_text() == "a\n"
+    assert job_name("kept", "e-a", 2) in our_jobs(cluster, ns, "kept")
+    ran = Counter(pod[1].rsplit("-", 1)[0] for pod in world["kubelet"].ended())
+    assert ran == Counter(
+        {
+            job_name("kept", "e-a", 1): 1,
+            job_name("kept", "e-b", 1): 1,
+            job_name("kept", "e-a", 2): 1,
+            bad_job: 1,
+        }
+    )

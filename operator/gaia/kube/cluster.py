@@ -162,6 +162,18 @@ class Cluster:
             propagation_policy="Background",
         )
 
+    async def mark_job(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """A merge patch of a Job (a label, its TTL); a Job already gone is no error."""
+        await self.write_limit.wait()
+        await self._tolerant(
+            404,
+            self.batch.patch_namespaced_job,
+            name,
+            namespace,
+            patch,
+            _content_type=MERGE_PATCH,
+        )
+
     async def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A Job, or None if there is none of that name."""
         try:

@@ -28,13 +28,15 @@ from gaia.engine.states import Mode
 from gaia.engine.tasks import Task
 from gaia.errors import GaiaError, InvalidRequest, StoreError
 from gaia.kube.cluster import Cluster
-from gaia.kube.config import DEFAULT_IMAGE, S3Config
+from gaia.kube.config import DEFAULT_IMAGE, DEFAULT_JOB_TTL, S3Config
 from gaia.kube.jobs import (
     JobOutcome,
     build_job,
     controller_uid,
+    handled_patch,
     job_name,
     outcome_of,
+    recorded_task,
     refusal,
 )
 from gaia.kube.pods import killed_command, main_exit_code
@@ -85,12 +87,16 @@ class KubeHost(Shell):
         worker_image: str | None = None,
         worker_takes: str = "image",
         limits: Limits = DEFAULT_LIMITS,
+        job_ttl: int = DEFAULT_JOB_TTL,
     ) -> None:
         """``store`` defaults to the shared volume mounted at ``store_path`` (task pods
         mount ``claim``); with ``s3`` set, ``store`` is that bucket and task pods copy
         their data in and out with ``image``'s ``gaia task`` (see jobs.py). Workers run
         ``worker_image`` (default ``image``) and take the tasks whose command has that
-        image, or every task with ``worker_takes="all"``."""
+        image, or every task with ``worker_takes="all"``. A finished Job whose outcome is
+        recorded is kept ``job_ttl`` seconds (its ``ttlSecondsAfterFinished``); with 0 a
+        succeeded one is deleted at once and a failed one kept until its process runs
+        again."""
         # Ids seeded from the clock (microseconds) keep growing across operator restarts,
         # so a client resuming with ``since`` after a restart misses nothing newer.
         self.history = EventHistory()
@@ -103,6 +109,7 @@ class KubeHost(Shell):
         self.image = image
         self.worker_image = worker_image or image
         self.worker_takes = worker_takes
+        self.job_ttl = job_ttl
         # Look-alike Jobs already reported (namespace, name, UID): one Warning event each.
         self.refused: set[tuple[str, str, str]] = set()
         self.tracked: dict[str, Tracked] = {}
@@ -301,7 +308,24 @@ class KubeHost(Shell):
             namespace = await self.restore(root, processes_of(resource))
             self.tracked[root] = tracked
             jobs = await self._our_jobs(tracked)
-            for outcome, job in sorted(jobs.values(), key=lambda found: found[0].run):
+            # Handled Jobs, kept for their TTL, are recorded runs: never adopted nor
+            # carried in again, and no later run may take their names; the latest one
+            # of a process is its task record (a failure stays a failure).
+            live = [(o, j) for o, j in jobs.values() if not o.handled]
+            newest_live = {o.process: o.run for o, _ in sorted(live, key=lambda f: f[0].run)}
+            runs: dict[str, int] = {}
+            records: dict[str, Task] = {}
+            for outcome, job in jobs.values():
+                if not outcome.handled:
+                    continue
+                runs[outcome.process] = max(runs.get(outcome.process, 0), outcome.run)
+                known = records.get(outcome.process)
+                if outcome.run > newest_live.get(outcome.process, 0) and (
+                    known is None or known.run < outcome.run
+                ):
+                    records[outcome.process] = recorded_task(job, outcome)
+            namespace.restore_tasks(records.values(), runs)
+            for outcome, job in sorted(live, key=lambda found: found[0].run):
                 if namespace.adopt(outcome.process, outcome.run, {"job": outcome.name}):
                     self.created[outcome.name] = time.monotonic()
                     if outcome.finished:
@@ -431,6 +455,12 @@ class KubeHost(Shell):
             if namespace is None or self.tracked.get(root) is not tracked:
                 return
             task = namespace.tasks.get(outcome.process)
+            if outcome.handled:  # recorded already; it waits for its TTL
+                if outcome.process not in namespace.graph.processes or (
+                    task is not None and task.run > outcome.run
+                ):  # superseded: it goes now, as a running one would
+                    self._spawn(self._delete_job(tracked.k8s_namespace, root, outcome.name))
+                return
             if task is None and namespace.adopt(
                 outcome.process, outcome.run, {"job": outcome.name}
             ):
@@ -462,10 +492,27 @@ class KubeHost(Shell):
         state = await self.task_finished(root, outcome.process, outcome.run, result)
         if state is not None:
             self.created.pop(outcome.name, None)  # its outcome is recorded
-        if state is TaskState.COMPLETE:
-            self._spawn(self._delete_job(tracked.k8s_namespace, root, outcome.name))
-        elif state is TaskState.ERROR:
-            self.clear_staging(root, outcome.name)  # the Job stays, for `kubectl logs`
+            task = self.namespaces[root].tasks[outcome.process]
+            self._spawn(self._handled(tracked, outcome.name, task))
+
+    async def _handled(self, tracked: Tracked, name: str, task: Task) -> None:
+        """A Job's outcome is recorded: say so on the Job, so that nothing (the re-check,
+        its events, a restarted operator) acts on it again, and let Kubernetes delete it
+        after the TTL; the TTL is set only now, so a Job is never deleted before its end
+        was carried in, however long the operator was away. With a TTL of 0 a succeeded
+        Job is deleted at once, a failed one is kept (for `kubectl logs`) until its
+        process runs again."""
+        root = tracked.root
+        if task.state is TaskState.COMPLETE and not self.job_ttl:
+            await self._delete_job(tracked.k8s_namespace, root, name)
+            return
+        try:
+            await self.cluster.mark_job(
+                tracked.k8s_namespace, name, handled_patch(task, self.job_ttl)
+            )
+        except GaiaError as exc:  # the re-check finds it finished and recorded again
+            logger.warning("could not mark Job %s handled: %s", name, exc)
+        self.clear_staging(root, name)  # published, or failed: nothing in it is wanted
 
     async def _trusted(self, tracked: Tracked, outcome: JobOutcome, job: dict[str, Any]) -> bool:
         """Whether ``job`` is one the GaiaNamespace created (jobs.refusal); a look-alike
@@ -533,6 +580,8 @@ class KubeHost(Shell):
             task = namespace.tasks.get(outcome.process)
             if task is not None and task.run == outcome.run and not task.state.active:
                 continue  # its outcome is recorded: nothing to do but wait for its TTL
+            if outcome.handled and (task is None or task.run == outcome.run):
+                continue  # likewise, recorded before a restart
             await self.job_event(outcome, job)
         await self._fail_killed_commands(tracked, jobs)
         async with self.lock(root):
@@ -576,7 +625,7 @@ class KubeHost(Shell):
                 continue
             found, reason, code = killed
             owner = jobs.get(found.name)
-            if owner is None or controller_uid(pod) != owner[0].uid:
+            if owner is None or owner[0].handled or controller_uid(pod) != owner[0].uid:
                 continue
             outcome = owner[0]
             error = f"the command was killed ({reason}, exit code {code})"

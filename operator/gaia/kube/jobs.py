@@ -16,6 +16,7 @@ command exited 0. The operator publishes from there just as from the volume.
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 import re
 from dataclasses import dataclass
@@ -23,24 +24,30 @@ from typing import Any
 
 from gaia.engine.instructions import StartTask
 from gaia.engine.keys import render
+from gaia.engine.tasks import Task
 from gaia.errors import TaskFailed
 from gaia.kube.config import DEFAULT_IMAGE, S3Config
 from gaia.kube.resources import (
+    HANDLED_LABEL,
     MANAGED_BY,
+    OUTCOME_ANNOTATION,
     PROCESS_ANNOTATION,
     PROCESS_LABEL,
     ROOT_LABEL,
     RUN_LABEL,
 )
 from gaia.store import STAGING
+from gaia.wire import TaskState
 from gaia.worker.runner import KILL_GRACE
 
 __all__ = [
     "JobOutcome",
     "build_job",
     "controller_uid",
+    "handled_patch",
     "job_name",
     "outcome_of",
+    "recorded_task",
     "refusal",
     "staging_dir",
 ]
@@ -296,6 +303,7 @@ class JobOutcome:
     exit_code: int | None
     namespace: str = ""  # the Job's Kubernetes namespace
     uid: str = ""
+    handled: bool = False  # the operator recorded its outcome (HANDLED_LABEL)
 
 
 def controller_uid(thing: dict[str, Any]) -> str | None:
@@ -351,4 +359,53 @@ def outcome_of(job: dict[str, Any]) -> JobOutcome | None:
         exit_code=0 if succeeded else None,
         namespace=str(meta.get("namespace") or ""),
         uid=str(meta.get("uid") or ""),
+        handled=HANDLED_LABEL in labels,
+    )
+
+
+def handled_patch(task: Task, ttl: int) -> dict[str, Any]:
+    """The merge patch that marks a Job's outcome recorded: the label, the task's record
+    (for a restart) and, with ``ttl``, the TTL after which Kubernetes deletes it."""
+    record = {
+        "state": task.state.value,
+        "started": task.started,
+        "ended": task.ended,
+        "exit_code": task.exit_code,
+        "error": (task.error or "")[:2000] or None,
+        "log_tail": [line[:500] for line in task.log_tail[-20:]],
+    }
+    patch: dict[str, Any] = {
+        "metadata": {
+            "labels": {HANDLED_LABEL: "true"},
+            "annotations": {OUTCOME_ANNOTATION: json.dumps(record)},
+        }
+    }
+    if ttl:
+        patch["spec"] = {"ttlSecondsAfterFinished": ttl}
+    return patch
+
+
+def recorded_task(job: dict[str, Any], outcome: JobOutcome) -> Task:
+    """The task record of a handled Job, as :func:`handled_patch` left it (or, without
+    one, as its conditions say)."""
+    raw = ((job.get("metadata") or {}).get("annotations") or {}).get(OUTCOME_ANNOTATION)
+    try:
+        record = json.loads(raw) if raw else {}
+        state = TaskState(str(record.get("state")))
+    except (ValueError, TypeError, AttributeError):
+        record = {}
+        state = TaskState.COMPLETE if outcome.succeeded else TaskState.ERROR
+    if state.active:  # never recorded as such; an odd annotation is not a running task
+        state = TaskState.ERROR
+    error = record.get("error") or (None if state is TaskState.COMPLETE else outcome.error)
+    return Task(
+        outcome.process,
+        outcome.run,
+        state,
+        started=record.get("started"),
+        ended=record.get("ended"),
+        exit_code=record.get("exit_code"),
+        handle={"job": outcome.name},
+        error=error,
+        log_tail=tuple(str(line) for line in record.get("log_tail") or ()),
     )
