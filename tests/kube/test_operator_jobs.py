@@ -411,3 +411,28 @@ def test_a_restart_with_kept_jobs_changes_nothing(cluster: Cluster, world: dict[
             bad_job: 1,
         }
     )
+
+
+@pytest.fixture
+def no_ttl_world(cluster: Cluster, crds: None, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    yield from make_world(cluster, tmp_path, {"GAIA_JOB_TTL_SECONDS": "0"})
+
+
+def test_a_ttl_of_0_deletes_succeeded_jobs_at_once_as_before(
+    cluster: Cluster, no_ttl_world: dict[str, Any]
+) -> None:
+    world = no_ttl_world
+    flow, ns = world["client"], world["namespace"]
+    flow.command([ECHO, FAILER])
+    began = time.time()
+    flow.merge("gone", [{"key": "e", "command": "echo", "outputs": {"O": "o"}}])
+    flow.merge("stays", [{"key": "bad", "command": "failer", "outputs": {"O": "never"}}])
+    complete(flow, "gone")
+    complete(flow, "stays", state="error")
+    eventually(lambda: our_jobs(cluster, ns, "gone"), "the Job to go", until=lambda j: not j)
+    deleters = {agent for verb, name, agent in job_writes(cluster, ns, began) if verb == "delete"}
+    assert deleters and not any("kube-controller" in agent for agent in deleters), deleters
+    # The failed one stays for `kubectl logs`, unmarked, without a TTL, until a new run.
+    (failed,) = our_jobs(cluster, ns, "stays").values()
+    assert HANDLED_LABEL not in failed["metadata"]["labels"]
+    assert "ttlSecondsAfterFinished" not in failed["spec"]

@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from gaia.errors import GaiaError, InvalidRequest, NotFound, Unavailable
 from gaia.kube.jobs import controller_uid
-from gaia.kube.resources import COMMANDS, GROUP, NAMESPACES, ROOT_LABEL, VERSION
+from gaia.kube.resources import COMMANDS, GROUP, HANDLED_LABEL, NAMESPACES, ROOT_LABEL, VERSION
 
 __all__ = ["Cluster", "RateLimit", "translated"]
 
@@ -182,10 +182,11 @@ class Cluster:
             return None
         return cast(dict[str, Any], self.api.sanitize_for_serialization(job))
 
-    async def jobs(self, namespace: str, root: str) -> list[dict[str, Any]]:
-        return await self.items(
-            self.batch.list_namespaced_job, namespace, label_selector=f"{ROOT_LABEL}={root}"
-        )
+    async def jobs(self, namespace: str, root: str, handled: bool = True) -> list[dict[str, Any]]:
+        """The Jobs labelled for Gaia namespace ``root``; without ``handled``, only those
+        whose outcome the operator has not recorded yet."""
+        selector = f"{ROOT_LABEL}={root}" if handled else f"{ROOT_LABEL}={root},!{HANDLED_LABEL}"
+        return await self.items(self.batch.list_namespaced_job, namespace, label_selector=selector)
 
     async def pod_of(self, namespace: str, job: str, uid: str) -> dict[str, Any] | None:
         """The latest pod that the Job ``job`` (of UID ``uid``) made: a pod that only

@@ -455,11 +455,7 @@ class KubeHost(Shell):
             if namespace is None or self.tracked.get(root) is not tracked:
                 return
             task = namespace.tasks.get(outcome.process)
-            if outcome.handled:  # recorded already; it waits for its TTL
-                if outcome.process not in namespace.graph.processes or (
-                    task is not None and task.run > outcome.run
-                ):  # superseded: it goes now, as a running one would
-                    self._spawn(self._delete_job(tracked.k8s_namespace, root, outcome.name))
+            if outcome.handled:  # recorded already: Kubernetes deletes it after its TTL
                 return
             if task is None and namespace.adopt(
                 outcome.process, outcome.run, {"job": outcome.name}
@@ -499,12 +495,15 @@ class KubeHost(Shell):
         """A Job's outcome is recorded: say so on the Job, so that nothing (the re-check,
         its events, a restarted operator) acts on it again, and let Kubernetes delete it
         after the TTL; the TTL is set only now, so a Job is never deleted before its end
-        was carried in, however long the operator was away. With a TTL of 0 a succeeded
-        Job is deleted at once, a failed one is kept (for `kubectl logs`) until its
-        process runs again."""
+        was carried in, however long the operator was away. With a TTL of 0, as before
+        TTLs: a succeeded Job is deleted at once, a failed one is kept (for `kubectl
+        logs`) until its process runs again, unmarked, so that the re-check finds it."""
         root = tracked.root
-        if task.state is TaskState.COMPLETE and not self.job_ttl:
-            await self._delete_job(tracked.k8s_namespace, root, name)
+        if not self.job_ttl:
+            if task.state is TaskState.COMPLETE:
+                await self._delete_job(tracked.k8s_namespace, root, name)
+            else:
+                self.clear_staging(root, name)
             return
         try:
             await self.cluster.mark_job(
@@ -533,10 +532,15 @@ class KubeHost(Shell):
             await self.cluster.event(tracked.resource, "ForeignJob", message, warning=True)
         return False
 
-    async def _our_jobs(self, tracked: Tracked) -> dict[str, tuple[JobOutcome, dict[str, Any]]]:
-        """The GaiaNamespace's Jobs, by name, from one listing; look-alikes reported."""
+    async def _our_jobs(
+        self, tracked: Tracked, handled: bool = True
+    ) -> dict[str, tuple[JobOutcome, dict[str, Any]]]:
+        """The GaiaNamespace's Jobs, by name, from one listing; look-alikes reported.
+        Without ``handled``, the Jobs kept for their TTL are left out of the listing (the
+        re-check has nothing to do with them, and there may be thousands)."""
         found = {}
-        for job in await self.cluster.jobs(tracked.k8s_namespace, tracked.root):
+        listing = await self.cluster.jobs(tracked.k8s_namespace, tracked.root, handled)
+        for job in listing:
             outcome = outcome_of(job)
             if outcome is not None and await self._trusted(tracked, outcome, job):
                 found[outcome.name] = (outcome, job)
@@ -572,7 +576,7 @@ class KubeHost(Shell):
         if tracked is None:
             return
         listed_at = time.monotonic()
-        jobs = await self._our_jobs(tracked)
+        jobs = await self._our_jobs(tracked, handled=False)
         namespace = self.namespaces.get(root)
         if namespace is None:
             return
@@ -580,8 +584,6 @@ class KubeHost(Shell):
             task = namespace.tasks.get(outcome.process)
             if task is not None and task.run == outcome.run and not task.state.active:
                 continue  # its outcome is recorded: nothing to do but wait for its TTL
-            if outcome.handled and (task is None or task.run == outcome.run):
-                continue  # likewise, recorded before a restart
             await self.job_event(outcome, job)
         await self._fail_killed_commands(tracked, jobs)
         async with self.lock(root):
