@@ -402,7 +402,7 @@ EOF
     start kube-controller-manager "$KUBE_CONTROLLER_MANAGER" --kubeconfig="$D/kubeconfig" \
         --authentication-kubeconfig="$D/kubeconfig" --authorization-kubeconfig="$D/kubeconfig" \
         --authentication-skip-lookup=true --leader-elect=false --use-service-account-credentials=false \
-        --controllers=job,deployment,replicaset,serviceaccount,garbagecollector,namespace,nodelifecycle,podgc,persistentvolume-binder,pvc-protection,pv-protection,root-ca-cert-publisher \
+        --controllers=job,deployment,replicaset,serviceaccount,garbagecollector,ttl-after-finished,namespace,nodelifecycle,podgc,persistentvolume-binder,pvc-protection,pv-protection,root-ca-cert-publisher \
         --root-ca-file="$pki/ca.crt" --service-cluster-ip-range="$SERVICE_CIDR" \
         --bind-address=127.0.0.1 --secure-port=10257 --cert-dir="$D/kcm-certs" --profiling=false --v=1
     start kube-scheduler "$KUBE_SCHEDULER" --kubeconfig="$D/kubeconfig" \

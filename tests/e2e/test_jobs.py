@@ -73,9 +73,13 @@ def test_the_triangle_runs_as_real_containers_on_the_claim(
         str(len(both.split())),
         str(len(both.encode())),
     ]
-    # Each task was a pod the kubelet started, and its Job went once published.
+    # Each task was a pod the kubelet started; its Job stays, marked handled, for its TTL
+    # (the chart's operator.jobTTLSeconds, 600 s), for `kubectl logs`.
     assert len(started_pods(node, "gaia-triangle-")) == 10
-    assert jobs(node, "triangle") == []
+    kept = jobs(node, "triangle")
+    assert len(kept) == 10
+    assert all(job["metadata"]["labels"].get("gaia.dev/handled") == "true" for job in kept)
+    assert {job["spec"].get("ttlSecondsAfterFinished") for job in kept} == {600}
     # A person reads the results the same way they put the sources there.
     out = node.kubectl("exec", "-n", NAMESPACE, pod, "--", "cat", "/data/triangle/hello/snake")
     assert out.stdout == "hello snake world\n"

@@ -51,4 +51,7 @@ def test_upgrade_and_uninstall_keep_the_claim_and_its_data(
     assert node.get("pvc", "gaia-data", "-n", NAMESPACE)["metadata"]["uid"] == claim
     wait_state(node, "kept", ["complete"])
     assert result.read_text() == written
-    assert node.get("jobs", "-n", NAMESPACE, "-l", "gaia.dev/namespace=kept")["items"] == []
+    # The one Job there is the first run's, kept for its TTL and marked handled.
+    (job,) = node.get("jobs", "-n", NAMESPACE, "-l", "gaia.dev/namespace=kept")["items"]
+    assert job["metadata"]["labels"]["gaia.dev/run"] == "1"
+    assert job["metadata"]["labels"].get("gaia.dev/handled") == "true"

@@ -5,7 +5,7 @@
 The binaries are the ones `make components` builds (tests/components/build.sh); their paths
 are in `.cache/components/components.env`. The flags are those of tests/components/smoke.sh.
 There is no kubelet: the controller-manager runs the real Job, Deployment, ReplicaSet,
-ServiceAccount and garbage collector controllers, and a test that needs a Pod to finish
+ServiceAccount, garbage collector and ttl-after-finished controllers, and a test that needs a Pod to finish
 plays the kubelet itself.
 
 Everything lives in one temporary directory (certificates, etcd data, kubeconfig and one log
@@ -514,7 +514,8 @@ current-context: gaia-test
                 f"--authentication-kubeconfig={kubeconfig}",
                 f"--authorization-kubeconfig={kubeconfig}",
                 "--authentication-skip-lookup=true",
-                "--controllers=job,deployment,replicaset,serviceaccount,garbagecollector",
+                "--controllers=job,deployment,replicaset,serviceaccount,garbagecollector,"
+                "ttl-after-finished",
                 "--use-service-account-credentials=false",
                 "--leader-elect=false",
                 # Each Job costs its controllers about five requests: the default of 20

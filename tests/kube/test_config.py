@@ -18,6 +18,7 @@ VARIABLES = (
     "GAIA_STORE",
     "GAIA_WORKER_SERVICE_ACCOUNT",
     "GAIA_WATCH_NAMESPACE",
+    "GAIA_JOB_TTL_SECONDS",
 )
 
 
@@ -53,6 +54,16 @@ def test_a_bad_setting_is_refused_naming_the_variable(env: Any, name: str, value
     env.setenv(name, value)
     with pytest.raises(InvalidRequest, match=f"{name}={value!r}: use one of"):
         OperatorConfig.from_env()
+
+
+def test_finished_jobs_are_kept_ten_minutes_unless_told_otherwise(env: Any) -> None:
+    assert OperatorConfig.from_env().job_ttl == 600
+    env.setenv("GAIA_JOB_TTL_SECONDS", "0")  # a succeeded Job goes at once
+    assert OperatorConfig.from_env().job_ttl == 0
+    for bad in ("-1", "1.5", "soon"):
+        env.setenv("GAIA_JOB_TTL_SECONDS", bad)
+        with pytest.raises(InvalidRequest, match=f"GAIA_JOB_TTL_SECONDS={bad!r}"):
+            OperatorConfig.from_env()
 
 
 @pytest.mark.parametrize(

@@ -225,7 +225,7 @@ class KubeApi:
         if task is None:
             return {"root": tracked.root, "process": process, "run": None, "log": ""}
         job = task.handle.get("job")
-        pod = await self.host.cluster.pod_of(tracked.k8s_namespace, job) if job else None
+        pod = await self.host.task_pod(tracked, str(job)) if job else None
         lines = []
         if pod is not None:
             lines = await self.host.cluster.pod_log_tail(

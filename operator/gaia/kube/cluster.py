@@ -23,7 +23,8 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from gaia.errors import GaiaError, InvalidRequest, NotFound, Unavailable
-from gaia.kube.resources import COMMANDS, GROUP, NAMESPACES, ROOT_LABEL, VERSION
+from gaia.kube.jobs import controller_uid
+from gaia.kube.resources import COMMANDS, GROUP, HANDLED_LABEL, NAMESPACES, ROOT_LABEL, VERSION
 
 __all__ = ["Cluster", "RateLimit", "translated"]
 
@@ -161,18 +162,42 @@ class Cluster:
             propagation_policy="Background",
         )
 
-    async def jobs(self, namespace: str, root: str) -> list[dict[str, Any]]:
-        return await self.items(
-            self.batch.list_namespaced_job, namespace, label_selector=f"{ROOT_LABEL}={root}"
+    async def mark_job(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """A merge patch of a Job (a label, its TTL); a Job already gone is no error."""
+        await self.write_limit.wait()
+        await self._tolerant(
+            404,
+            self.batch.patch_namespaced_job,
+            name,
+            namespace,
+            patch,
+            _content_type=MERGE_PATCH,
         )
 
-    async def pod_of(self, namespace: str, job: str) -> dict[str, Any] | None:
+    async def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Job, or None if there is none of that name."""
+        try:
+            job = await self.call(self.batch.read_namespaced_job, name, namespace)
+        except NotFound:
+            return None
+        return cast(dict[str, Any], self.api.sanitize_for_serialization(job))
+
+    async def jobs(self, namespace: str, root: str, handled: bool = True) -> list[dict[str, Any]]:
+        """The Jobs labelled for Gaia namespace ``root``; without ``handled``, only those
+        whose outcome the operator has not recorded yet."""
+        selector = f"{ROOT_LABEL}={root}" if handled else f"{ROOT_LABEL}={root},!{HANDLED_LABEL}"
+        return await self.items(self.batch.list_namespaced_job, namespace, label_selector=selector)
+
+    async def pod_of(self, namespace: str, job: str, uid: str) -> dict[str, Any] | None:
+        """The latest pod that the Job ``job`` (of UID ``uid``) made: a pod that only
+        carries its name in a label is not one."""
         items = await self.items(
             self.core.list_namespaced_pod,
             namespace,
             label_selector=f"batch.kubernetes.io/job-name={job}",
         )
-        return items[-1] if items else None
+        owned = [pod for pod in items if uid and controller_uid(pod) == uid]
+        return owned[-1] if owned else None
 
     async def pods(self, namespace: str, root: str) -> list[dict[str, Any]]:
         return await self.items(

@@ -10,11 +10,15 @@ from gaia.engine.limits import DEFAULT_LIMITS, Limits
 from gaia.errors import InvalidRequest
 from gaia.wire import DEFAULT_PORT, DEFAULT_TOPICS
 
-__all__ = ["DEFAULT_IMAGE", "OperatorConfig", "S3Config"]
+__all__ = ["DEFAULT_IMAGE", "DEFAULT_JOB_TTL", "OperatorConfig", "S3Config"]
 
 STORES = ("pvc", "s3")
 WORKER_TAKES = ("image", "all")
 DEFAULT_IMAGE = "gaia:0.1.0"
+# Finished Jobs are kept this long (docs/kubernetes.md, "Job lifetime"): at the peak of
+# ~40 Job creations a second that is at most 24,000 finished Jobs (and their pods) in
+# etcd, however many tasks a namespace has.
+DEFAULT_JOB_TTL = 600
 
 
 def _number(name: str, default: float) -> float:
@@ -25,6 +29,16 @@ def _number(name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise InvalidRequest(f"{name}={raw!r} is not a number") from None
+
+
+def _seconds(name: str, default: int) -> int:
+    """A whole number of seconds, 0 or more."""
+    value = _number(name, default)
+    if value < 0 or value != int(value):
+        raise InvalidRequest(
+            f"{name}={os.environ[name]!r}: use a whole number of seconds, 0 or more"
+        )
+    return int(value)
 
 
 def _choice(name: str, choices: tuple[str, ...]) -> str:
@@ -81,6 +95,9 @@ class OperatorConfig:
     # GAIA_STATUS_SECONDS: at most one status write per namespace per interval
     status_seconds: float
     jobs_per_second: float  # GAIA_JOBS_PER_SECOND: Job creations per second, cluster-wide
+    # GAIA_JOB_TTL_SECONDS: how long a finished Job is kept once its outcome is recorded
+    # (its ttlSecondsAfterFinished); 0 deletes a succeeded one at once
+    job_ttl: int = DEFAULT_JOB_TTL
     store: str = "pvc"  # GAIA_STORE: "pvc" (the shared volume) or "s3" (an object store)
     s3: S3Config | None = None  # the object store, when store is "s3"
     image: str = DEFAULT_IMAGE  # GAIA_IMAGE: the Gaia image of the S3 pods' helpers
@@ -120,6 +137,7 @@ class OperatorConfig:
             recheck_seconds=_number("GAIA_RECHECK_SECONDS", 10.0),
             status_seconds=_number("GAIA_STATUS_SECONDS", 1.0),
             jobs_per_second=_number("GAIA_JOBS_PER_SECOND", 20.0),
+            job_ttl=_seconds("GAIA_JOB_TTL_SECONDS", DEFAULT_JOB_TTL),
             store=store,
             s3=S3Config.from_env() if store == "s3" else None,
             image=os.environ.get("GAIA_IMAGE") or DEFAULT_IMAGE,

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,19 @@ from gaia.engine.tasks import Task
 from gaia.errors import GaiaError, InvalidRequest, StoreError
 from gaia.kube.cluster import Cluster
 from gaia.kube.conditions import carry_transition_times, command_conditions, condition
-from gaia.kube.config import DEFAULT_IMAGE, S3Config
-from gaia.kube.jobs import JobOutcome, build_job, job_name, outcome_of
+from gaia.kube.config import DEFAULT_IMAGE, DEFAULT_JOB_TTL, S3Config
+from gaia.kube.jobs import (
+    JobOutcome,
+    build_job,
+    controller_uid,
+    handled_patch,
+    job_name,
+    outcome_of,
+    recorded_task,
+    refusal,
+)
 from gaia.kube.pods import killed_command, main_exit_code
-from gaia.kube.resources import command_of, processes_of
+from gaia.kube.resources import ROOT_LABEL, command_of, processes_of
 from gaia.kube.stalls import LoopWatch
 from gaia.kube.status import summary
 from gaia.kube.store_lanes import StoreLanes
@@ -86,12 +95,16 @@ class KubeHost(Shell):
         worker_image: str | None = None,
         worker_takes: str = "image",
         limits: Limits = DEFAULT_LIMITS,
+        job_ttl: int = DEFAULT_JOB_TTL,
     ) -> None:
         """``store`` defaults to the shared volume mounted at ``store_path`` (task pods
         mount ``claim``); with ``s3`` set, ``store`` is that bucket and task pods copy
         their data in and out with ``image``'s ``gaia task`` (see jobs.py). Workers run
         ``worker_image`` (default ``image``) and take the tasks whose command has that
-        image, or every task with ``worker_takes="all"``."""
+        image, or every task with ``worker_takes="all"``. A finished Job whose outcome is
+        recorded is kept ``job_ttl`` seconds (its ``ttlSecondsAfterFinished``); with 0 a
+        succeeded one is deleted at once and a failed one kept until its process runs
+        again."""
         # Ids seeded from the clock (microseconds) keep growing across operator restarts,
         # so a client resuming with ``since`` after a restart misses nothing newer.
         self.history = EventHistory()
@@ -104,6 +117,9 @@ class KubeHost(Shell):
         self.image = image
         self.worker_image = worker_image or image
         self.worker_takes = worker_takes
+        self.job_ttl = job_ttl
+        # Look-alike Jobs already reported (namespace, name, UID): one Warning event each.
+        self.refused: set[tuple[str, str, str]] = set()
         self.tracked: dict[str, Tracked] = {}
         self.reconciling: dict[str, asyncio.Lock] = {}  # per resource, see apply_namespace
         self.command_generations: dict[str, tuple[Any, Any]] = {}
@@ -312,18 +328,35 @@ class KubeHost(Shell):
         async with self.lock(root):
             namespace = await self.restore(root, processes_of(resource))
             self.tracked[root] = tracked
-            jobs = await self.cluster.jobs(tracked.k8s_namespace, root)
-            for outcome in sorted(filter(None, map(outcome_of, jobs)), key=lambda o: o.run):
+            jobs = await self._our_jobs(tracked)
+            # Handled Jobs, kept for their TTL, are recorded runs: never adopted nor
+            # carried in again, and no later run may take their names; the latest one
+            # of a process is its task record (a failure stays a failure).
+            live = [(o, j) for o, j in jobs.values() if not o.handled]
+            newest_live = {o.process: o.run for o, _ in sorted(live, key=lambda f: f[0].run)}
+            runs: dict[str, int] = {}
+            records: dict[str, Task] = {}
+            for outcome, job in jobs.values():
+                if not outcome.handled:
+                    continue
+                runs[outcome.process] = max(runs.get(outcome.process, 0), outcome.run)
+                known = records.get(outcome.process)
+                if outcome.run > newest_live.get(outcome.process, 0) and (
+                    known is None or known.run < outcome.run
+                ):
+                    records[outcome.process] = recorded_task(job, outcome)
+            namespace.restore_tasks(records.values(), runs)
+            for outcome, job in sorted(live, key=lambda found: found[0].run):
                 if namespace.adopt(outcome.process, outcome.run, {"job": outcome.name}):
                     self.created[outcome.name] = time.monotonic()
                     if outcome.finished:
-                        finished.append(outcome)
+                        finished.append((outcome, job))
                 else:
                     self._spawn(self._delete_job(tracked.k8s_namespace, root, outcome.name))
             halted = bool((resource.get("spec") or {}).get("halted"))
             self.carry_out(namespace, namespace.resume(Mode.HALTED if halted else Mode.ACTIVE))
-        for outcome in finished:
-            await self.job_event(outcome, None)
+        for outcome, job in finished:
+            await self.job_event(outcome, job)
         self.dirty.add(root)
         return tracked
 
@@ -387,13 +420,31 @@ class KubeHost(Shell):
 
     async def _create_now(self, name: str, manifest: dict[str, Any]) -> None:
         try:
-            await self.cluster.create_job(manifest)  # a 409 is fine: it exists
+            if not await self.cluster.create_job(manifest) and not await self._ours_in_the_way(
+                manifest
+            ):
+                return  # a look-alike holds the name: the re-check tries again
         except GaiaError as exc:  # the periodic re-check creates it again
             logger.warning("could not create Job %s: %s", name, exc)
         else:
             self.created[name] = time.monotonic()
         finally:
             self.creating.discard(name)
+
+    async def _ours_in_the_way(self, manifest: dict[str, Any]) -> bool:
+        """A Job of the manifest's name exists: ours (an earlier try went through), or
+        a look-alike made to be taken for it, which is reported and not followed."""
+        meta = manifest["metadata"]
+        existing = await self.cluster.read_job(meta["namespace"], meta["name"])
+        outcome = outcome_of(existing) if existing is not None else None
+        tracked = self.tracked.get(meta["labels"][ROOT_LABEL])
+        if existing is None or tracked is None:
+            return existing is not None  # gone meanwhile: the re-check creates it
+        if outcome is None:
+            outcome = outcome_of(manifest)
+            assert outcome is not None
+            outcome = replace(outcome, namespace=meta["namespace"])
+        return await self._trusted(tracked, outcome, existing)
 
     async def _delete_job(self, namespace: str, root: str, job: str) -> None:
         self.created.pop(job, None)
@@ -412,15 +463,21 @@ class KubeHost(Shell):
         self.pending.add(task)
         task.add_done_callback(self.pending.discard)
 
-    async def job_event(self, outcome: JobOutcome, job: dict[str, Any] | None = None) -> None:
-        """A Job changed: note its start, or carry its end into the engine (once)."""
+    async def job_event(self, outcome: JobOutcome, job: dict[str, Any]) -> None:
+        """A Job changed: note its start, or carry its end into the engine (once). Only
+        Jobs that the GaiaNamespace created are read; a look-alike is reported and left
+        alone."""
         root = outcome.root
+        tracked = self.tracked.get(root)
+        if tracked is None or not await self._trusted(tracked, outcome, job):
+            return
         async with self.lock(root):
             namespace = self.namespaces.get(root)
-            tracked = self.tracked.get(root)
-            if namespace is None or tracked is None:
+            if namespace is None or self.tracked.get(root) is not tracked:
                 return
             task = namespace.tasks.get(outcome.process)
+            if outcome.handled:  # recorded already: Kubernetes deletes it after its TTL
+                return
             if task is None and namespace.adopt(
                 outcome.process, outcome.run, {"job": outcome.name}
             ):
@@ -436,7 +493,7 @@ class KubeHost(Shell):
                 return  # already handled, or not ours yet
             self.created.setdefault(outcome.name, time.monotonic())  # it exists
             if task.state is TaskState.QUEUED and (
-                job is None or (job.get("status") or {}).get("active") or outcome.finished
+                (job.get("status") or {}).get("active") or outcome.finished
             ):
                 self.task_started(root, outcome.process, outcome.run, {"job": outcome.name})
         if not outcome.finished:
@@ -452,16 +509,77 @@ class KubeHost(Shell):
         state = await self.task_finished(root, outcome.process, outcome.run, result)
         if state is not None:
             self.created.pop(outcome.name, None)  # its outcome is recorded
-        if state is TaskState.COMPLETE:
-            self._spawn(self._delete_job(tracked.k8s_namespace, root, outcome.name))
-        elif state is TaskState.ERROR:
-            self.clear_staging(root, outcome.name)  # the Job stays, for `kubectl logs`
+            task = self.namespaces[root].tasks[outcome.process]
+            self._spawn(self._handled(tracked, outcome.name, task))
+
+    async def _handled(self, tracked: Tracked, name: str, task: Task) -> None:
+        """A Job's outcome is recorded: say so on the Job, so that nothing (the re-check,
+        its events, a restarted operator) acts on it again, and let Kubernetes delete it
+        after the TTL; the TTL is set only now, so a Job is never deleted before its end
+        was carried in, however long the operator was away. With a TTL of 0, as before
+        TTLs: a succeeded Job is deleted at once, a failed one is kept (for `kubectl
+        logs`) until its process runs again, unmarked, so that the re-check finds it."""
+        root = tracked.root
+        if not self.job_ttl:
+            if task.state is TaskState.COMPLETE:
+                await self._delete_job(tracked.k8s_namespace, root, name)
+            else:
+                self.clear_staging(root, name)
+            return
+        try:
+            await self.cluster.mark_job(
+                tracked.k8s_namespace, name, handled_patch(task, self.job_ttl)
+            )
+        except GaiaError as exc:  # the re-check finds it finished and recorded again
+            logger.warning("could not mark Job %s handled: %s", name, exc)
+        self.clear_staging(root, name)  # published, or failed: nothing in it is wanted
+
+    async def _trusted(self, tracked: Tracked, outcome: JobOutcome, job: dict[str, Any]) -> bool:
+        """Whether ``job`` is one the GaiaNamespace created (jobs.refusal); a look-alike
+        gets a Warning event on the GaiaNamespace, once, and is otherwise ignored: never
+        published, deleted or taken for a task's outcome."""
+        why = refusal(job, tracked.resource)
+        if why is None:
+            return True
+        seen = (outcome.namespace, outcome.name, outcome.uid)
+        if seen not in self.refused:
+            self.refused.add(seen)
+            message = (
+                f"ignored Job {outcome.namespace}/{outcome.name}: it is labelled as run "
+                f"{outcome.run} of process {outcome.process!r} of Gaia namespace "
+                f"{tracked.root!r}, but {why}"
+            )
+            logger.warning("%s", message)
+            await self.cluster.event(tracked.resource, "ForeignJob", message, warning=True)
+        return False
+
+    async def _our_jobs(
+        self, tracked: Tracked, handled: bool = True
+    ) -> dict[str, tuple[JobOutcome, dict[str, Any]]]:
+        """The GaiaNamespace's Jobs, by name, from one listing; look-alikes reported.
+        Without ``handled``, the Jobs kept for their TTL are left out of the listing (the
+        re-check has nothing to do with them, and there may be thousands)."""
+        found = {}
+        listing = await self.cluster.jobs(tracked.k8s_namespace, tracked.root, handled)
+        for job in listing:
+            outcome = outcome_of(job)
+            if outcome is not None and await self._trusted(tracked, outcome, job):
+                found[outcome.name] = (outcome, job)
+        return found
+
+    async def task_pod(self, tracked: Tracked, name: str) -> dict[str, Any] | None:
+        """The pod of the GaiaNamespace's Job ``name`` (for its log), if it has one."""
+        job = await self.cluster.read_job(tracked.k8s_namespace, name)
+        outcome = outcome_of(job) if job is not None else None
+        if job is None or outcome is None or not await self._trusted(tracked, outcome, job):
+            return None
+        return await self.cluster.pod_of(tracked.k8s_namespace, name, outcome.uid)
 
     async def _failure_detail(
         self, tracked: Tracked, outcome: JobOutcome
     ) -> tuple[int | None, list[str]]:
         try:
-            pod = await self.cluster.pod_of(tracked.k8s_namespace, outcome.name)
+            pod = await self.cluster.pod_of(tracked.k8s_namespace, outcome.name, outcome.uid)
         except GaiaError:
             return None, []
         if pod is None:
@@ -479,11 +597,7 @@ class KubeHost(Shell):
         if tracked is None:
             return
         listed_at = time.monotonic()
-        jobs = {
-            o.name: (o, j)
-            for j in await self.cluster.jobs(tracked.k8s_namespace, root)
-            if (o := outcome_of(j))
-        }
+        jobs = await self._our_jobs(tracked, handled=False)
         namespace = self.namespaces.get(root)
         if namespace is None:
             return
@@ -492,7 +606,7 @@ class KubeHost(Shell):
             if task is not None and task.run == outcome.run and not task.state.active:
                 continue  # its outcome is recorded: nothing to do but wait for its TTL
             await self.job_event(outcome, job)
-        await self._fail_killed_commands(tracked)
+        await self._fail_killed_commands(tracked, jobs)
         async with self.lock(root):
             if self.namespaces.get(root) is not namespace:
                 return
@@ -520,7 +634,11 @@ class KubeHost(Shell):
                 start = StartTask(root, leaf, self.registry.commands[leaf.command], task.run)
                 self._create(self._manifest(start))
 
-    async def _fail_killed_commands(self, tracked: Tracked) -> None:
+    async def _fail_killed_commands(
+        self, tracked: Tracked, jobs: Mapping[str, tuple[JobOutcome, dict[str, Any]]]
+    ) -> None:
+        """On S3, fail the tasks whose command was killed; only pods made by the
+        GaiaNamespace's own Jobs (``jobs``) are read."""
         namespace = self.namespaces.get(tracked.root)
         if namespace is None or not namespace.active or self.s3 is None:
             return
@@ -528,7 +646,11 @@ class KubeHost(Shell):
             killed = killed_command(pod)
             if killed is None:
                 continue
-            outcome, reason, code = killed
+            found, reason, code = killed
+            owner = jobs.get(found.name)
+            if owner is None or owner[0].handled or controller_uid(pod) != owner[0].uid:
+                continue
+            outcome = owner[0]
             error = f"the command was killed ({reason}, exit code {code})"
             result = Outcome(ok=False, error=error, exit_code=code)
             if await self.task_finished(tracked.root, outcome.process, outcome.run, result):

@@ -16,6 +16,7 @@ command exited 0. The operator publishes from there just as from the volume.
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 import re
 from dataclasses import dataclass
@@ -23,19 +24,33 @@ from typing import Any
 
 from gaia.engine.instructions import StartTask
 from gaia.engine.keys import render
+from gaia.engine.tasks import Task
 from gaia.errors import TaskFailed
 from gaia.kube.config import DEFAULT_IMAGE, S3Config
 from gaia.kube.resources import (
+    HANDLED_LABEL,
     MANAGED_BY,
+    OUTCOME_ANNOTATION,
     PROCESS_ANNOTATION,
     PROCESS_LABEL,
     ROOT_LABEL,
     RUN_LABEL,
 )
 from gaia.store import STAGING
+from gaia.wire import TaskState
 from gaia.worker.runner import KILL_GRACE
 
-__all__ = ["JobOutcome", "build_job", "job_name", "outcome_of", "staging_dir"]
+__all__ = [
+    "JobOutcome",
+    "build_job",
+    "controller_uid",
+    "handled_patch",
+    "job_name",
+    "outcome_of",
+    "recorded_task",
+    "refusal",
+    "staging_dir",
+]
 
 MAX_NAME = 63
 # Captures standard output into the `stdout` path while still sending it to the pod log,
@@ -286,6 +301,34 @@ class JobOutcome:
     succeeded: bool
     error: str | None
     exit_code: int | None
+    namespace: str = ""  # the Job's Kubernetes namespace
+    uid: str = ""
+    handled: bool = False  # the operator recorded its outcome (HANDLED_LABEL)
+
+
+def controller_uid(thing: dict[str, Any]) -> str | None:
+    """The UID in an object's controller owner reference, or None if it has none."""
+    for reference in (thing.get("metadata") or {}).get("ownerReferences") or []:
+        if reference.get("controller"):
+            return str(reference.get("uid") or "")
+    return None
+
+
+def refusal(job: dict[str, Any], owner: dict[str, Any]) -> str | None:
+    """Why ``job`` is not a Job that the GaiaNamespace ``owner`` created, or None if it
+    is. Labels, annotations and names say which task a Job claims to be, and anyone who
+    may create Jobs can write them; only a Job in the resource's own Kubernetes
+    namespace whose controller is the resource itself (by UID) is read."""
+    meta, owner_meta = job.get("metadata") or {}, owner["metadata"]
+    where, home = meta.get("namespace"), owner_meta.get("namespace")
+    if where != home:
+        return f"it is in Kubernetes namespace {where!r}, not {home!r} where the GaiaNamespace is"
+    uid = controller_uid(job)
+    if uid is None:
+        return "it has no controller owner reference"
+    if uid != owner_meta.get("uid"):
+        return f"its controller's UID is {uid!r}, not the GaiaNamespace's {owner_meta.get('uid')!r}"
+    return None
 
 
 def outcome_of(job: dict[str, Any]) -> JobOutcome | None:
@@ -314,4 +357,55 @@ def outcome_of(job: dict[str, Any]) -> JobOutcome | None:
         succeeded=succeeded,
         error=error,
         exit_code=0 if succeeded else None,
+        namespace=str(meta.get("namespace") or ""),
+        uid=str(meta.get("uid") or ""),
+        handled=HANDLED_LABEL in labels,
+    )
+
+
+def handled_patch(task: Task, ttl: int) -> dict[str, Any]:
+    """The merge patch that marks a Job's outcome recorded: the label, the task's record
+    (for a restart) and, with ``ttl``, the TTL after which Kubernetes deletes it."""
+    record = {
+        "state": task.state.value,
+        "started": task.started,
+        "ended": task.ended,
+        "exit_code": task.exit_code,
+        "error": (task.error or "")[:2000] or None,
+        "log_tail": [line[:500] for line in task.log_tail[-20:]],
+    }
+    patch: dict[str, Any] = {
+        "metadata": {
+            "labels": {HANDLED_LABEL: "true"},
+            "annotations": {OUTCOME_ANNOTATION: json.dumps(record)},
+        }
+    }
+    if ttl:
+        patch["spec"] = {"ttlSecondsAfterFinished": ttl}
+    return patch
+
+
+def recorded_task(job: dict[str, Any], outcome: JobOutcome) -> Task:
+    """The task record of a handled Job, as :func:`handled_patch` left it (or, without
+    one, as its conditions say)."""
+    raw = ((job.get("metadata") or {}).get("annotations") or {}).get(OUTCOME_ANNOTATION)
+    try:
+        record = json.loads(raw) if raw else {}
+        state = TaskState(str(record.get("state")))
+    except (ValueError, TypeError, AttributeError):
+        record = {}
+        state = TaskState.COMPLETE if outcome.succeeded else TaskState.ERROR
+    if state.active:  # never recorded as such; an odd annotation is not a running task
+        state = TaskState.ERROR
+    error = record.get("error") or (None if state is TaskState.COMPLETE else outcome.error)
+    return Task(
+        outcome.process,
+        outcome.run,
+        state,
+        started=record.get("started"),
+        ended=record.get("ended"),
+        exit_code=record.get("exit_code"),
+        handle={"job": outcome.name},
+        error=error,
+        log_tail=tuple(str(line) for line in record.get("log_tail") or ()),
     )

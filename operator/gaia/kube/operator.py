@@ -66,6 +66,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         worker_image=config.worker_image,
         worker_takes=config.worker_takes,
         limits=config.limits,
+        job_ttl=config.job_ttl,
     )
     try:
         await host.load_commands()

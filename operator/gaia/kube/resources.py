@@ -22,6 +22,12 @@ ROOT_LABEL = "gaia.dev/namespace"
 RUN_LABEL = "gaia.dev/run"
 PROCESS_LABEL = "gaia.dev/process-hash"
 PROCESS_ANNOTATION = "gaia.dev/process"
+# On a finished Job whose outcome the operator has recorded: nothing acts on it again (the
+# re-check, Job events, a restart); it stays for `kubectl logs` until its TTL.
+HANDLED_LABEL = "gaia.dev/handled"
+# Beside it, the task's record (state, times, exit code, error, log tail) as JSON: what a
+# restarted operator restores for the run.
+OUTCOME_ANNOTATION = "gaia.dev/outcome"
 
 
 def command_of(resource: dict[str, Any]) -> dict[str, Any]:
