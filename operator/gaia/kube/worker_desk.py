@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gaia.engine.instructions import StartTask
+from gaia.engine.model import Command
 from gaia.engine.namespace import Namespace
 from gaia.engine.tasks import Task
 from gaia.errors import GaiaError
@@ -50,13 +51,14 @@ class WorkerDesk:
         self.takes_all = takes_all
         self.queue = WorkQueue(WORKER_ALIVE)
 
-    def takes(self, image: str | None) -> bool:
-        """Whether a task of a command with ``image`` goes to the workers: they run it
-        with their own image's programs, so only a command of that image, unless told
-        to take all; and only while a worker is alive."""
-        if self.image is None or not self.queue.any_alive():
+    def takes(self, command: Command) -> bool:
+        """Whether a task of ``command`` goes to the workers: they run it with their own
+        image's programs, so only a command of that image, unless told to take all; only
+        while a worker is alive; and never one that asks for root (worker pods run
+        unprivileged, pod_security.py)."""
+        if self.image is None or command.run_as_root or not self.queue.any_alive():
             return False
-        return self.takes_all or image == self.image
+        return self.takes_all or command.image == self.image
 
     def hand_over(self, namespace: Namespace, start: StartTask) -> None:
         namespace.set_handle(start.process.key, start.run, {"worker": None})  # until taken
