@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -279,3 +280,59 @@ def test_a_namespace_applied_before_its_command_runs_once_the_command_comes(
     status = wait_state(node, "early", ["complete"], timeout=300)
     assert status["counts"]["complete"] == 1
     assert (node.volume() / "early" / "o").read_text() == "late\n"
+
+
+# What a task learns about itself: its user and groups, its capabilities, whether it may
+# gain privileges, its seccomp mode, and whether an API token is mounted.
+PROBE = (
+    "mkdir -p /out/probe && {"
+    ' echo "uid=$(id -u)"; echo "gid=$(id -g)"; echo "groups=$(id -G)";'
+    " grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):' /proc/self/status;"
+    " if [ -e /var/run/secrets/kubernetes.io/serviceaccount/token ];"
+    " then echo token=mounted; else echo token=none; fi;"
+    " } > /out/probe/who"
+)
+
+
+def probed(path: Path) -> dict[str, str]:
+    pairs = (line.replace(":", "=", 1).split("=", 1) for line in path.read_text().splitlines())
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+def test_a_task_pod_runs_as_a_user_without_capabilities_unless_it_asks_for_root(
+    node: Node, operator: dict[str, Any], cleanup: list[str]
+) -> None:
+    plain = command("e2e-probe", PROBE, outputs={"PROBE": "/out/probe/"})
+    root = command("e2e-probe-root", PROBE, outputs={"PROBE": "/out/probe/"}, runAsRoot=True)
+    processes = [
+        {"key": "plain", "command": "e2e-probe", "outputs": {"PROBE": "probe/plain/"}},
+        {"key": "root", "command": "e2e-probe-root", "outputs": {"PROBE": "probe/root/"}},
+    ]
+    cleanup.append("secure")
+    node.apply([plain, root, gaia_namespace("secure", processes)])
+
+    wait_state(node, "secure", ["complete"], timeout=600)
+    probe = node.volume() / "secure" / "probe"
+    nothing = "0000000000000000"
+    unprivileged = probed(probe / "plain" / "who")
+    assert unprivileged["uid"] == "65532" and unprivileged["gid"] == "65532", unprivileged
+    assert unprivileged["groups"].split() == ["65532"], unprivileged
+    as_root = probed(probe / "root" / "who")
+    assert as_root["uid"] == "0" and as_root["gid"] == "0", as_root
+    assert "65532" in as_root["groups"].split(), as_root  # fsGroup: it shares the claim too
+    for seen in (unprivileged, as_root):
+        for kind in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            assert seen[kind] == nothing, (kind, seen)
+        assert seen["NoNewPrivs"] == "1", seen  # allowPrivilegeEscalation: false
+        assert seen["Seccomp"] == "2", seen  # a filter: RuntimeDefault
+        assert seen["token"] == "none", seen
+    # What the unprivileged task wrote was published (moved by the operator), and the
+    # operator deletes it too: expire it while halted, so nothing computes it again.
+    assert (probe / "plain").stat().st_uid == 65532
+    node.apply(
+        [gaia_namespace("secure", processes, halted=True, expire={"token": "1", "keys": ["plain"]})]
+    )
+    node.wait_for(lambda: not (probe / "plain").exists(), 120, "the expired output to go")
+    assert (probe / "root" / "who").exists()
+    staging = node.volume() / ".gaia" / "staging" / "secure"
+    node.wait_for(lambda: not list(staging.glob("*/*")), 120, "the staging folders to go")

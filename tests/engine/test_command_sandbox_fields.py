@@ -1,4 +1,5 @@
-"""A leaf command's env, network and resources: parsed, checked, and round-tripped."""
+"""A leaf command's env, network, resources and runAsRoot: parsed, checked, and
+round-tripped; and what a command cannot ask for (a pod's privileges)."""
 
 from __future__ import annotations
 
@@ -89,6 +90,8 @@ def test_a_command_without_them_is_unchanged() -> None:
         ({"env": {"N": 4}}, r"command 'sim': env 'N' must be a string, got int"),
         ({"env": {"N": "a\0b"}}, r"env 'N' contains a NUL character"),
         ({"network": "yes"}, r"command 'sim': 'network' must be true or false"),
+        ({"runAsRoot": "yes"}, r"command 'sim': 'runAsRoot' must be true or false"),
+        ({"runAsRoot": 1}, r"command 'sim': 'runAsRoot' must be true or false, got 1"),
     ],
 )
 def test_bad_fields_are_refused_naming_the_command_and_field(
@@ -98,7 +101,42 @@ def test_bad_fields_are_refused_naming_the_command_and_field(
         parse_command(leaf(**fields))
 
 
-@pytest.mark.parametrize("name", ["env", "network", "resources"])
+def test_run_as_root_round_trips_and_is_off_unless_asked() -> None:
+    command = parse_command(leaf(runAsRoot=True))
+
+    assert command.run_as_root is True
+    assert command.to_dict()["runAsRoot"] is True
+    assert parse_command(command.to_dict()) == command
+    assert parse_command(leaf()).run_as_root is False
+    assert parse_command(leaf(runAsRoot=False)) == parse_command(leaf())
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"privileged": True},
+        {"hostPath": "/"},
+        {"hostNetwork": True},
+        {"securityContext": {"privileged": True}},
+        {"volumes": [{"name": "root", "hostPath": {"path": "/"}}]},
+    ],
+)
+def test_a_command_cannot_ask_for_the_pods_privileges(fields: dict[str, Any]) -> None:
+    (name,) = fields
+    with pytest.raises(InvalidRequest) as refused:
+        parse_command(leaf(**fields))
+
+    message = str(refused.value)
+    assert f"command 'sim': unknown fields ['{name}']" in message
+    assert "Gaia alone sets up" in message and "runAsRoot" in message
+
+
+def test_any_unknown_field_is_refused_by_name() -> None:
+    with pytest.raises(InvalidRequest, match=r"unknown fields \['colour'\]; a command has"):
+        parse_command(leaf(colour="blue"))
+
+
+@pytest.mark.parametrize("name", ["env", "network", "resources", "runAsRoot"])
 def test_a_composite_command_has_none_of_them(name: str) -> None:
     composite = {
         "key": "both",

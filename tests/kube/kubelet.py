@@ -9,8 +9,10 @@ reads those to count active, ready, succeeded and failed pods.
 
 Volume mounts are mapped to host paths: a ``persistentVolumeClaim`` volume through the
 ``volumes`` argument (claim name -> host directory), ``hostPath`` as is, ``emptyDir`` as a
-fresh directory per pod. A read-only mount becomes a runner input; a writable one a
-read-write bind (its missing subPath directory is created first, as a kubelet does). A
+fresh directory per pod (mode 0777, as a kubelet makes it). A read-only mount becomes a
+runner input; a writable one a read-write bind (its missing subPath directories are
+created first, as a kubelet does: with the mode of the volume's root). The container runs
+as the pod's or container's ``runAsUser`` (else root, in a user namespace of its own). A
 ``projected`` volume holds its ``serviceAccountToken`` sources, each a token that the
 kubelet asks of the API server (TokenRequest) for the pod's ServiceAccount, with the
 source's audience and lifetime, bound to the pod; as a kubelet does, it renews them when
@@ -56,6 +58,7 @@ import random
 import re
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -629,7 +632,7 @@ class FakeKubelet:
             host = _under(source, mount.get("subPath") or "", mount["name"])
             target = mount["mountPath"].rstrip("/") or "/"
             if not host.exists():
-                host.mkdir(parents=True)  # as a kubelet creates a missing subPath
+                _make_sub_path(source, host)
             if mount.get("readOnly"):
                 inputs[target + "/" if host.is_dir() else target] = host
             else:
@@ -665,6 +668,7 @@ class FakeKubelet:
         if "emptyDir" in volume:
             path = run.workdir / "volumes" / volume["name"]
             path.mkdir(parents=True, exist_ok=True)
+            path.chmod(0o777)  # a kubelet's emptyDir: every user of the pod may write
             return path
         if "projected" in volume:
             made = run.projected.get(volume["name"])
@@ -861,6 +865,16 @@ def _expand(text: str, env: Mapping[str, str]) -> str:
         return env.get(match.group(2), match.group(0))
 
     return _REFERENCE.sub(replace, text)
+
+
+def _make_sub_path(volume: Path, path: Path) -> None:
+    """Make a missing subPath as a kubelet does: each missing folder with the mode of the
+    volume's root (so an emptyDir's are writable by every user, a claim's as its root)."""
+    mode = stat.S_IMODE(volume.stat().st_mode)
+    missing = [path, *(parent for parent in path.parents if parent.is_relative_to(volume))]
+    for folder in reversed([f for f in missing if not f.exists()]):
+        folder.mkdir()
+        folder.chmod(mode)
 
 
 def _under(root: Path, sub_path: str, mount: str) -> Path:

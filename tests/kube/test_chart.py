@@ -144,6 +144,8 @@ def test_template_renders_the_operator(helm: Helm) -> None:
     }
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert pod["securityContext"]["runAsUser"] == 0
+    # In the task pods' group, to give their staging folders to it (no CAP_CHOWN needed).
+    assert pod["securityContext"]["supplementalGroups"] == [65532]
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes[mounts["/data"]]["persistentVolumeClaim"] == {"claimName": "gaia-data"}

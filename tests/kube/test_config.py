@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gaia.engine.model import Command
 from gaia.errors import InvalidRequest
 from gaia.kube.config import DEFAULT_IMAGE, OperatorConfig
 from gaia.kube.host import KubeHost
@@ -75,7 +77,7 @@ def test_finished_jobs_are_kept_ten_minutes_unless_told_otherwise(env: Any) -> N
         ("all", "ubuntu", True),
     ],
 )
-def test_tasks_go_to_workers_that_have_their_image(
+def test_tasks_go_to_workers_that_have_their_image_and_never_as_root(
     tmp_path: Path, takes: str, image: str | None, to_workers: bool
 ) -> None:
     host = KubeHost(
@@ -85,6 +87,9 @@ def test_tasks_go_to_workers_that_have_their_image(
         worker_image="tools:3",
         worker_takes=takes,
     )
-    assert not host.desk.takes(image)  # no worker has asked for work: Jobs
+    command = Command(key="c", image=image, command=("true",))
+    assert not host.desk.takes(command)  # no worker has asked for work: Jobs
     host.desk.queue.hear("w1")
-    assert host.desk.takes(image) is to_workers
+    assert host.desk.takes(command) is to_workers
+    # Worker pods run unprivileged: a command that asks for root always runs as a Job.
+    assert not host.desk.takes(replace(command, run_as_root=True))

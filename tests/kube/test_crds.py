@@ -573,6 +573,109 @@ def test_a_composite_has_no_env_network_or_resources(cluster: Cluster, crds: lis
     assert "spec.env, spec.network and spec.resources belong to leaf commands" in message
 
 
+# --- what a command cannot ask for: a pod's privileges ----------------------------------
+
+PRIVILEGES = [
+    ({"privileged": True}, "spec.privileged"),
+    ({"hostNetwork": True}, "spec.hostNetwork"),
+    ({"hostPID": True}, "spec.hostPID"),
+    ({"hostPath": "/"}, "spec.hostPath"),
+    ({"volumes": [{"name": "host", "hostPath": {"path": "/"}}]}, "spec.volumes"),
+    ({"securityContext": {"privileged": True, "runAsUser": 0}}, "spec.securityContext"),
+    ({"resources": {"cpu": 1, "privileged": True}}, "spec.resources.privileged"),
+]
+
+
+@pytest.mark.parametrize(("fields", "field"), PRIVILEGES)
+def test_a_command_asking_for_a_pods_privileges_is_refused(
+    cluster: Cluster, crds: list[str], fields: dict[str, object], field: str
+) -> None:
+    document = manifest("GaiaCommand", "greedy", {**LEAF, **fields})
+    applied = cluster.kubectl("apply", "-f", "-", input=document, check=False)
+    assert applied.returncode != 0, applied.stdout
+    assert f'unknown field "{field}"' in applied.stderr, applied.stderr
+
+
+def test_without_strict_validation_they_are_pruned_and_never_reach_a_pod(
+    cluster: Cluster, crds: list[str]
+) -> None:
+    from gaia.engine.instructions import StartTask
+    from gaia.engine.model import Process, parse_command
+    from gaia.kube.jobs import build_job
+    from gaia.kube.resources import command_of
+
+    greedy = {**LEAF, "outputs": {"OUTPUT": "/out/out"}}
+    for fields, _ in PRIVILEGES:
+        greedy = {**greedy, **fields}
+    document = manifest("GaiaCommand", "greedy-pruned", greedy)
+    try:
+        cluster.kubectl("apply", "--validate=false", "-f", "-", input=document)
+        stored = json.loads(cluster.kubectl("get", "gaiacmd", "greedy-pruned", "-o", "json").stdout)
+        # What the operator reads is what the API server kept: none of them.
+        assert set(stored["spec"]) == {"image", "command", "inputs", "outputs", "resources"}
+        assert stored["spec"]["resources"] == {"cpu": 1}
+        command = parse_command(command_of(stored))
+        process = Process(
+            key="p",
+            spec="p",
+            command=command.key,
+            inputs={"INPUT": "in"},
+            outputs={"OUTPUT": "out"},
+            vars={},
+            uses=frozenset({command.key}),
+        )
+        owner = {
+            "apiVersion": "gaia.dev/v1alpha1",
+            "kind": "GaiaNamespace",
+            "metadata": {"name": "ns", "namespace": "default", "uid": "u"},
+        }
+        job = build_job(StartTask("ns", process, command, 1), claim="data", owner=owner)
+        pod = job["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == 65532
+        (container,) = pod["containers"]
+        assert container["securityContext"]["privileged"] is False
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert not {"hostNetwork", "hostPID", "hostIPC"} & set(pod)
+        assert [volume["name"] for volume in pod["volumes"]] == ["gaia-data"]
+        assert "hostPath" not in json.dumps(job)
+    finally:
+        cluster.kubectl("delete", "gaiacmd", "greedy-pruned", "--ignore-not-found")
+
+
+def test_run_as_root_is_a_boolean_of_leaf_commands(cluster: Cluster, crds: list[str]) -> None:
+    try:
+        accepted(cluster, manifest("GaiaCommand", "probe-root", {**LEAF, "runAsRoot": True}))
+    finally:
+        cluster.kubectl("delete", "gaiacmd", "probe-root", "--ignore-not-found")
+    assert "spec.runAsRoot" in rejected(
+        cluster, manifest("GaiaCommand", "bad", {**LEAF, "runAsRoot": "yes"})
+    )
+    message = rejected(cluster, manifest("GaiaCommand", "bad", {**COMPOSITE, "runAsRoot": True}))
+    assert "spec.runAsRoot belongs to leaf commands" in message
+
+
+def test_only_inputs_outputs_and_vars_keep_unknown_fields() -> None:
+    """A field the schema does not declare is pruned (or refused), except inside these
+    three (a map or a list, checked by the operator), which never become pod settings."""
+
+    def keeping(schema: dict[str, object], path: str) -> list[str]:
+        found = [path] if schema.get("x-kubernetes-preserve-unknown-fields") else []
+        properties = schema.get("properties") or {}
+        assert isinstance(properties, dict)
+        for name, child in properties.items():
+            found += keeping(child, f"{path}.{name}")
+        items = schema.get("items")
+        if isinstance(items, dict):
+            found += keeping(items, f"{path}[]")
+        return found
+
+    crd = yaml.safe_load((REPO / "crds" / "gaiacommand.yaml").read_text())
+    (version,) = crd["spec"]["versions"]
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert keeping(spec, "spec") == ["spec.inputs", "spec.outputs", "spec.vars"]
+
+
 def test_example_files_parse_as_kubernetes_documents() -> None:
     documents = [
         doc

@@ -5,6 +5,8 @@ given to a Job. (No cluster is needed: tasks for workers never touch the API.)""
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from gaia.kube.host import KubeHost
+from gaia.kube.pod_security import TASK_GROUP
 from gaia.kube.workers import WORKER_DATA
 from gaia.store import LocalStore
 from gaia.wire import TaskState
@@ -168,3 +171,25 @@ def test_a_finished_task_waiting_for_its_lock_stays_its_workers(tmp_path: Path) 
     loop.run_until_complete(scenario())
     host.lanes.close()
     loop.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to the task group needs root")
+def test_a_worker_is_offered_a_staging_folder_its_unprivileged_user_can_write(
+    tmp_path: Path,
+) -> None:
+    """Worker pods run as 65532: the operator makes the task's staging folder for that
+    group before it offers the task (the worker cannot make it in the operator's area)."""
+    host, loop = host_with_a_task(tmp_path)
+
+    async def scenario() -> dict[str, Any]:
+        await host.change_commands([MAKE])
+        host.desk.queue.hear("w1")
+        await host.merge("ns", [{"key": "p", "command": "make", "outputs": {"OUT": "o"}}])
+        return dict((await host.desk.take("w1", 0))["task"])
+
+    offer = loop.run_until_complete(scenario())
+    host.lanes.close()
+    loop.close()
+    staging = tmp_path / offer["staging"].removeprefix(WORKER_DATA + "/")
+    assert staging.stat().st_gid == TASK_GROUP
+    assert stat.S_IMODE(staging.stat().st_mode) == 0o2770

@@ -1,7 +1,11 @@
-"""The local store: lookups that never follow a link out, and publishes of all or none."""
+"""The local store: lookups that never follow a link out, publishes of all or none, and
+staging folders that an unprivileged task pod can write."""
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -75,3 +79,65 @@ def test_a_delete_never_follows_a_link_out(tmp_path: Path) -> None:
     (tmp_path / "data" / "ns" / "out").symlink_to(tmp_path / "outside")
     store.delete("ns", ["out/x"])
     assert kept.exists()
+
+
+TASK = 65532  # the user and group of task pods (kube/pod_security.py)
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder away needs root")
+
+
+def as_task_user(script: str, where: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in ``where`` as the task pods' unprivileged user and group, as a pod
+    would (which has the folder mounted: it enters it without passing through its parents,
+    here by starting in it)."""
+    return subprocess.run(
+        ["sh", "-c", script],
+        cwd=where,
+        user=TASK,
+        group=TASK,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@needs_root
+@pytest.mark.slow  # it starts the task user's processes
+def test_a_staging_folder_is_made_for_the_task_pods_group(tmp_path: Path) -> None:
+    base = tmp_path / "data"
+    base.mkdir()
+    base.chmod(0o755)  # as a volume's root: others may enter, not write
+    store = LocalStore(base)
+    store.prepare_staging("ns", "job-1", ["/out", "/deep/er"], TASK)
+    staging = base / ".gaia" / "staging" / "ns" / "job-1"
+    for folder in (staging, staging / "out", staging / "deep" / "er"):
+        assert folder.stat().st_gid == TASK, folder
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o2770, folder
+    # The task's user writes its outputs there, and nowhere else on the volume.
+    wrote = as_task_user("mkdir sub && echo hi > sub/o", staging / "out")
+    assert wrote.returncode == 0, wrote.stderr
+    assert (staging / "out" / "sub").stat().st_gid == TASK  # setgid: the group stays
+    outside = as_task_user("echo x > ../../../../../escaped", staging / "out")
+    assert outside.returncode != 0 and "Permission denied" in outside.stderr
+    assert not (base / "escaped").exists()
+    # The operator publishes what the task wrote, and clears the rest.
+    store.publish("ns", store.staged_outputs("ns", "job-1", {"result": "/out/sub/"}))
+    assert (base / "ns" / "result" / "o").read_text() == "hi\n"
+    store.clear_staging("ns", "job-1")
+    assert not staging.exists()
+
+
+@needs_root
+def test_preparing_again_changes_nothing_and_never_follows_a_link(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "data")
+    store.prepare_staging("ns", "job-1", ["/out"], TASK)
+    made(tmp_path / "data" / ".gaia" / "staging" / "ns" / "job-1" / "out" / "o")
+    store.prepare_staging("ns", "job-1", ["/out"], TASK)  # a re-check's second Job creation
+    assert (tmp_path / "data" / ".gaia" / "staging" / "ns" / "job-1" / "out" / "o").exists()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (tmp_path / "data" / ".gaia" / "staging" / "ns" / "job-2").symlink_to(elsewhere)
+    with pytest.raises(StoreError, match="job-2 is not a directory"):
+        store.prepare_staging("ns", "job-2", [], TASK)
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o700
+    assert elsewhere.stat().st_gid != TASK

@@ -56,6 +56,9 @@ class Command:
     env: Mapping[str, str] = field(default_factory=dict)  # set in the task's clean environment
     network: bool = False  # whether the task may use the network (a sandbox has none)
     resources: Resources | None = None  # cpu, memory and processes a task may use
+    # On a cluster, run the task's pod as root (uid 0, still without capabilities); tasks
+    # run as an unprivileged user otherwise. A sandbox on one machine never gives root.
+    run_as_root: bool = False
 
     @property
     def composite(self) -> bool:
@@ -97,6 +100,8 @@ class Command:
             out["network"] = True
         if self.resources:
             out["resources"] = self.resources.to_dict()
+        if self.run_as_root:
+            out["runAsRoot"] = True
         return out
 
 
@@ -217,9 +222,9 @@ def parse_command(raw: object) -> Command:
     if raw.get("steps") is not None:
         return _parse_composite(key, raw, where)
     known = {"key", "image", "command", "inputs", "outputs", "vars", "stdout", "timeout"}
-    known |= {"env", "network", "resources"}
+    known |= {"env", "network", "resources", "runAsRoot"}
     if unknown := sorted(set(raw) - known - {"steps"}):
-        raise InvalidRequest(f"{where}: unknown fields {unknown}; a command has {sorted(known)}")
+        raise InvalidRequest(_unknown_fields(where, unknown, known))
     line = raw.get("command")
     if isinstance(line, str):
         raise InvalidRequest(f'{where}: \'command\' must be a list of strings, e.g. ["echo", "hi"]')
@@ -251,6 +256,9 @@ def parse_command(raw: object) -> Command:
     network = raw.get("network", False)
     if not isinstance(network, bool):
         raise InvalidRequest(f"{where}: 'network' must be true or false, got {network!r}")
+    run_as_root = raw.get("runAsRoot", False)
+    if not isinstance(run_as_root, bool):
+        raise InvalidRequest(f"{where}: 'runAsRoot' must be true or false, got {run_as_root!r}")
     written = [(f"output {name!r}", path) for name, path in outputs.items()]
     for what, path in [*written, *([("'stdout'", stdout)] if stdout else [])]:
         if path.count("/") == 1:  # "/o": nowhere to stage it, in a sandbox or a pod
@@ -280,7 +288,28 @@ def parse_command(raw: object) -> Command:
         env=parse_env(raw.get("env"), where),
         network=network,
         resources=parse_resources(raw.get("resources"), where) or None,
+        run_as_root=run_as_root,
     )
+
+
+# Pod settings that would reach the host: a command cannot ask for any of them (Gaia
+# writes the pod's security context itself, docs/security.md).
+POD_PRIVILEGES = {
+    "privileged", "hostPath", "hostNetwork", "hostPID", "hostIPC", "hostUsers",
+    "securityContext", "capabilities", "volumes", "volumeMounts", "runAsUser",
+    "allowPrivilegeEscalation", "serviceAccountName", "nodeName",
+}  # fmt: skip
+
+
+def _unknown_fields(where: str, unknown: list[str], known: set[str]) -> str:
+    message = f"{where}: unknown fields {unknown}; a command has {sorted(known)}"
+    if privileged := [name for name in unknown if name in POD_PRIVILEGES]:
+        message += (
+            f". {privileged} would change the task's pod, which Gaia alone sets up: a task "
+            "runs unprivileged, with no capabilities, host paths or host network "
+            "('runAsRoot: true' gives it uid 0, see docs/security.md)"
+        )
+    return message
 
 
 def _parse_composite(key: str, raw: Mapping[str, Any], where: str) -> Command:

@@ -37,9 +37,11 @@ from gaia.kube.jobs import (
     handled_patch,
     job_name,
     outcome_of,
+    output_directories,
     recorded_task,
     refusal,
 )
+from gaia.kube.pod_security import TASK_GROUP
 from gaia.kube.pods import killed_command, main_exit_code
 from gaia.kube.resources import ROOT_LABEL, command_of, processes_of
 from gaia.kube.stalls import LoopWatch
@@ -139,6 +141,7 @@ class KubeHost(Shell):
         self.desk = WorkerDesk(
             self,
             self.clear_staging,
+            self.prepare_staging,
             image=None if s3 is not None else self.worker_image,
             takes_all=worker_takes == "all",
         )
@@ -170,7 +173,7 @@ class KubeHost(Shell):
 
     def run_task(self, namespace: Namespace, start: StartTask) -> None:
         key, run = start.process.key, start.run
-        if self.desk.takes(start.command.image):
+        if self.desk.takes(start.command):
             self.desk.hand_over(namespace, start)
             return
         name = job_name(start.root, key, run)
@@ -180,7 +183,7 @@ class KubeHost(Shell):
         except GaiaError as exc:
             self.start_failed(namespace, start, str(exc))
             return
-        self._create(manifest)
+        self._create(start, manifest)
 
     def cancel_task(self, namespace: Namespace, cancel: CancelTask) -> None:
         root = cancel.root
@@ -411,15 +414,18 @@ class KubeHost(Shell):
         owner = self.tracked[start.root].resource
         return build_job(start, claim=self.claim, owner=owner, s3=self.s3, image=self.image)
 
-    def _create(self, manifest: dict[str, Any]) -> None:
+    def _create(self, start: StartTask, manifest: dict[str, Any]) -> None:
         """Create the Job soon (the rate limiter decides when); until then the re-check
         knows it is on its way and does not ask for it again."""
         name = manifest["metadata"]["name"]
         self.creating.add(name)
-        self._spawn(self._create_now(name, manifest))
+        self._spawn(self._create_now(start, name, manifest))
 
-    async def _create_now(self, name: str, manifest: dict[str, Any]) -> None:
+    async def _create_now(self, start: StartTask, name: str, manifest: dict[str, Any]) -> None:
         try:
+            # The pod's unprivileged user writes its outputs into folders made for it
+            # first (else the kubelet makes them, as root, on the claim).
+            await self.prepare_staging(start.root, name, output_directories(start))
             if not await self.cluster.create_job(manifest) and not await self._ours_in_the_way(
                 manifest
             ):
@@ -454,6 +460,9 @@ class KubeHost(Shell):
             logger.warning("could not delete Job %s: %s", job, exc)
             return
         self.clear_staging(root, job)
+
+    async def prepare_staging(self, root: str, name: str, directories: list[str]) -> None:
+        await self.lanes.call(root, self.store.prepare_staging, root, name, directories, TASK_GROUP)
 
     def clear_staging(self, root: str, name: str) -> None:
         self.lanes.later(root, f"clearing {name}'s staging", self.store.clear_staging, root, name)
@@ -632,7 +641,7 @@ class KubeHost(Shell):
                 namespace.set_handle(process, task.run, {"job": name})
                 leaf = namespace.graph.processes[process]
                 start = StartTask(root, leaf, self.registry.commands[leaf.command], task.run)
-                self._create(self._manifest(start))
+                self._create(start, self._manifest(start))
 
     async def _fail_killed_commands(
         self, tracked: Tracked, jobs: Mapping[str, tuple[JobOutcome, dict[str, Any]]]

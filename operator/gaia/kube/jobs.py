@@ -11,6 +11,10 @@ With the S3 store (``GAIA_STORE=s3``) the pod copies: an init container download
 inputs into an emptyDir, the command runs on it, and a second container uploads the
 declared outputs to the staging prefix ``<prefix>/.gaia/staging/<root>/<job>/`` once the
 command exited 0. The operator publishes from there just as from the volume.
+
+Every pod runs unprivileged (pod_security.py): user 65532 unless the command says
+``runAsRoot: true``, no capabilities, no API token, the command's ``resources`` as its
+container's requests and limits, its ``timeout`` as the Job's ``activeDeadlineSeconds``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from gaia.engine.keys import render
 from gaia.engine.tasks import Task
 from gaia.errors import TaskFailed
 from gaia.kube.config import DEFAULT_IMAGE, S3Config
+from gaia.kube.pod_security import container_resources, container_security, pod_security
 from gaia.kube.resources import (
     HANDLED_LABEL,
     MANAGED_BY,
@@ -47,6 +52,7 @@ __all__ = [
     "handled_patch",
     "job_name",
     "outcome_of",
+    "output_directories",
     "recorded_task",
     "refusal",
     "staging_dir",
@@ -116,15 +122,7 @@ def build_job(
     name = job_name(root, process.key, start.run)
     argv = [render(arg, process.vars) for arg in command.command]
     inputs = {command.inputs[i].rstrip("/"): key for i, key in process.inputs.items()}
-    writable = {posixpath.dirname(command.outputs[o].rstrip("/")) for o in process.outputs}
-    if command.stdout:
-        writable.add(posixpath.dirname(command.stdout))
-    directories = _outermost(writable)
-    if "/" in directories:
-        raise TaskFailed(
-            f"command {command.key!r}: outputs directly under '/' cannot be mounted; "
-            "put them in a directory such as /out/"
-        )
+    directories = output_directories(start)
     if s3 is None:
         pod_spec = _pvc_pod(start, name, argv, inputs, directories, claim)
     else:
@@ -138,6 +136,9 @@ def build_job(
     }
     if service_account:
         pod_spec["serviceAccountName"] = service_account
+    # A task has no business with the Kubernetes API: no token in its pod.
+    pod_spec["automountServiceAccountToken"] = False
+    pod_spec["securityContext"] = pod_security(run_as_root=command.run_as_root)
     # Halt, expire and supersession delete the Job: its pod is killed as a local task is,
     # SIGTERM then SIGKILL, not after Kubernetes' default 30 s (a shell as PID 1 ignores
     # SIGTERM, so the task ran on for all of them).
@@ -174,6 +175,22 @@ def build_job(
     }
 
 
+def output_directories(start: StartTask) -> list[str]:
+    """The container directories a task's pod writes (its outputs' and stdout's), outermost
+    only: each is a mount of its own, from the task's staging folder."""
+    command, process = start.command, start.process
+    writable = {posixpath.dirname(command.outputs[o].rstrip("/")) for o in process.outputs}
+    if command.stdout:
+        writable.add(posixpath.dirname(command.stdout))
+    directories = _outermost(writable)
+    if "/" in directories:
+        raise TaskFailed(
+            f"command {command.key!r}: outputs directly under '/' cannot be mounted; "
+            "put them in a directory such as /out/"
+        )
+    return directories
+
+
 def _pvc_pod(
     start: StartTask,
     name: str,
@@ -198,7 +215,10 @@ def _pvc_pod(
         "image": command.image,
         "command": argv,
         "volumeMounts": mounts,
+        "securityContext": container_security(),
     }
+    if resources := container_resources(command.resources):
+        container["resources"] = resources
     if command.stdout:
         container["command"] = ["/bin/sh", "-c", STDOUT_WRAPPER, "gaia-task", *argv]
         container["env"] = [{"name": "GAIA_STDOUT", "value": command.stdout}]
@@ -250,6 +270,19 @@ def _s3_pod(
     if command.stdout:
         script = STDOUT_EXIT_WRAPPER
         main_env.append({"name": "GAIA_STDOUT", "value": command.stdout})
+    main: dict[str, Any] = {
+        "name": "main",
+        "image": command.image,
+        "command": ["/bin/sh", "-c", script, "gaia-task", *argv],
+        "env": main_env,
+        "volumeMounts": mounts,
+        "securityContext": container_security(),
+    }
+    if resources := container_resources(command.resources):
+        main["resources"] = resources
+    # The helpers hold the store's credentials: they stay unprivileged even when the
+    # command runs as root. The emptyDir is writable by all (0777, and the pod's group),
+    # and so are the subPath folders the kubelet makes in it, which take its mode.
     return {
         "restartPolicy": "Never",
         "initContainers": [
@@ -259,22 +292,18 @@ def _s3_pod(
                 "command": fetch_args,
                 "env": env,
                 "volumeMounts": [work],
+                "securityContext": container_security(unprivileged=True),
             }
         ],
         "containers": [
-            {
-                "name": "main",
-                "image": command.image,
-                "command": ["/bin/sh", "-c", script, "gaia-task", *argv],
-                "env": main_env,
-                "volumeMounts": mounts,
-            },
+            main,
             {
                 "name": "wait",
                 "image": image,
                 "command": upload_args,
                 "env": env,
                 "volumeMounts": [work],
+                "securityContext": container_security(unprivileged=True),
             },
         ],
         "volumes": [{"name": WORK_VOLUME, "emptyDir": {}}],

@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gaia.engine.instructions import StartTask
+from gaia.engine.model import Command
 from gaia.engine.namespace import Namespace
 from gaia.engine.tasks import Task
+from gaia.errors import GaiaError
 from gaia.kube.jobs import staging_dir
 from gaia.kube.work_queue import TaskId, WorkQueue
 from gaia.kube.workers import WORKER_ALIVE, WORKER_DATA, worker_task_name
@@ -35,6 +37,7 @@ class WorkerDesk:
         self,
         host: Shell,
         clear_staging: Callable[[str, str], None],
+        prepare_staging: Callable[[str, str, list[str]], Awaitable[None]],
         *,
         image: str | None,
         takes_all: bool = False,
@@ -43,17 +46,19 @@ class WorkerDesk:
         tasks of commands with that image, or all with ``takes_all``."""
         self.host = host
         self.clear_staging = clear_staging
+        self.prepare_staging = prepare_staging
         self.image = image
         self.takes_all = takes_all
         self.queue = WorkQueue(WORKER_ALIVE)
 
-    def takes(self, image: str | None) -> bool:
-        """Whether a task of a command with ``image`` goes to the workers: they run it
-        with their own image's programs, so only a command of that image, unless told
-        to take all; and only while a worker is alive."""
-        if self.image is None or not self.queue.any_alive():
+    def takes(self, command: Command) -> bool:
+        """Whether a task of ``command`` goes to the workers: they run it with their own
+        image's programs, so only a command of that image, unless told to take all; only
+        while a worker is alive; and never one that asks for root (worker pods run
+        unprivileged, pod_security.py)."""
+        if self.image is None or command.run_as_root or not self.queue.any_alive():
             return False
-        return self.takes_all or image == self.image
+        return self.takes_all or command.image == self.image
 
     def hand_over(self, namespace: Namespace, start: StartTask) -> None:
         namespace.set_handle(start.process.key, start.run, {"worker": None})  # until taken
@@ -118,7 +123,7 @@ class WorkerDesk:
                 namespace.set_handle(process, run, {"worker": worker})
                 host.keep(namespace, Kept(tasks=[task]))
             name = worker_task_name(root, process, run, worker)
-            return {
+            offer = {
                 "root": root,
                 "process": process,
                 "run": run,
@@ -134,6 +139,12 @@ class WorkerDesk:
                 "resources": start.command.resources.to_dict() if start.command.resources else None,
                 "staging": f"{WORKER_DATA}/{staging_dir(root, name)}",
             }
+        # The worker's unprivileged user moves the outputs into a folder made for it.
+        try:
+            await self.prepare_staging(root, name, [])
+        except GaiaError as exc:  # its outputs cannot be staged: the task fails, saying so
+            logger.warning("worker %s: %s", worker, exc)
+        return offer
 
     def heartbeat(self, worker: str, root: str, process: str, run: int) -> bool:
         """A worker runs ``run``: True if it should kill it (no longer current)."""

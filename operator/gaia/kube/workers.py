@@ -14,6 +14,10 @@ workers' ServiceAccount (``account``, made by the chart, with no rights of its o
 the audience ``gaia-worker`` and bound to the pod, rotated by the kubelet (the worker reads
 the file before each call). No other token is mounted (``automountServiceAccountToken:
 false``). The operator accepts nothing else on ``/work/*`` (kube/access.py).
+
+A worker pod runs unprivileged as task pods do (pod_security.py): user 65532, the data
+group, no capabilities. It takes no task of a command that asks for root (those run as
+Jobs).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import re
 from typing import Any
 
 from gaia.kube.jobs import MAX_NAME, _dns
+from gaia.kube.pod_security import container_security, pod_security
 from gaia.kube.resources import MANAGED_BY
 
 __all__ = [
@@ -99,6 +104,7 @@ def build_worker(
             {"name": "gaia-data", "mountPath": WORKER_DATA},
             {"name": "gaia-token", "mountPath": TOKEN_DIR, "readOnly": True},
         ],
+        "securityContext": container_security(),
     }
     token = {"audience": WORKER_AUDIENCE, "expirationSeconds": TOKEN_SECONDS, "path": "token"}
     return {
@@ -113,6 +119,7 @@ def build_worker(
                 "spec": {
                     "serviceAccountName": account,
                     "automountServiceAccountToken": False,
+                    "securityContext": pod_security(),
                     "containers": [container],
                     "volumes": [
                         {"name": "gaia-data", "persistentVolumeClaim": {"claimName": claim}},

@@ -38,4 +38,9 @@ class Store(Protocol):
         or (raising StoreError) none."""
         ...
 
+    def prepare_staging(self, root: str, job: str, directories: Iterable[str], group: int) -> None:
+        """Make ``STAGING/<root>/<job>/`` and its container ``directories`` writable by a
+        task pod of ``group``, before the pod starts (where staging is a folder)."""
+        ...
+
     def clear_staging(self, root: str, job: str) -> None: ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -111,6 +112,31 @@ class LocalStore:
     def clear_staging(self, root: str, job: str) -> None:
         shutil.rmtree(self.base / STAGING / root / job, ignore_errors=True)
 
+    def prepare_staging(self, root: str, job: str, directories: Iterable[str], group: int) -> None:
+        """Make a task's staging folder ``STAGING/<root>/<job>/``, and each of the container
+        ``directories`` in it, writable by ``group``: the task's pod runs as an unprivileged
+        user of that group, and the operator moves (or deletes) what it wrote as root or as
+        the folder's owner. Setgid, so that what the task makes inside keeps the group.
+
+        The operator gives the folder to ``group`` as its owner and a member of the group
+        (the chart runs it with that supplementary group; no capability needed). Where it
+        cannot (not in the group, a volume that squashes root), it makes the folder
+        writable by all instead: only the task's own pod (a subPath), or its worker, reaches
+        it. The staging area's other folders stay the operator's."""
+        if problem := root_problem(root):
+            raise InvalidRequest(problem)
+        staging = self.base / STAGING / root / job
+        folders = [staging, *(staging / path.strip("/") for path in directories)]
+        try:
+            for folder in folders:
+                folder.mkdir(parents=True, exist_ok=True)
+            for folder in folders:
+                _share(folder, group)
+        except OSError as exc:
+            raise StoreError(
+                f"namespace {root!r}: cannot make the staging folder of {job}: {exc}"
+            ) from exc
+
     def publish(self, root: str, staged: Mapping[str, Path]) -> None:
         """Move staged outputs (data key -> staged path) into place: each atomically, and
         all of them or none (a failure takes back the ones already moved)."""
@@ -139,6 +165,27 @@ class LocalStore:
                     logger.error("could not take back %s after a failed publish: %s", target, undo)
             raise StoreError(f"namespace {root!r}: cannot publish {key!r}: {exc}") from exc
         logger.debug("published %s/%s", root, sorted(staged))
+
+
+def _share(folder: Path, group: int) -> None:
+    """``folder`` writable by ``group``; never through a symbolic link."""
+    mode = 0o2770
+    status = folder.lstat()
+    if not stat.S_ISDIR(status.st_mode):
+        raise StoreError(f"{folder} is not a directory (a symbolic link?)")
+    if status.st_gid != group:
+        try:
+            os.chown(folder, -1, group, follow_symlinks=False)
+        except PermissionError as exc:
+            logger.warning(
+                "cannot give %s to group %d (%s): making it writable by all; run the "
+                "operator in that group (the chart's podSecurityContext.supplementalGroups)",
+                folder,
+                group,
+                exc,
+            )
+            mode = 0o2777
+    os.chmod(folder, mode)
 
 
 def _scan(space: Path, keys: list[str]) -> tuple[set[str], set[str]]:

@@ -164,6 +164,9 @@ class S3Store:
             logger.warning("namespace %s: could not delete leftovers of a publish: %s", root, exc)
         logger.debug("published %s/%s", root, sorted(staged))
 
+    def prepare_staging(self, root: str, job: str, directories: Iterable[str], group: int) -> None:
+        """Nothing to make: a task pod on S3 stages into its own emptyDir, then uploads."""
+
     def clear_staging(self, root: str, job: str) -> None:
         """Forget what a Job staged (best effort: a leftover is only wasted space)."""
         try:
