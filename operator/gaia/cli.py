@@ -43,8 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Servers and workers narrate at INFO (set_defaults(log_level=...)); the rest warns.
     level = logging.DEBUG if args.verbose else getattr(args, "log_level", logging.WARNING)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # kafka-python narrates every connection at INFO
-        logging.getLogger("kafka").setLevel(logging.WARNING)
+    if not args.verbose:
+        # kafka-python narrates every connection at INFO, and each lost one at ERROR with a
+        # traceback, several a second while a broker is away; gaia.bus.kafka says once
+        # that events are dropped, and once that the broker takes them again.
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
     try:
         code: int = args.func(args)
         return code
