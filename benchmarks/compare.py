@@ -203,14 +203,29 @@ def replay(client: gaia.Gaia) -> list[dict[str, Any]]:
 # --- raw spawns -----------------------------------------------------------------------------------
 
 
-def bwrap_base(tops: Sequence[str]) -> list[str]:
+def bwrap_base(tops: Sequence[str], sealed: bool = False) -> tuple[list[str], list[str]]:
     """bubblewrap's arguments as Gaia's runner builds them (worker/sandbox.py): the host's
     top-level entries read-only (symlinks as symlinks) except /proc /dev /sys /tmp and the
-    container paths' own top-level names, a new /proc, /dev and /tmp, a pid namespace."""
+    container paths' own top-level names, a new /proc, /dev and /tmp, a pid namespace.
+    ``sealed`` adds what the runner adds for a task since the sandbox work (issue 7): IPC
+    and network namespaces, no capabilities, and as root the switch to user nobody. Also
+    the command's prefix (setpriv, when it switches user)."""
     exe = shutil.which("bwrap")
     if exe is None:
         raise RuntimeError("bwrap is not installed (make sandbox)")
     argv = [exe, "--unshare-pid", "--die-with-parent"]
+    prefix: list[str] = []
+    if sealed:
+        argv += ["--unshare-ipc", "--unshare-net"]
+        setpriv = shutil.which("setpriv")
+        if os.geteuid() == 0 and setpriv is not None:
+            argv += ["--cap-drop", "ALL"]
+            for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"):
+                argv += ["--cap-add", cap]
+            prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--nnp"]
+            prefix += ["--bounding-set=-all", "--inh-caps=-all"]
+        else:
+            argv += ["--unshare-user", "--cap-drop", "ALL"]
     with os.scandir("/") as entries:
         for entry in sorted(entries, key=lambda e: e.name):
             if entry.name in ("proc", "dev", "sys", "tmp", *tops):
@@ -219,16 +234,17 @@ def bwrap_base(tops: Sequence[str]) -> list[str]:
                 argv += ["--symlink", os.readlink(entry.path), entry.path]
             else:
                 argv += ["--ro-bind", entry.path, entry.path]
-    return [*argv, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    return [*argv, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"], prefix
 
 
 class RawSpawn:
     """The same commands as Gaia's tasks, started from plain threads (``subprocess``, a
-    new session, both output pipes read, as the runner does), unsandboxed or under bwrap."""
+    new session, both output pipes read, as the runner does), unsandboxed or under bwrap
+    (``sealed``: as Gaia seals a task today)."""
 
-    def __init__(self, folder: Path, sandbox: bool) -> None:
+    def __init__(self, folder: Path, sandbox: bool, sealed: bool = False) -> None:
         self.folder, self.sandbox = folder, sandbox
-        self.base = bwrap_base(["in", "out"]) if sandbox else []
+        self.base, self.prefix = bwrap_base(["in", "out"], sealed) if sandbox else ([], [])
         self.count = 0
         self.lock = threading.Lock()
 
@@ -245,10 +261,14 @@ class RawSpawn:
             number = self.count
         staging = self.folder / "staging" / str(number)
         (staging / "out").mkdir(parents=True)
+        if self.prefix:  # the task's user writes it
+            (staging / "out").chmod(0o777)
         argv = [*self.base, "--bind", str(staging / "out"), "/out"]
         if source is not None:
+            if self.prefix:  # a folder the task's user may search (bwrap's own is root's)
+                argv += ["--perms", "0755", "--dir", "/in"]
             argv += ["--ro-bind", str(source), "/in/i"]
-        _spawn([*argv, "--chdir", "/tmp", "--", *command], self.folder)
+        _spawn([*argv, "--chdir", "/tmp", "--", *self.prefix, *command], self.folder)
         os.replace(staging / "out" / "o", output)
 
 
@@ -258,9 +278,11 @@ def _spawn(argv: list[str], cwd: Path) -> None:
         raise RuntimeError(f"{argv[-3:]} exited {done.returncode}: {done.stderr[-300:]!r}")
 
 
-def raw_trivial(folder: Path, values: int, threads: int, sandbox: bool) -> float:
+def raw_trivial(
+    folder: Path, values: int, threads: int, sandbox: bool, sealed: bool = False
+) -> float:
     """The fan-out DAG's commands from ``threads`` threads: seconds for all of them."""
-    spawn = RawSpawn(folder, sandbox)
+    spawn = RawSpawn(folder, sandbox, sealed)
     (folder / "gen").mkdir(parents=True)
     (folder / "use").mkdir()
     made = [threading.Event() for _ in range(values)]
@@ -360,6 +382,13 @@ def trivial(
     table.add(name, "2 plain threads, unsandboxed", rate(tasks, plain), f"{plain:.2f} s")
     boxed = raw_trivial(work / "raw-bwrap", values, 2, sandbox=True)
     table.add(name, "2 plain threads, in bubblewrap", rate(tasks, boxed), f"{boxed:.2f} s")
+    sealed = raw_trivial(work / "raw-sealed", values, 2, sandbox=True, sealed=True)
+    table.add(
+        name,
+        "2 plain threads, in bubblewrap sealed as Gaia's tasks",
+        rate(tasks, sealed),
+        f"{sealed:.2f} s; also net and IPC namespaces, no capabilities, user nobody as root",
+    )
     snake_seconds = None
     if snake is not None:
         run = snakemake(snake, work / "snakemake", values, "--scheduler", "greedy")
@@ -380,6 +409,12 @@ def trivial(
             gaia2 = run2.seconds
         _gaia_row(table, name, f"Gaia `gaia serve --workers {workers}`", run2)
     table.add(name, "Gaia (2 workers) / bwrap raw spawn", ratio(boxed, gaia2), "target ≥ 0.70")
+    table.add(
+        name,
+        "Gaia (2 workers) / bwrap raw spawn, sealed alike",
+        ratio(sealed, gaia2),
+        "the same sandbox on both sides",
+    )
     table.add(name, "Gaia (2 workers) / Snakemake", ratio(snake_seconds, gaia2), "target ≥ 3")
     unboxed = run_gaia(
         work / "gaia-unsandboxed", fanout(values), tasks, 2, sizes.timeout, sandbox="none"
