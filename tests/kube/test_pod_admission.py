@@ -9,49 +9,16 @@ from typing import Any
 
 import pytest
 from cluster import Cluster
+from test_pod_security import job
 
-from gaia.engine.instructions import StartTask
-from gaia.engine.model import Process, parse_command
-from gaia.kube.config import S3Config
-from gaia.kube.jobs import build_job
 from gaia.kube.workers import build_worker
 
 pytestmark = pytest.mark.slow  # the control plane
 
-S3 = S3Config(bucket="b", prefix="p", endpoint="http://s3:9000", secret="creds")
-
 
 def task_pod(namespace: str, name: str, *, s3: bool = False, **fields: Any) -> dict[str, Any]:
-    command = parse_command(
-        {
-            "key": "md5",
-            "image": "ubuntu",
-            "command": ["md5sum", "/in/in"],
-            "inputs": {"INPUT": "/in/in"},
-            "outputs": {"OUTPUT": "/out/out"},
-            "stdout": "/out/out",
-            "resources": {"cpu": "500m", "memory": "256Mi"},
-            "timeout": 60,
-            **fields,
-        }
-    )
-    process = Process(
-        key="md5-rabbit",
-        spec="md5-rabbit",
-        command="md5",
-        inputs={"INPUT": "animals/rabbit"},
-        outputs={"OUTPUT": "md5/rabbit"},
-        vars={},
-        uses=frozenset({"md5"}),
-    )
-    owner = {
-        "apiVersion": "gaia.dev/v1alpha1",
-        "kind": "GaiaNamespace",
-        "metadata": {"name": "triangle", "namespace": namespace, "uid": "u-1"},
-    }
-    start = StartTask("triangle", process, command, 1)
-    job = build_job(start, claim="gaia-data", owner=owner, s3=S3 if s3 else None)
-    return pod(namespace, name, job["spec"]["template"]["spec"])
+    limited = {"resources": {"cpu": "500m", "memory": "256Mi"}, "timeout": 60, **fields}
+    return pod(namespace, name, job("s3" if s3 else "pvc", **limited)["spec"]["template"]["spec"])
 
 
 def pod(namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
