@@ -12,16 +12,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-__all__ = ["Child", "signal_group"]
+__all__ = ["Child", "group_running", "signal_group"]
+
+logger = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
+# A killed start's sandbox may outlive its leader for a while: a process blocked in the
+# kernel (creating its network namespace, say, while others are torn down) dies only when
+# that call returns. The start is over once its group is, waited for at most this long.
+GROUP_GONE_SECONDS = 10.0
 # Starting a process blocks for as long as the kernel copies its page tables (vfork
 # avoids most of it): a few threads keep starts from queueing behind one another.
 _SPAWNER = ThreadPoolExecutor(4, thread_name_prefix="gaia-spawn")
@@ -90,6 +98,7 @@ class Child:
                 for pipe in (process.stdout, process.stderr):
                     if pipe is not None:
                         pipe.close()
+                await _group_gone(process.pid)
             raise
 
     def _read(self, fd: int) -> None:
@@ -148,3 +157,37 @@ def signal_group(pgid: int, sig: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+async def _group_gone(pgid: int) -> None:
+    """Wait until no process of the group runs, killing again whatever still does (a
+    process forked while the first SIGKILL went out is in the group too)."""
+    deadline = time.monotonic() + GROUP_GONE_SECONDS
+    while group_running(pgid):
+        if time.monotonic() > deadline:
+            logger.warning(
+                "processes of group %d outlived SIGKILL for %gs", pgid, GROUP_GONE_SECONDS
+            )
+            return
+        signal_group(pgid, signal.SIGKILL)
+        await asyncio.sleep(0.02)
+
+
+def group_running(pgid: int) -> bool:
+    """Whether a process of the group still runs; zombies, whose parent died with the
+    group and which wait for init to reap them, do not count."""
+    if not signal_group(pgid, 0):
+        return False
+    try:
+        stats = [entry.path + "/stat" for entry in os.scandir("/proc") if entry.name.isdigit()]
+    except OSError:  # no /proc: trust the signal
+        return True
+    for stat in stats:
+        try:
+            # Fields after the command name (which may hold spaces): state ppid pgrp ...
+            state, _, group = Path(stat).read_text().rpartition(")")[2].split()[:3]
+        except (OSError, ValueError):
+            continue  # exited meanwhile
+        if int(group) == pgid and state != "Z":
+            return True
+    return False

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shlex
 import signal
 import time
@@ -42,7 +41,7 @@ from gaia.engine.resources import Resources
 from gaia.errors import TaskFailed
 from gaia.worker import limits, staging
 from gaia.worker import sandbox as sandboxes
-from gaia.worker.child import Child, signal_group
+from gaia.worker.child import Child, group_running, signal_group
 from gaia.worker.outputs import UnsafeOutput
 
 __all__ = ["KILL_GRACE", "TaskResult", "TaskSpec", "run_task"]
@@ -335,28 +334,8 @@ async def _terminate(child: Child) -> None:
             async with asyncio.timeout(KILL_GRACE):
                 await asyncio.shield(child.exited)
         # Grandchildren may take a moment longer than the leader to act on SIGTERM.
-        while _group_running(child.pid) and time.monotonic() < deadline:
+        while group_running(child.pid) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
     finally:
         # Also runs when cleanup itself is cancelled: nothing may outlive the task.
         signal_group(child.pid, signal.SIGKILL)
-
-
-def _group_running(pgid: int) -> bool:
-    """Whether a process of the group still runs; zombies, whose parent died with the
-    group and which wait for init to reap them, do not count."""
-    if not signal_group(pgid, 0):
-        return False
-    try:
-        stats = [entry.path + "/stat" for entry in os.scandir("/proc") if entry.name.isdigit()]
-    except OSError:  # no /proc: trust the signal
-        return True
-    for stat in stats:
-        try:
-            # Fields after the command name (which may hold spaces): state ppid pgrp ...
-            state, _, group = Path(stat).read_text().rpartition(")")[2].split()[:3]
-        except (OSError, ValueError):
-            continue  # exited meanwhile
-        if int(group) == pgid and state != "Z":
-            return True
-    return False
