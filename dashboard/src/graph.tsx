@@ -3,7 +3,7 @@
 // changes (a merge, an expansion); state changes only recolour.
 
 import { Graph, layout } from "@dagrejs/dagre";
-import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { GraphNode } from "./types";
 
 const CHAR = 7.3; // width of one character of the 12px monospace labels
@@ -120,7 +120,8 @@ export function GraphView(props: {
     });
   }
 
-  useEffect(() => {
+  // Before the first paint: a node shown unfitted, then moved, is a click that misses.
+  useLayoutEffect(() => {
     touched.current = false;
     fit();
   }, [laid]);

@@ -157,13 +157,16 @@ class Browser:
         message: dict[str, Any] = json.loads(raw)
         return message
 
-    def open(self, url: str) -> Page:
-        """A new tab showing ``url``."""
+    def open(self, url: str, before_load: str | None = None) -> Page:
+        """A new tab showing ``url``; ``before_load`` is a script run in the page before
+        any of its own."""
         target = self.send("Target.createTarget", url="about:blank")["targetId"]
         session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         page = Page(self, session, target)
         page.send("Page.enable")
         page.send("Runtime.enable")
+        if before_load is not None:
+            page.send("Page.addScriptToEvaluateOnNewDocument", source=before_load)
         page.goto(url)
         return page
 
@@ -210,15 +213,27 @@ class Page:
             time.sleep(0.05)
 
     def click(self, selector: str) -> None:
-        """A real mouse click at the middle of the element ``selector`` finds."""
+        """A real mouse click at the middle of the element ``selector`` finds, once it is
+        where a user would click it: shown, still over two animation frames, and on top
+        at that point (the checks Playwright makes before it clicks)."""
         box = self.wait_for(
-            f"""(() => {{
-                const e = document.querySelector({json.dumps(selector)});
-                if (!e) return null;
-                const r = e.getBoundingClientRect();
-                return r.width && r.height ? {{x: r.x + r.width / 2, y: r.y + r.height / 2}} : null;
+            f"""(async () => {{
+                const box = () => {{
+                    const e = document.querySelector({json.dumps(selector)});
+                    if (!e) return null;
+                    const r = e.getBoundingClientRect();
+                    return r.width && r.height ? [e, r.x + r.width / 2, r.y + r.height / 2] : null;
+                }};
+                const frame = () => new Promise((done) => requestAnimationFrame(done));
+                const before = box();
+                await frame();
+                await frame();
+                const after = box();
+                if (!before || !after || before.join() !== after.join()) return null;
+                const [e, x, y] = after;
+                return e.contains(document.elementFromPoint(x, y)) ? {{x, y}} : null;
             }})()""",
-            what=f"{selector} to be shown",
+            what=f"{selector} to be shown, still and on top",
         )
         for kind in ("mousePressed", "mouseReleased"):
             self.send(

@@ -153,6 +153,30 @@ def test_the_triangle_computes_live_on_the_page(
         page.wait_for("document.querySelector('#ns-state').dataset.state === 'complete'")
 
 
+def test_the_graph_is_fitted_before_it_is_first_shown(server: Server, browser: Browser) -> None:
+    """A node painted where the graph was laid out, then moved to where it fits the
+    window, is a click that lands on nothing: every frame shows it in one place."""
+    _triangle(server.client())
+    record_boxes = """
+        window.boxes = [];
+        (function watch() {
+            const node = document.querySelector("[data-id='p:md5-rabbit']");
+            if (node) {
+                const r = node.getBoundingClientRect();
+                const box = [r.x, r.y, r.width, r.height].map(Math.round).join(",");
+                if (window.boxes.at(-1) !== box) window.boxes.push(box);
+            }
+            requestAnimationFrame(watch);
+        })();
+    """
+    with browser.open(
+        dashboard_url(server.address, server.token, "/ns/triangle"), record_boxes
+    ) as page:
+        page.wait_for("window.boxes?.length > 0")
+        page.evaluate("new Promise((done) => setTimeout(done, 1000))")
+        assert len(page.evaluate("window.boxes")) == 1, page.evaluate("window.boxes")
+
+
 def test_a_group_expands_into_its_members(server: Server, browser: Browser, tmp_path: Path) -> None:
     flow = server.client()
     _seed(server)
