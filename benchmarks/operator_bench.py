@@ -4,7 +4,8 @@ local processes (tests/kube/kubelet.py) and `gaia operator` as a subprocess.
 
     python benchmarks/operator_bench.py            # `make bench-operator`
     python benchmarks/operator_bench.py --quick    # tiny sizes: the smoke test
-    python benchmarks/operator_bench.py --profile DIR   # also py-spy the 1,000-Job run
+    python benchmarks/operator_bench.py --profile DIR   # also py-spy the operator and workers
+    python benchmarks/operator_bench.py --only workers --workers-values 5000  # a shorter run
 
 Workloads (the trivial DAG of compare.py: ``echo v > /out/o`` then ``cp /in/i /out/o``):
 
@@ -511,7 +512,9 @@ def jobs_phase(table: Table, world: World, sizes: Sizes, profile: Path | None) -
         print(text, flush=True)
 
 
-def workers_phase(table: Table, world: World, sizes: Sizes, work: Path) -> None:
+def workers_phase(
+    table: Table, world: World, sizes: Sizes, work: Path, profile: Path | None
+) -> None:
     values = sizes.workers
     tasks = 2 * values
     name = f"{tasks:,} processes, 2 workers"
@@ -530,8 +533,10 @@ def workers_phase(table: Table, world: World, sizes: Sizes, work: Path) -> None:
         return
     assert world.kubelet is not None
     jobs_before = world.kubelet.job_pods[root]
-    with LoopProbe(f"http://{world.operator.address}/health") as probe:  # type: ignore[union-attr]
-        phase = run_phase(world, root, values, sizes.workers_timeout, probe)
+    with contextlib.ExitStack() as profiling:
+        profilers = _profile_workers(world, profile, profiling)
+        with LoopProbe(f"http://{world.operator.address}/health") as probe:  # type: ignore[union-attr]
+            phase = run_phase(world, root, values, sizes.workers_timeout, probe)
     done = _complete(phase)
     rss = harness.rss_mib(world.pid)
     peak = harness.rss_mib(world.pid, "VmHWM")
@@ -582,6 +587,17 @@ def workers_phase(table: Table, world: World, sizes: Sizes, work: Path) -> None:
         "target < 256 KiB",
     )
     table.add(name, "operator RSS", f"{rss:.0f} MiB", f"peak {peak:.0f} MiB; target < 1 GiB")
+    for who, (raw, profiler) in profilers.items():
+        assert profile is not None
+        text = summarise(
+            f"{who}, {tasks:,} processes run by 2 workers ({profiler.seconds:.0f} s under "
+            f"py-spy, {_progress(phase)}; raw stacks: {raw.name})",
+            Profile.load(raw),
+            max(done, 1),
+            profiler.seconds,
+        )
+        (profile / raw.with_suffix(".md").name).write_text(text + "\n")
+        print(text, flush=True)
     # The same processes through `gaia serve --workers 2`, for the ratio.
     serve = GaiaServe(work / "serve", 2)
     with serve:
@@ -616,6 +632,37 @@ def workers_phase(table: Table, world: World, sizes: Sizes, work: Path) -> None:
     )
 
 
+def _profile_workers(
+    world: World, profile: Path | None, stack: contextlib.ExitStack
+) -> dict[str, tuple[Path, Profiler]]:
+    """py-spy on the operator and on each worker's `gaia worker` process, while the
+    ``stack`` lasts; nothing without ``profile``."""
+    if profile is None:
+        return {}
+    profile.mkdir(parents=True, exist_ok=True)
+    pids = {"`gaia operator`": ("operator-workers.raw", world.pid)}
+    for key in ("w1", "w2"):
+        found = subprocess.run(
+            ["pgrep", "-f", f"gaia worker --key {key} "], capture_output=True, text=True
+        ).stdout.split()
+        # the Python process itself, not the sandbox the kubelet started it in
+        pythons = [int(pid) for pid in found if _comm(int(pid)).startswith(("python", "gaia"))]
+        if pythons:
+            pids[f"`gaia worker` {key}"] = (f"worker-{key}.raw", pythons[0])
+    profilers = {}
+    for who, (name, pid) in pids.items():
+        raw = profile / name
+        profilers[who] = (raw, stack.enter_context(Profiler(pid, raw)))
+    return profilers
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 @contextlib.contextmanager
 def work_folder(keep: bool) -> Iterator[Path]:
     work = Path(tempfile.mkdtemp(prefix="gaia-opbench-"))
@@ -635,13 +682,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test)")
     parser.add_argument("--only", default="jobs,workers", help="comma-separated phases")
     parser.add_argument("--workers-timeout", type=float, help="seconds for the workers phase")
-    parser.add_argument("--profile", type=Path, help="also profile the operator with py-spy")
+    parser.add_argument(
+        "--workers-values",
+        type=int,
+        help="values per rule in the workers phase (2x processes; default 50,000)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy the operator over a second 1,000-Job run, and the operator and the "
+        "workers over the workers phase; raw stacks and summaries go into this folder",
+    )
     parser.add_argument("--output", type=Path, help="also write the table (Markdown) here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
     if args.workers_timeout:
         sizes.workers_timeout = args.workers_timeout
+    if args.workers_values:
+        sizes.workers = args.workers_values
     only = set(args.only.split(","))
     env = {
         "GAIA_JOBS_PER_SECOND": "50",
@@ -663,7 +722,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "jobs" in only:
             jobs_phase(table, world, sizes, args.profile)
         if "workers" in only:
-            workers_phase(table, world, sizes, work)
+            workers_phase(table, world, sizes, work, args.profile)
         assert world.kubelet is not None
         if world.kubelet.errors:
             print(f"kubelet errors: {world.kubelet.errors[:5]}")
