@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from gaia.engine.graph import Graph
+from gaia.engine.model import Process
 
 __all__ = ["CompleteKeys"]
 
@@ -34,7 +35,7 @@ class CompleteKeys:
             self.keys.add(key)
             producer = self.graph.producer.get(key)
             if producer is not None:
-                self.recheck(producer)
+                self.recheck(self.graph.processes[producer])
 
     def discard(self, key: str) -> None:
         if key in self.keys:
@@ -47,12 +48,13 @@ class CompleteKeys:
         for key in keys:
             self.discard(key)
 
-    def recheck(self, process: str) -> None:
+    def recheck(self, process: Process) -> None:
         """Call for a process just added to the graph (its outputs may already exist)."""
-        if all(key in self.keys for key in self.graph.processes[process].outputs.values()):
-            self.done.add(process)
+        keys = self.keys
+        if all(key in keys for key in process.outputs.values()):
+            self.done.add(process.key)
         else:
-            self.done.discard(process)
+            self.done.discard(process.key)
 
     def forget(self, process: str) -> None:
         """Call for a process that left the graph."""

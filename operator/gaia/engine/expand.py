@@ -44,11 +44,22 @@ def fan_out(spec: ProcessSpec) -> list[tuple[str, dict[str, str]]]:
                 )
         reduced.append(parts)
     combos = []
-    for values in itertools.product(*(spec.vars[name] for name in list_names)):
-        key = "-".join([spec.key, *(parts[v] for parts, v in zip(reduced, values, strict=True))])
-        combo = scalars.copy()
-        combo.update(zip(list_names, values, strict=True))
-        combos.append((key, combo))
+    if len(list_names) == 1:  # the usual fan-out, over one list: no product to take
+        name, parts, prefix = list_names[0], reduced[0], spec.key + "-"
+        for value in spec.vars[name]:
+            combo = scalars.copy()
+            combo[name] = value
+            combos.append((prefix + parts[value], combo))
+    else:
+        for values in itertools.product(*(spec.vars[name] for name in list_names)):
+            key = "-".join(
+                [spec.key, *(parts[v] for parts, v in zip(reduced, values, strict=True))]
+            )
+            combo = scalars.copy()
+            combo.update(zip(list_names, values, strict=True))
+            combos.append((key, combo))
+    if len({key for key, _ in combos}) == len(combos):
+        return combos
     seen: dict[str, dict[str, str]] = {}
     for key, combo in combos:
         if key in seen:
@@ -68,6 +79,7 @@ def expand(spec: ProcessSpec, commands: Mapping[str, Command]) -> list[Process]:
     processes: list[Process] = []
     defaults = {name: d for name, d in command.vars.items() if d is not None}
     checked: set[tuple[str, ...]] = set()  # what every combination shares is checked once
+    uses = frozenset((command.key,))
     for key, values in fan_out(spec):
         where = f"process {key!r}"
         # A spec key and reduced values make a valid key, unless too long.
@@ -79,6 +91,12 @@ def expand(spec: ProcessSpec, commands: Mapping[str, Command]) -> list[Process]:
             _check_templates(spec.outputs, known, where, "output")
         inputs = _render_keys(spec.inputs, known, where, "input")
         outputs = _render_keys(spec.outputs, known, where, "output")
+        if checked and not command.composite:
+            # Every combination binds the same names and sets the same vars: what the
+            # first one passed, each passes; only the values differ.
+            given = {name: known[name] for name in command.vars}
+            processes.append(Process(key, spec.key, command.key, inputs, outputs, given, uses))
+            continue
         _invoke(key, spec.key, command, inputs, outputs, values, commands, (), processes, checked)
     return processes
 

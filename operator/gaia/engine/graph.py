@@ -43,10 +43,12 @@ class Graph:
         fresh = []
         for key in process.outputs.values():
             self.producer[key] = process.key
-            fresh += self._ref(key)
+            if self._ref(key):
+                fresh.append(key)
         for key in process.inputs.values():
             self.consumers.setdefault(key, set()).add(process.key)
-            fresh += self._ref(key)
+            if self._ref(key):
+                fresh.append(key)
         return fresh
 
     def remove(self, process_key: str) -> list[str]:
@@ -65,14 +67,16 @@ class Graph:
             gone += self._unref(key)
         return gone
 
-    def _ref(self, key: str) -> list[str]:
+    def _ref(self, key: str) -> bool:
+        """Count an edge to ``key``; True if the key is new to the graph."""
         count = self._refs.get(key, 0)
         self._refs[key] = count + 1
         if count:
-            return []
-        for parent in parents(key):
-            self._inside[parent] = self._inside.get(parent, 0) + 1
-        return [key]
+            return False
+        if "/" in key:
+            for parent in parents(key):
+                self._inside[parent] = self._inside.get(parent, 0) + 1
+        return True
 
     def _unref(self, key: str) -> list[str]:
         count = self._refs[key] - 1
@@ -110,27 +114,31 @@ class Graph:
         new: dict[str, Process] = {}
         new_producer: dict[str, str] = {}
         new_consumers: dict[str, list[str]] = defaultdict(list)
+        processes, producer = self.processes, self.producer  # looked up 100,000s of times
         for process in added:
             if process.key in new:
                 raise InvalidRequest(f"process key {process.key!r} would exist twice")
-            old = self.processes.get(process.key)
+            old = processes.get(process.key)
             if old is not None and process.key not in removed:
                 raise InvalidRequest(
                     f"process {process.key!r} (from {process.spec!r}) collides with the "
                     f"existing process of that key (from {old.spec!r})"
                 )
             new[process.key] = process
-            outputs = list(process.outputs.values())
-            if len(set(outputs)) != len(outputs):
+            outputs = process.outputs.values()
+            if len(outputs) > 1 and len(set(outputs)) != len(outputs):
                 raise InvalidRequest(f"process {process.key!r} binds one data key to two outputs")
             for key in outputs:
-                other = new_producer.get(key) or self._live_producer(key, removed)
+                other = new_producer.get(key)
+                if other is None and (other := producer.get(key)) in removed:
+                    other = None  # replaced by this change
                 if other is not None:
                     raise InvalidRequest(
                         f"data key {key!r} would have two producers: {other!r} and {process.key!r}"
                     )
                 new_producer[key] = process.key
-            for key in set(process.inputs.values()):
+            inputs = process.inputs.values()
+            for key in set(inputs) if len(inputs) > 1 else inputs:
                 new_consumers[key].append(process.key)
 
         self._check_nesting(added, removed)
@@ -147,14 +155,18 @@ class Graph:
 
         # Only a process with both an input someone produces and an output someone reads
         # can lie on a cycle: the DFS starts at those alone (none, in a plain fan-out).
+        consumers = self.consumers
+
         def linked(process: Process) -> bool:
-            return any(
-                key in new_producer or self._live_producer(key, removed)
-                for key in process.inputs.values()
-            ) and any(
-                key in new_consumers or any(c not in removed for c in self.consumers.get(key, ()))
-                for key in process.outputs.values()
-            )
+            for key in process.inputs.values():
+                if key in new_producer or self._live_producer(key, removed):
+                    break
+            else:
+                return False
+            for key in process.outputs.values():
+                if key in new_consumers or any(c not in removed for c in consumers.get(key, ())):
+                    return True
+            return False
 
         self._check_acyclic([p.key for p in new.values() if linked(p)], outputs_of, consumers_of)
 
@@ -167,22 +179,42 @@ class Graph:
             lost.update([*process.outputs.values(), *process.inputs.values()])
         leaving = {key for key, count in lost.items() if self._refs[key] == count}
         arriving: dict[str, str] = {}  # data key new to the graph -> a process using it
+        refs = self._refs
         for process in added:
-            for key in (*process.outputs.values(), *process.inputs.values()):
-                if key not in self._refs or key in leaving:
-                    arriving.setdefault(key, process.key)
+            for bound in (process.outputs, process.inputs):
+                for key in bound.values():
+                    if key not in refs or key in leaving:
+                        arriving.setdefault(key, process.key)
         if not arriving:
             return
         leaving -= arriving.keys()
         inside_leaving = Counter(parent for key in leaving for parent in parents(key))
         arriving_inside: dict[str, str] = {}  # directory -> an arriving key inside it
+        parents_of = {}
         for key in arriving:
-            for parent in parents(key):
+            parents_of[key] = found = parents(key)
+            for parent in found:
                 arriving_inside.setdefault(parent, key)
 
         def present(key: str) -> bool:
             return (key in self._refs and key not in leaving) or key in arriving
 
+        # Most keys share their few directories: each is asked about once. A problem found
+        # is then looked for again in key order, so that the message names the first.
+        presence: dict[str, bool] = {}
+        inside = self._inside
+        for key, found in parents_of.items():
+            for parent in found:
+                if (known := presence.get(parent)) is None:
+                    known = presence[parent] = present(parent)
+                if known:
+                    break
+            else:
+                if key not in arriving_inside and inside.get(key, 0) <= inside_leaving.get(key, 0):
+                    continue
+            break
+        else:
+            return
         for key in sorted(arriving):
             outer = next((parent for parent in parents(key) if present(parent)), None)
             if outer is not None:

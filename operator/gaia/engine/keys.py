@@ -113,6 +113,8 @@ def text_problem(text: str) -> str | None:
     lone surrogate (valid in JSON, but no UTF-8 encoding exists for it)."""
     if "\x00" in text:
         return "contains a NUL character"
+    if text.isascii():  # the usual case, and no surrogate can hide in it
+        return None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

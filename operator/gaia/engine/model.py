@@ -170,7 +170,8 @@ def _scalar(value: object, where: str) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidRequest(f"{where}: {value!r} is not a usable value")
     if isinstance(value, str):
-        _check_text(value, f"{where}: {_shown(value)}")
+        if problem := text_problem(value):  # the message is made only when needed
+            raise InvalidRequest(f"{where}: {_shown(value)} {problem}")
         return value
     if isinstance(value, int | float):
         return str(value)
@@ -431,7 +432,8 @@ def parse_process(raw: object) -> ProcessSpec:
     values: dict[str, VarValue] = {}
     for name, value in _mapping(raw.get("vars"), where, "vars").items():
         if isinstance(value, list):
-            values[name] = [_scalar(item, f"{where}: var {name!r}") for item in value]
+            at = f"{where}: var {name!r}"  # one message prefix for a list of 10^5 values
+            values[name] = [_scalar(item, at) for item in value]
         else:
             values[name] = _scalar(value, f"{where}: var {name!r}")
     return ProcessSpec(

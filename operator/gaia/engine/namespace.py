@@ -204,17 +204,18 @@ class Namespace:
             self.specs[spec.key] = spec
             self.expansion[spec.key] = tuple(p.key for p in leaves)
             self.rejected.pop(spec.key, None)
+            unusable, existing = lookup.unusable, lookup.existing
             for process in leaves:
                 for fresh in self.graph.add(process):
-                    if fresh in lookup.unusable:
-                        self.unusable[fresh] = lookup.unusable[fresh]
-                    elif fresh not in expired_data and fresh in lookup:
+                    if fresh in unusable:
+                        self.unusable[fresh] = unusable[fresh]
+                    elif fresh in existing and fresh not in expired_data:
                         self.complete.add(fresh)
-                self.complete.recheck(process.key)
-                for command in process.uses:
-                    self.users.setdefault(command, set()).add(spec.key)
-            if not leaves:  # a fan-out over an empty list still uses its command
-                self.users.setdefault(spec.command, set()).add(spec.key)
+                self.complete.recheck(process)
+            # a fan-out over an empty list still uses its command
+            uses = {p.uses for p in leaves} or {frozenset((spec.command,))}
+            for command in frozenset().union(*uses):
+                self.users.setdefault(command, set()).add(spec.key)
         for key in plan.removed - self.graph.processes.keys():
             self.tasks.pop(key, None)
         for key in [k for k in self.unusable if k not in self.graph]:
