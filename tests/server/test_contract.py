@@ -154,6 +154,14 @@ BAD_BODIES = [
         "1e400 is too large",
     ),
     (b'{"root": "ns", "processes": ' + b"[" * 1000 + b"]" * 1000 + b"}", "nests deeper"),
+    # a fan-out's values are checked one by one: the bad one is named by its place
+    (
+        b'{"root": "ns", "processes": [{"key": "p", "command": "copy", "inputs": {"IN": "src"},'
+        b' "outputs": {"OUT": "o/{{V}}"}, "vars": {"V": ["a", "b\\ud800"]}}]}',
+        "body.processes[0].vars.V[1] is not valid Unicode",
+    ),
+    # a string one level too deep, in a list (MAX_DEPTH is 64: the body is level 0)
+    (b'{"root": "ns", "processes": ' + b"[" * 64 + b'"x"' + b"]" * 64 + b"}", "nests deeper"),
 ]
 
 

@@ -155,8 +155,15 @@ def _check_values(value: Any, where: str, depth: int) -> None:
                 raise InvalidRequest(f"a name in {where} {problem}")
             _check_values(item, f"{where}.{name}", depth + 1)
     elif isinstance(value, list):
+        # A fan-out's list holds 10^5 strings: each is checked here, and its place in
+        # the body spelt out only for a bad one.
+        shallow = depth < MAX_DEPTH
         for index, item in enumerate(value):
-            _check_values(item, f"{where}[{index}]", depth + 1)
+            if shallow and isinstance(item, str):
+                if problem := text_problem(item):
+                    raise InvalidRequest(f"{where}[{index}] {problem}")
+            else:
+                _check_values(item, f"{where}[{index}]", depth + 1)
 
 
 def _root(body: dict[str, Any]) -> Any:
