@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import orjson
 from engine_host import ECHO, MAKE, Host, step
 
 from gaia.engine.instructions import StartTask
 from gaia.engine.states import Mode
+from gaia.shell import encoded_flow
 
 
 def test_only_processes_with_all_inputs_complete_start(triangle: Host) -> None:
@@ -38,9 +40,9 @@ def test_status_has_the_bipartite_graph(triangle: Host) -> None:
 
 def test_the_flow_in_status_follows_every_change_of_the_graph(chain: Host) -> None:
     before = chain.ns.status()["flow"]
-    assert chain.ns.status()["flow"] is before  # unchanged graph: built once
     chain.run_all()
-    assert chain.ns.status()["flow"] is before  # runs do not change the graph
+    assert chain.ns.status()["flow"] == before  # runs do not change the graph
+    assert "flow" not in chain.ns.status(flow=False)
     chain.merge([step("de", "c", "d")])  # an addition only
     assert chain.ns.status()["flow"]["data"]["d"]["from"] == ["de"]
     chain.merge([step("bc", "src", "b")])  # a replacement
@@ -49,6 +51,18 @@ def test_the_flow_in_status_follows_every_change_of_the_graph(chain: Host) -> No
     plan = chain.ns.prepare_merge([], chain.registry.commands, replace_all=True)
     chain.carry_out(chain.ns.apply(plan, chain.lookup()))
     assert chain.ns.status()["flow"] == {"process": {}, "data": {}}
+
+
+def test_the_graph_encoded_a_slice_at_a_time_is_the_whole_graph(triangle: Host) -> None:
+    whole = triangle.ns.flow()
+    assert len(whole["process"]) == 10 and len(whole["data"]) == 12
+    for size in (1, 3, 10, 10_000):
+        slices = list(triangle.ns.flow_slices(size))
+        assert all(0 < len(piece) <= size for _, piece in slices)
+        assert orjson.loads(orjson.dumps(encoded_flow(triangle.ns, size))) == whole
+    plan = triangle.ns.prepare_merge([], triangle.registry.commands, replace_all=True)
+    triangle.carry_out(triangle.ns.apply(plan, triangle.lookup()))
+    assert orjson.loads(orjson.dumps(encoded_flow(triangle.ns))) == {"process": {}, "data": {}}
 
 
 def test_a_failure_blocks_its_downstream_and_ends_in_error(chain: Host) -> None:

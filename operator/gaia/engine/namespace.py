@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +80,6 @@ class Namespace:
         self.runs: dict[str, int] = {}  # kept after a process goes, so run numbers never repeat
         self.active: set[str] = set()  # processes with a queued or running task
         self.running: set[str] = set()  # those whose task is running (counted often)
-        self._flow_cache: tuple[int, dict[str, Any]] | None = None  # (graph version, flow)
         self.failed: set[str] = set()
         # data key -> why the store cannot hold it, as the latest lookup found
         self.unusable: dict[str, str] = {}
@@ -548,46 +547,60 @@ class Namespace:
             and (self.graph.producer.get(key) is None or self.graph.producer[key] in self.failed)
         )
 
-    def status(self) -> dict[str, Any]:
-        """Everything about the namespace. The ``flow`` part (its graph) is shared between
-        calls until the graph changes: treat the result as read-only."""
+    def status(self, flow: bool = True) -> dict[str, Any]:
+        """Everything about the namespace; without ``flow``, all but the graph (which
+        only merges change: a host may keep it, see :meth:`flow_slices`)."""
         graph = self.graph
-        return {
+        status = {
             "state": self.state().value,
             "counts": self.counts(),
-            "flow": self._flow(),
             "data": {key: self.data_state(key).value for key in graph.data_keys},
             "tasks": {key: task.to_dict() for key, task in self.tasks.items()},
             "waiting": self.waiting(),
             "unusable": dict(self.unusable),
             "rejected": dict(self.rejected),
         }
+        if flow:
+            status["flow"] = self.flow()
+        return status
 
-    def _flow(self) -> dict[str, Any]:
-        """The graph as plain data: most of a big status's cost, and unchanged by runs."""
-        graph = self.graph
-        if self._flow_cache is not None and self._flow_cache[0] == graph.version:
-            return self._flow_cache[1]
-        flow = {
-            "process": {
-                key: {
-                    "from": list(p.inputs.values()),
-                    "to": list(p.outputs.values()),
-                    "command": p.command,
-                    "spec": p.spec,
-                }
-                for key, p in graph.processes.items()
-            },
-            "data": {
-                key: {
-                    "from": [graph.producer[key]] if key in graph.producer else [],
-                    "to": sorted(graph.consumers.get(key, ())),
-                }
-                for key in graph.data_keys
-            },
-        }
-        self._flow_cache = (graph.version, flow)
+    def flow(self) -> dict[str, dict[str, Any]]:
+        """The graph as plain data: ``process`` and ``data``, each key -> its edges."""
+        flow: dict[str, dict[str, Any]] = {"process": {}, "data": {}}
+        for part, piece in self.flow_slices():
+            flow[part].update(piece)
         return flow
+
+    def flow_slices(self, size: int = 10_000) -> Iterator[tuple[str, dict[str, Any]]]:
+        """:meth:`flow` a slice at a time, ``(part, {key: entry})`` with at most ``size``
+        keys each, none empty: at 10^6 processes the whole of it as dicts is about a GiB,
+        which a host encoding it slice by slice never holds."""
+        graph = self.graph
+        piece: dict[str, Any] = {}
+        for key, p in graph.processes.items():
+            piece[key] = {
+                "from": list(p.inputs.values()),
+                "to": list(p.outputs.values()),
+                "command": p.command,
+                "spec": p.spec,
+            }
+            if len(piece) == size:
+                yield "process", piece
+                piece = {}
+        if piece:
+            yield "process", piece
+            piece = {}
+        producer, consumers = graph.producer, graph.consumers
+        for key in graph.data_keys:
+            piece[key] = {
+                "from": [producer[key]] if key in producer else [],
+                "to": sorted(consumers.get(key, ())),
+            }
+            if len(piece) == size:
+                yield "data", piece
+                piece = {}
+        if piece:
+            yield "data", piece
 
     def adopt(self, process: str, run: int, handle: Mapping[str, Any]) -> bool:
         """After a restart: a task found still running (a Job) becomes the live run, so
