@@ -203,17 +203,17 @@ class Graph:
         # is then looked for again in key order, so that the message names the first.
         presence: dict[str, bool] = {}
         inside = self._inside
-        for key, found in parents_of.items():
+
+        def clear(key: str, found: list[str]) -> bool:
+            """Neither inside a key present nor holding one."""
             for parent in found:
                 if (known := presence.get(parent)) is None:
                     known = presence[parent] = present(parent)
                 if known:
-                    break
-            else:
-                if key not in arriving_inside and inside.get(key, 0) <= inside_leaving.get(key, 0):
-                    continue
-            break
-        else:
+                    return False
+            return key not in arriving_inside and inside.get(key, 0) <= inside_leaving.get(key, 0)
+
+        if all(clear(key, found) for key, found in parents_of.items()):
             return
         for key in sorted(arriving):
             outer = next((parent for parent in parents(key) if present(parent)), None)
