@@ -499,17 +499,14 @@ def jobs_phase(table: Table, world: World, sizes: Sizes, profile: Path | None) -
         raw = profile / "operator-jobs.raw"
         with Profiler(world.pid, raw) as profiler:
             profiled = run_phase(world, "bench-profiled", values, sizes.jobs_timeout)
-        text = summarise(
-            f"`gaia operator`, {tasks:,}-task GaiaNamespace run as Jobs "
-            f"({profiled.seconds:.0f} s under py-spy, {_progress(profiled)}; "
-            f"raw stacks: {raw.name})",
-            Profile.load(raw),
-            tasks,
-            profiler.seconds,
-        )
-        (profile / "operator-jobs.md").write_text(text + "\n")
         _failures(table, f"{tasks:,}-task GaiaNamespace, Jobs, under py-spy", world, profiled)
-        print(text, flush=True)
+        _summarise_profile(
+            f"`gaia operator`, {tasks:,}-task GaiaNamespace run as Jobs "
+            f"({profiled.seconds:.0f} s under py-spy, {_progress(profiled)})",
+            raw,
+            profiler,
+            tasks,
+        )
 
 
 def workers_phase(
@@ -588,16 +585,13 @@ def workers_phase(
     )
     table.add(name, "operator RSS", f"{rss:.0f} MiB", f"peak {peak:.0f} MiB; target < 1 GiB")
     for who, (raw, profiler) in profilers.items():
-        assert profile is not None
-        text = summarise(
+        _summarise_profile(
             f"{who}, {tasks:,} processes run by 2 workers ({profiler.seconds:.0f} s under "
-            f"py-spy, {_progress(phase)}; raw stacks: {raw.name})",
-            Profile.load(raw),
-            max(done, 1),
-            profiler.seconds,
+            f"py-spy, {_progress(phase)})",
+            raw,
+            profiler,
+            done,
         )
-        (profile / raw.with_suffix(".md").name).write_text(text + "\n")
-        print(text, flush=True)
     # The same processes through `gaia serve --workers 2`, for the ratio.
     serve = GaiaServe(work / "serve", 2)
     with serve:
@@ -645,15 +639,49 @@ def _profile_workers(
         found = subprocess.run(
             ["pgrep", "-f", f"gaia worker --key {key} "], capture_output=True, text=True
         ).stdout.split()
-        # the Python process itself, not the sandbox the kubelet started it in
-        pythons = [int(pid) for pid in found if _comm(int(pid)).startswith(("python", "gaia"))]
+        # the Python process itself, not the sandbox the kubelet started it in, and one
+        # of this run's (the kubelet runs pods as our descendants), not another bench's
+        pythons = [
+            int(pid)
+            for pid in found
+            if _comm(int(pid)).startswith(("python", "gaia")) and _descends_from_us(int(pid))
+        ]
         if pythons:
             pids[f"`gaia worker` {key}"] = (f"worker-{key}.raw", pythons[0])
+        else:
+            print(
+                f"--profile: no `gaia worker --key {key}` process found; not profiled", flush=True
+            )
     profilers = {}
     for who, (name, pid) in pids.items():
         raw = profile / name
         profilers[who] = (raw, stack.enter_context(Profiler(pid, raw)))
     return profilers
+
+
+def _summarise_profile(title: str, raw: Path, profiler: Profiler, tasks: int) -> None:
+    """Summarise the stacks in ``raw`` into the ``.md`` beside it, and print it."""
+    text = summarise(
+        f"{title} — raw stacks: {raw.name}",
+        Profile.load(raw),
+        max(tasks, 1),
+        profiler.seconds,
+    )
+    raw.with_suffix(".md").write_text(text + "\n")
+    print(text, flush=True)
+
+
+def _descends_from_us(pid: int) -> bool:
+    us = os.getpid()
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rpartition(")")[2].split()[1])  # the parent's pid
+        if pid == us:
+            return True
+    return False
 
 
 def _comm(pid: int) -> str:
