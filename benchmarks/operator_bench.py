@@ -67,7 +67,7 @@ class Sizes:
     jobs: int = 500  # values per rule: 2x tasks
     workers: int = 50_000
     jobs_timeout: float = 600.0
-    workers_timeout: float = 600.0
+    workers_timeout: float = 1800.0  # 100,000 tasks at ~85/s here: about 20 minutes
     serve_timeout: float = 300.0  # `gaia serve` on the workers' processes, for the ratio
 
 
@@ -709,7 +709,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test)")
     parser.add_argument("--only", default="jobs,workers", help="comma-separated phases")
-    parser.add_argument("--workers-timeout", type=float, help="seconds for the workers phase")
+    parser.add_argument(
+        "--workers-timeout", type=float, help="seconds for the workers phase (default 1,800)"
+    )
     parser.add_argument(
         "--workers-values",
         type=int,
