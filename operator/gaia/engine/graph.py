@@ -73,9 +73,8 @@ class Graph:
         self._refs[key] = count + 1
         if count:
             return False
-        if "/" in key:
-            for parent in parents(key):
-                self._inside[parent] = self._inside.get(parent, 0) + 1
+        for parent in parents(key):
+            self._inside[parent] = self._inside.get(parent, 0) + 1
         return True
 
     def _unref(self, key: str) -> list[str]:
@@ -114,7 +113,7 @@ class Graph:
         new: dict[str, Process] = {}
         new_producer: dict[str, str] = {}
         new_consumers: dict[str, list[str]] = defaultdict(list)
-        processes, producer = self.processes, self.producer  # looked up 100,000s of times
+        processes = self.processes  # looked up 100,000s of times
         for process in added:
             if process.key in new:
                 raise InvalidRequest(f"process key {process.key!r} would exist twice")
@@ -129,9 +128,7 @@ class Graph:
             if len(outputs) > 1 and len(set(outputs)) != len(outputs):
                 raise InvalidRequest(f"process {process.key!r} binds one data key to two outputs")
             for key in outputs:
-                other = new_producer.get(key)
-                if other is None and (other := producer.get(key)) in removed:
-                    other = None  # replaced by this change
+                other = new_producer.get(key) or self._live_producer(key, removed)
                 if other is not None:
                     raise InvalidRequest(
                         f"data key {key!r} would have two producers: {other!r} and {process.key!r}"

@@ -11,6 +11,7 @@ namespace (counts do not).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -576,31 +577,32 @@ class Namespace:
         keys each, none empty: at 10^6 processes the whole of it as dicts is about a GiB,
         which a host encoding it slice by slice never holds."""
         graph = self.graph
-        piece: dict[str, Any] = {}
-        for key, p in graph.processes.items():
-            piece[key] = {
-                "from": list(p.inputs.values()),
-                "to": list(p.outputs.values()),
-                "command": p.command,
-                "spec": p.spec,
-            }
-            if len(piece) == size:
-                yield "process", piece
-                piece = {}
-        if piece:
-            yield "process", piece
-            piece = {}
         producer, consumers = graph.producer, graph.consumers
-        for key in graph.data_keys:
-            piece[key] = {
-                "from": [producer[key]] if key in producer else [],
-                "to": sorted(consumers.get(key, ())),
-            }
-            if len(piece) == size:
-                yield "data", piece
-                piece = {}
-        if piece:
-            yield "data", piece
+        processes = (
+            (
+                key,
+                {
+                    "from": list(p.inputs.values()),
+                    "to": list(p.outputs.values()),
+                    "command": p.command,
+                    "spec": p.spec,
+                },
+            )
+            for key, p in graph.processes.items()
+        )
+        data = (
+            (
+                key,
+                {
+                    "from": [producer[key]] if key in producer else [],
+                    "to": sorted(consumers.get(key, ())),
+                },
+            )
+            for key in graph.data_keys
+        )
+        for part, entries in (("process", processes), ("data", data)):
+            while piece := dict(itertools.islice(entries, size)):
+                yield part, piece
 
     def adopt(self, process: str, run: int, handle: Mapping[str, Any]) -> bool:
         """After a restart: a task found still running (a Job) becomes the live run, so
