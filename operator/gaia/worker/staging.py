@@ -122,52 +122,70 @@ def lay_out(
     """Create the staging directories: ``tops``, the parents of each written file and of
     each path ``mounted`` (inputs and binds) inside a top, which the sandbox would make
     private to root. ``owner`` (a uid, also the gid) gets them when the task runs as
-    another user."""
+    another user. Runs on the event loop before every task: paths stay strings."""
     written = [*outputs, *([stdout] if stdout else [])]
-    made = [fs / top for top in tops]
-    # Tools write into existing directories; a directory output itself must be made by the
-    # command, so that "not produced" stays detectable.
-    made += [host_path(fs, path.rstrip("/")).parent for path in written]
-    made += [
-        host_path(fs, path.rstrip("/")).parent
+    # Folders relative to fs. Tools write into existing directories; a directory output
+    # itself must be made by the command, so that "not produced" stays detectable.
+    made = set(tops)
+    made.update(_parent(path) for path in written)
+    made.update(
+        _parent(path)
         for path in mounted
         if path.count("/", 0, len(path.rstrip("/"))) > 1 and path.split("/")[1] in tops
-    ]
-    _clear(
-        fs, {d for path in made for d in (path, *path.parents) if d.is_relative_to(fs)}, top=True
     )
-    for directory in made:
-        directory.mkdir(parents=True, exist_ok=True)
+    made.discard("")  # a file right under the root: fs itself
+    kept = {folder[:end] for folder in made for end in _ends(folder)}
+    root = str(fs)
+    os.makedirs(root, exist_ok=True)
+    _clear(root, kept, "", top=True)
+    for folder in made:
+        try:
+            os.mkdir(os.path.join(root, folder))
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            os.makedirs(os.path.join(root, folder), exist_ok=True)
     if owner is not None:
-        for directory in {d for path in made for d in (path, *path.parents) if d != fs}:
-            if directory.is_relative_to(fs):
-                os.chown(directory, owner, owner, follow_symlinks=False)
+        for folder in kept:
+            os.chown(os.path.join(root, folder), owner, owner, follow_symlinks=False)
 
 
-def _clear(folder: Path, kept: set[Path], *, top: bool = False) -> None:
+def _parent(container_path: str) -> str:
+    """The folder, relative to the staging root, that holds a container path."""
+    return container_path.strip("/").rpartition("/")[0]
+
+
+def _ends(folder: str) -> list[int]:
+    """Where each of ``folder``'s ancestors ends, and the folder itself: 'a/b' -> [1, 3]."""
+    return [index for index, char in enumerate(folder) if char == "/"] + [len(folder)]
+
+
+def _clear(folder: str, kept: set[str], prefix: str, *, top: bool = False) -> None:
     """Empty a staging root a previous task may have used: every file goes (nothing of
     one task is seen by the next, nor taken for its output), every folder this task does
-    not need too. A folder costs milliseconds to make or remove on some disks: the ones
-    a task of the same shape needs again stay."""
+    not need too (``kept``: relative to the root, ``prefix`` is ``folder``'s). A folder
+    costs milliseconds to make or remove on some disks: the ones a task of the same shape
+    needs again stay."""
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
         return
     for entry in entries:
-        path = Path(entry.path)
-        if entry.is_dir(follow_symlinks=False) and (path in kept or top):
-            # A staging top this task does not use is emptied but kept: no sandbox shows
-            # it, and the next task of the other shape needs it again.
-            _clear(path, kept, top=False)
-        elif entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(path)
+        relative = prefix + entry.name
+        if entry.is_dir(follow_symlinks=False):
+            if top or relative in kept:
+                # A staging top this task does not use is emptied but kept: no sandbox
+                # shows it, and the next task of the other shape needs it again.
+                _clear(entry.path, kept, relative + "/")
+            else:
+                shutil.rmtree(entry.path)
         else:
-            os.unlink(path)
+            os.unlink(entry.path)
 
 
 def clear(folder: Path) -> None:
     """Empty ``folder`` (a task's scratch), keeping it."""
-    _clear(folder, set())
+    _clear(str(folder), set(), "")
 
 
 def collect(fs: Path, outputs: Iterable[str]) -> tuple[dict[str, Path], list[str]]:
