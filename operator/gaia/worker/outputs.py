@@ -105,8 +105,10 @@ def walk(host: Path, output: str) -> Iterator[tuple[str, int, int]]:
 
 
 def sync(host: Path, output: str) -> None:
-    """Check an output as :func:`walk` does and fsync every file and directory of it, and
-    the directory that holds it, so that it is on disk before it counts as complete."""
+    """Check an output as :func:`walk` does and fsync every file and directory of it, so
+    that its content is on disk before it counts as complete. The folder that holds it
+    is not synced: the output is published by renaming it elsewhere, and the publisher
+    syncs the folder it lands in (a staging folder is of no use after a crash)."""
     if output.endswith("/"):
         for _, fd, dirfd in walk(host, output):
             os.fsync(fd if fd >= 0 else dirfd)
@@ -116,8 +118,3 @@ def sync(host: Path, output: str) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-    parent = os.open(host.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(parent)
-    finally:
-        os.close(parent)
