@@ -17,13 +17,14 @@ pytestmark = pytest.mark.slow  # the executor runs real tasks
 
 class Reports:
     def __init__(self) -> None:
-        self.finished: list[tuple[str, str, int]] = []
+        # Not `finished`: an attribute of that name would hide the method below.
+        self.ended: list[tuple[str, str, int]] = []
 
     def started(self, root: str, process: str, run: int, handle: dict[str, object]) -> None:
         pass
 
     async def finished(self, root: str, process: str, run: int, result: TaskResult) -> None:
-        self.finished.append((root, process, run))
+        self.ended.append((root, process, run))
 
     def line(self, root: str, process: str, run: int, stream: str, text: str) -> None:
         pass
@@ -77,7 +78,7 @@ def test_a_worker_stopped_as_its_task_ends_cancelled_does_stop(tmp_path: Path) -
         await executor.close()
 
     asyncio.run(scenario())
-    assert reports.finished == []
+    assert reports.ended == []
 
 
 def test_close_kills_a_running_task_without_reporting_it(tmp_path: Path) -> None:
@@ -91,4 +92,61 @@ def test_close_kills_a_running_task_without_reporting_it(tmp_path: Path) -> None
         assert executor.running == {} and executor.workers == {}
 
     asyncio.run(scenario())
-    assert reports.finished == []
+    assert reports.ended == []
+
+
+class HeldReports(Reports):
+    """Reports whose first task's ``finished`` waits for the test's word, as a slow
+    publish (an fsync on a busy disk) would; they note what each task's output held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started_runs: list[int] = []
+        self.release = asyncio.Event()
+        self.outputs: dict[int, str] = {}
+
+    def started(self, root: str, process: str, run: int, handle: dict[str, object]) -> None:
+        self.started_runs.append(run)
+
+    async def finished(self, root: str, process: str, run: int, result: TaskResult) -> None:
+        if run == 1:
+            await self.release.wait()
+        assert result.ok, result.error
+        self.outputs[run] = result.staged["/out/o"].read_text()
+        await super().finished(root, process, run, result)
+
+
+def echo(run: int) -> TaskSpec:
+    return TaskSpec(
+        root="busy",
+        process="echo",
+        run=run,
+        image=None,
+        command=("sh", "-c", f"echo {run} > /out/o"),
+        inputs={},
+        outputs=("/out/o",),
+    )
+
+
+def test_a_worker_runs_its_next_task_while_the_last_ones_outputs_go_out(tmp_path: Path) -> None:
+    """A worker takes the next task once the last one's command has exited, in its other
+    folder; the folder of a task still publishing is not cleared for a third one."""
+    reports = HeldReports()
+
+    async def scenario() -> None:
+        executor = LocalExecutor(tmp_path, reports, workers=1, sandbox="none")
+        executor.start()
+        for run in (1, 2, 3):
+            executor.submit(echo(run))
+        await eventually_async(
+            lambda: [run for *_, run in reports.ended] == [2],
+            "run 2 to finish while run 1 publishes",
+        )
+        assert 3 not in reports.started_runs, "run 3 took the folder run 1 still publishes from"
+        reports.release.set()
+        await eventually_async(lambda: len(reports.ended) == 3, "every run to finish")
+        await executor.close()
+
+    asyncio.run(scenario())
+    assert reports.outputs == {1: "1\n", 2: "2\n", 3: "3\n"}
+    assert [run for *_, run in reports.ended] == [2, 1, 3]

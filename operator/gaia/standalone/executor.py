@@ -3,6 +3,11 @@
 ``--workers N`` starts N permanent workers (``local-1`` ... ``local-N``); ``launch``
 adds named workers that stop themselves after ``idle_timeout`` seconds without work,
 the sisyphus way. Each task runs through the task runner in its own work directory.
+
+A worker takes its next task as soon as the command of the last one has exited: checking,
+fsyncing and publishing that one's outputs goes on beside the next command. So each
+worker has two folders and uses them in turn; it waits for a folder's last task to be
+published before it lays out the next there.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -37,8 +42,11 @@ class TaskReport(Protocol):
 class _Worker:
     key: str
     idle_timeout: float | None  # None: never stops
-    slot: Path  # its working folder, reused by each of its tasks
+    slots: tuple[Path, Path]  # its working folders, used in turn and reused (see the runner)
     task: asyncio.Task[None] | None = None
+    # Per folder: its last task, which may still be publishing from it.
+    last: list[asyncio.Task[None] | None] = field(default_factory=lambda: [None, None])
+    turn: int = 0
 
 
 class LocalExecutor:
@@ -61,6 +69,7 @@ class LocalExecutor:
         self.queue: asyncio.Queue[tuple[TaskId, TaskSpec]] = asyncio.Queue()
         self.workers: dict[str, _Worker] = {}
         self.running: dict[TaskId, asyncio.Task[TaskResult]] = {}
+        self.finishing: set[asyncio.Task[None]] = set()  # each task's run and report
         self.withdrawn: set[TaskId] = set()  # cancelled while still queued
         self.permanent = workers
         self._slots = 0
@@ -73,7 +82,8 @@ class LocalExecutor:
     def _new_worker(self, key: str, idle_timeout: float | None) -> _Worker:
         """A worker with a folder of its own (numbered: a key is any string)."""
         self._slots += 1
-        return _Worker(key, idle_timeout, self.work_dir / "slots" / str(self._slots))
+        folder = self.work_dir / "slots" / str(self._slots)
+        return _Worker(key, idle_timeout, (folder / "a", folder / "b"))
 
     def _spawn(self, worker: _Worker) -> None:
         self.workers[worker.key] = worker
@@ -134,13 +144,43 @@ class LocalExecutor:
                 if task_id in self.withdrawn:
                     self.withdrawn.discard(task_id)
                     continue
-                await self._run(worker, task_id, spec)
+                await self._hand_over(worker, task_id, spec)
         finally:
             self.workers.pop(worker.key, None)
             if worker.idle_timeout is not None:
                 self.report.worker(Event.WORKER_STOPPED, worker.key)
 
-    async def _run(self, worker: _Worker, task_id: TaskId, spec: TaskSpec) -> None:
+    async def _hand_over(self, worker: _Worker, task_id: TaskId, spec: TaskSpec) -> None:
+        """Run the task in the worker's next folder; return once its command has exited
+        (or the task ended or could not start), while its outputs may still be going out."""
+        slot = worker.turn % 2
+        worker.turn += 1
+        last = worker.last[slot]
+        if last is not None:  # its outputs leave the folder before the next task clears it
+            await asyncio.wait({last})
+        loop = asyncio.get_running_loop()
+        exited = loop.create_future()
+        finishing = loop.create_task(
+            self._run(worker, worker.slots[slot], task_id, spec, exited),
+            name=f"gaia-task-{task_id[1]}#{task_id[2]}",
+        )
+        worker.last[slot] = finishing
+        self.finishing.add(finishing)
+        finishing.add_done_callback(self.finishing.discard)
+        try:
+            await asyncio.wait({exited, finishing}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            finishing.cancel()  # the worker is being stopped: stop its task too
+            raise
+
+    async def _run(
+        self,
+        worker: _Worker,
+        folder: Path,
+        task_id: TaskId,
+        spec: TaskSpec,
+        exited: asyncio.Future[None],
+    ) -> None:
         root, process, run = task_id
         self._log_folder(root)
 
@@ -150,12 +190,17 @@ class LocalExecutor:
         def on_line(stream: str, text: str) -> None:
             self.report.line(root, process, run, stream, text)
 
+        def on_exit() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
         job = asyncio.get_running_loop().create_task(
             run_task(
                 spec,
-                worker.slot,  # reused by each of its tasks: see the runner
+                folder,  # reused by every other task of the worker: see the runner
                 on_line=on_line,
                 on_start=on_start,
+                on_exit=on_exit,
                 sandbox=self.sandbox,
                 hide=self.hide,
                 log=self.log_path(root, process, run),
@@ -165,11 +210,11 @@ class LocalExecutor:
         try:
             result = await asyncio.shield(job)
         except asyncio.CancelledError:
-            # Ask the worker itself, not the task: both can be cancelled in one instant,
-            # and a worker that took its own stop for the task's would wait on forever.
-            worker_task = asyncio.current_task()
-            if worker_task is not None and worker_task.cancelling():
-                job.cancel()  # the worker is being stopped: stop the task too
+            # Ask this task itself, not the job: both can be cancelled in one instant, and
+            # a stop taken for the job's own cancellation would leave the job running.
+            this = asyncio.current_task()
+            if this is not None and this.cancelling():
+                job.cancel()  # the worker or the executor is being stopped: stop the job too
                 await asyncio.gather(job, return_exceptions=True)
                 raise
             return  # the task was cancelled (halt, expire, merge): nothing to report
@@ -185,6 +230,7 @@ class LocalExecutor:
         for job in list(self.running.values()):
             job.cancel()
         tasks = [w.task for w in self.workers.values() if w.task is not None]
+        tasks += self.finishing  # publishing outputs: stopped as a task's end would be
         for task in tasks:
             task.cancel()
         await asyncio.gather(*self.running.values(), *tasks, return_exceptions=True)

@@ -35,6 +35,7 @@ GROUP_GONE_SECONDS = 10.0
 _SPAWNER = ThreadPoolExecutor(4, thread_name_prefix="gaia-spawn")
 
 Output = Callable[[str, bytes], None]  # (stream, chunk); an empty chunk: that stream ended
+Prepare = Callable[[], tuple[Sequence[str], Path, Mapping[str, str] | None]]  # argv, cwd, env
 
 
 class Child:
@@ -65,18 +66,16 @@ class Child:
             self._reap()  # it may have exited already
 
     @classmethod
-    async def start(
-        cls,
-        argv: Sequence[str],
-        cwd: Path,
-        env: Mapping[str, str] | None,
-        on_output: Output,
-    ) -> Child:
-        """Start ``argv`` in a new session (its own process group, so the whole tree can
-        be signalled). A start cancelled half-way is finished and its group killed: a
+    async def start(cls, prepare: Prepare, on_output: Output) -> Child:
+        """Call ``prepare`` and start the ``(argv, cwd, env)`` it returns in a new session
+        (its own process group, so the whole tree can be signalled), both on a thread of
+        the spawner: laying out a task's files waits on the disk, and on a disk busy with
+        other tasks' fsyncs making a file can take a millisecond. What ``prepare`` raises
+        is raised here. A start cancelled half-way is finished and its group killed: a
         sandbox that was still setting up would otherwise hold on."""
 
         def popen() -> subprocess.Popen[bytes]:
+            argv, cwd, env = prepare()
             return subprocess.Popen(
                 list(argv),
                 cwd=cwd,
@@ -91,7 +90,7 @@ class Child:
         try:
             return cls(await asyncio.shield(started), on_output)
         except asyncio.CancelledError:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(Exception):  # what failed to start left nothing to kill
                 process = await started
                 signal_group(process.pid, signal.SIGKILL)
                 await asyncio.get_running_loop().run_in_executor(None, process.wait)

@@ -101,8 +101,8 @@ class TaskResult:
 class _Sink:
     """Where the lines of both streams go: the log file, the tail and the callback."""
 
-    log: TextIO
     on_line: LineCallback | None
+    log: TextIO | None = None  # opened before the command starts
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_TAIL_LINES))
     copy: BinaryIO | None = None  # the `stdout` output, when the command has one
     copy_error: str | None = None  # why writing the stdout file failed
@@ -135,6 +135,7 @@ class _Sink:
 
     def line(self, stream: str, raw: bytes | bytearray) -> None:
         text = raw.decode("utf-8", errors="replace")
+        assert self.log is not None, "no output before the command starts"
         self.log.write(text + "\n")
         self.tail.append(text)
         if self.on_line is not None:
@@ -152,6 +153,7 @@ async def run_task(
     *,
     on_line: LineCallback | None = None,
     on_start: Callable[[int], None] | None = None,
+    on_exit: Callable[[], None] | None = None,
     sandbox: str = "auto",
     hide: Sequence[Path] = (),
     log: Path | None = None,
@@ -162,10 +164,10 @@ async def run_task(
     out) are returned as ``ok=False``. Cancelling the asyncio task that awaits this kills
     the command's whole process tree, then lets CancelledError propagate. ``hide`` names
     host directories (the data directory) that the sandbox covers should they lie inside
-    a system directory it shows.
+    a system directory it shows. ``on_exit`` is called once the command has exited and
+    its output is read, before its outputs are checked and fsynced.
     """
     workdir = workdir.absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
     what = spec.describe()
     box = await sandboxes.resolve(sandbox)
     if box.problem is not None:
@@ -176,15 +178,15 @@ async def run_task(
     if spec.image:
         logger.debug("%s: image %s ignored, tasks run on this machine", what, spec.image)
     with contextlib.ExitStack() as files:
-        # Line-buffered: `gaia logs` and the dashboard read the log while the task runs.
-        log_file = (log or workdir / "log").open("w", encoding="utf-8", buffering=1)
-        sink = _Sink(files.enter_context(log_file), on_line)
+        sink = _Sink(on_line)
         try:
-            child = await _start(spec, box, workdir, files, hide, sink)
+            child = await _start(spec, box, workdir, files, hide, sink, log or workdir / "log")
         except TaskFailed as exc:
             return _failed(what, str(exc), None, ())
         logger.debug("%s: started pid %d (%s sandbox)", what, child.pid, box.mode)
         code = await _supervise(child, sink, spec.timeout, what, on_start)
+    if on_exit is not None:
+        on_exit()
     tail = tuple(sink.tail)
     if code is None:
         return _failed(what, f"timed out after {spec.timeout:g}s", None, tail, spec)
@@ -216,45 +218,53 @@ async def _start(
     files: contextlib.ExitStack,
     hide: Sequence[Path],
     sink: _Sink,
+    log: Path,
 ) -> Child:
     """Lay out the task's files and start its command; TaskFailed says why it cannot."""
     if not spec.command:
         raise TaskFailed("its command line is empty")
-    problem = staging.check(spec.inputs, spec.outputs, spec.stdout, spec.binds)
     user = sandboxes.task_user(box, spec.uid)
-    if problem is None and user is not None:
-        problem = staging.unreadable_input(spec.inputs, user)
-    if problem is not None:
-        raise TaskFailed(problem)
     fs, scratch = workdir / "fs", workdir / "tmp"
-    tops = staging.written_tops(spec.inputs, spec.outputs, spec.stdout, spec.binds)
-    task = sandboxes.Task(
-        command=spec.command,
-        inputs=spec.inputs,
-        binds=spec.binds,
-        tops=tops if box.mode == "bwrap" else (),
-        paths=[*spec.inputs, *spec.outputs, *([spec.stdout] if spec.stdout else []), *spec.binds],
-        env=spec.env,
-        network=spec.network,
-        resources=spec.resources,
-        timeout=spec.timeout,
-        uid=spec.uid,
-        hide=hide,
-    )
+
+    def prepare() -> sandboxes.Launch:  # on the spawner's thread: it waits on the disk
+        problem = staging.check(spec.inputs, spec.outputs, spec.stdout, spec.binds)
+        if problem is None and user is not None:
+            problem = staging.unreadable_input(spec.inputs, user)
+        if problem is not None:
+            raise TaskFailed(problem)
+        tops = staging.written_tops(spec.inputs, spec.outputs, spec.stdout, spec.binds)
+        written = [*spec.outputs, *([spec.stdout] if spec.stdout else [])]
+        task = sandboxes.Task(
+            command=spec.command,
+            inputs=spec.inputs,
+            binds=spec.binds,
+            tops=tops if box.mode == "bwrap" else (),
+            paths=[*spec.inputs, *written, *spec.binds],
+            env=spec.env,
+            network=spec.network,
+            resources=spec.resources,
+            timeout=spec.timeout,
+            uid=spec.uid,
+            hide=hide,
+        )
+        try:
+            scratch.mkdir(parents=True, exist_ok=True)
+            staging.clear(scratch)
+            mounted = [*spec.inputs, *spec.binds] if box.mode == "bwrap" else []
+            staging.lay_out(fs, spec.outputs, spec.stdout, task.tops, mounted, user)
+            launch = sandboxes.launch(box, task, fs, scratch)
+            # Line-buffered: `gaia logs` and the dashboard read the log while the task runs.
+            sink.log = files.enter_context(log.open("w", encoding="utf-8", buffering=1))
+            if spec.stdout is not None:
+                stdout_path = staging.host_path(fs, spec.stdout)
+                sink.copy = files.enter_context(stdout_path.open("wb"))
+        except OSError as exc:
+            raise TaskFailed(f"could not lay out its files in {workdir}: {exc}") from exc
+        logger.debug("%s: running %s", spec.describe(), shlex.join(launch[0]))
+        return launch
+
     try:
-        scratch.mkdir(parents=True, exist_ok=True)
-        staging.clear(scratch)
-        mounted = [*spec.inputs, *spec.binds] if box.mode == "bwrap" else []
-        staging.lay_out(fs, spec.outputs, spec.stdout, task.tops, mounted, user)
-        argv, cwd, env = sandboxes.launch(box, task, fs, scratch)
-        if spec.stdout is not None:
-            stdout_path = staging.host_path(fs, spec.stdout)
-            sink.copy = files.enter_context(stdout_path.open("wb"))
-    except OSError as exc:
-        raise TaskFailed(f"could not lay out its files in {workdir}: {exc}") from exc
-    try:
-        logger.debug("%s: running %s", spec.describe(), shlex.join(argv))
-        return await Child.start(argv, cwd, env, sink.output)
+        return await Child.start(prepare, sink.output)
     except OSError as exc:
         raise TaskFailed(f"could not start {spec.command[0]!r}: {exc}") from exc
 
