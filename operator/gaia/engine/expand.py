@@ -81,16 +81,15 @@ def expand(spec: ProcessSpec, commands: Mapping[str, Command]) -> list[Process]:
     checked: set[tuple[str, ...]] = set()  # what every combination shares is checked once
     uses = frozenset((command.key,))
     for key, values in fan_out(spec):
-        where = f"process {key!r}"
         # A spec key and reduced values make a valid key, unless too long.
         if len(key) > MAX_NAME and (problem := name_problem(key, "expanded process key")):
-            raise InvalidRequest(f"{where}: {problem}")
+            raise InvalidRequest(f"process {key!r}: {problem}")
         known = defaults | values
         if not checked:
-            _check_templates(spec.inputs, known, where, "input")
-            _check_templates(spec.outputs, known, where, "output")
-        inputs = _render_keys(spec.inputs, known, where, "input")
-        outputs = _render_keys(spec.outputs, known, where, "output")
+            _check_templates(spec.inputs, known, f"process {key!r}", "input")
+            _check_templates(spec.outputs, known, f"process {key!r}", "output")
+        inputs = _render_keys(spec.inputs, known, key, "input")
+        outputs = _render_keys(spec.outputs, known, key, "output")
         if checked and not command.composite:
             # Every combination binds the same names and sets the same vars: what the
             # first one passed, each passes; only the values differ.
@@ -113,13 +112,13 @@ def _check_templates(
 
 
 def _render_keys(
-    bindings: Mapping[str, str], values: Mapping[str, str], where: str, what: str
+    bindings: Mapping[str, str], values: Mapping[str, str], process: str, what: str
 ) -> dict[str, str]:
     rendered = {}
     for name, template in bindings.items():
         key = render(template, values)
         if problem := data_key_problem(key):
-            raise InvalidRequest(f"{where}: {what} {name!r}: {problem}")
+            raise InvalidRequest(f"process {process!r}: {what} {name!r}: {problem}")
         rendered[name] = key
     return rendered
 

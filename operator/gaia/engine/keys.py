@@ -165,8 +165,12 @@ def data_key_problem(key: object, *, private_ok: bool = False) -> str | None:
 
 def parents(key: str) -> list[str]:
     """The keys that ``key`` would lie inside: ``a/b/c`` -> ``["a", "a/b"]``."""
-    found = []
     at = key.find("/")
+    if at < 0:
+        return []
+    if key.find("/", at + 1) < 0:  # one folder deep, as most keys are: called per key
+        return [key[:at]] if at else []
+    found = []
     while at > 0:
         found.append(key[:at])
         at = key.find("/", at + 1)
