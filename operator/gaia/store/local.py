@@ -18,7 +18,7 @@ from gaia.engine.keys import data_key_problem, parents, root_problem
 from gaia.engine.lookup import Lookup
 from gaia.errors import InvalidRequest, StoreError
 
-__all__ = ["STAGING", "LocalStore"]
+__all__ = ["STAGING", "LocalStore", "sync_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class LocalStore:
                     shutil.rmtree(target)  # a stale directory: os.replace cannot overwrite it
                 os.replace(source, target)
                 moved.append(target)
-                _sync_directory(target.parent)
+                sync_folder(target.parent)
         except OSError as exc:
             for target in moved:  # a task publishes all of its outputs or none
                 try:
@@ -215,8 +215,8 @@ def _scan(space: Path, keys: list[str]) -> tuple[set[str], set[str]]:
     return found - linked, linked
 
 
-def _sync_directory(path: Path) -> None:
-    """Make a rename into ``path`` durable before the key counts as complete."""
+def sync_folder(path: Path) -> None:
+    """Make a rename or move into ``path`` durable before the key counts as complete."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

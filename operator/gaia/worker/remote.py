@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from gaia.engine.resources import parse_resources
+from gaia.store.local import sync_folder
+from gaia.worker import outputs as output_files
 from gaia.worker import sandbox as sandboxes
 from gaia.worker.runner import TaskResult, TaskSpec, run_task
 
@@ -225,13 +227,18 @@ class RemoteWorker:
             raise
 
     def _stage(self, result: TaskResult, staging: Path) -> None:
-        """Move each staged output (container path -> local path) into ``staging``."""
+        """Move each staged output (container path -> local path) into ``staging`` and make
+        it durable there: the operator renames it into the data once told, and the work
+        folder is usually another file system (the pod's own), where the move is a copy
+        that nothing has synced."""
         for path, source in result.staged.items():
             target = staging / path.strip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
             shutil.move(str(source), str(target))
+            output_files.sync(target, path)
+            sync_folder(target.parent)
 
 
 async def _main(worker: RemoteWorker) -> int:
