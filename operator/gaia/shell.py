@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,14 +197,17 @@ class Shell:
         assert isinstance(root, str)
         async with self.lock(root):
             namespace = self.namespaces.get(root) or self.new_namespace(root)
-            plan = namespace.prepare_merge(
-                raw_processes, self.registry.commands, replace_all=replace_all
-            )
+            with collector_paused():
+                plan = namespace.prepare_merge(
+                    raw_processes, self.registry.commands, replace_all=replace_all
+                )
             lookup = await self.look_up(root, plan.keys)
             _refuse_unusable(namespace, lookup)
             self.namespaces[root] = namespace
             kept = Kept(specs=plan.specs, dropped=plan.dropped)
-            self.carry_out(namespace, namespace.apply(plan, lookup), kept)
+            with collector_paused():
+                instructions = namespace.apply(plan, lookup)
+            self.carry_out(namespace, instructions, kept)
         return plan.changed
 
     async def trigger(self, root: object) -> None:
@@ -275,17 +279,19 @@ class Shell:
         with the reason in the status; the rest comes back."""
         namespace = self.new_namespace(root)
         rejected: dict[str, str] = {}
-        try:
-            plan = namespace.prepare_merge(list(raw_specs), self.registry.commands)
-        except GaiaError:  # find which, one spec at a time
-            accepted, rejected = self._restorable(root, raw_specs)
-            plan = namespace.prepare_merge(accepted, self.registry.commands)
+        with collector_paused():
+            try:
+                plan = namespace.prepare_merge(list(raw_specs), self.registry.commands)
+            except GaiaError:  # find which, one spec at a time
+                accepted, rejected = self._restorable(root, raw_specs)
+                plan = namespace.prepare_merge(accepted, self.registry.commands)
         try:
             lookup = await self.look_up(root, plan.keys)
         except StoreError as exc:
             namespace.reject("*", f"the store could not be read when the server started: {exc}")
         else:
-            namespace.load(plan, lookup)
+            with collector_paused():
+                namespace.load(plan, lookup)
         for key, problem in rejected.items():
             namespace.reject(key, problem)
             logger.error("namespace %s: process %s not restored: %s", root, key, problem)
@@ -380,6 +386,22 @@ class Shell:
                 instructions = namespace.task_failed(process, run, error, outcome.exit_code, tail)
             self.carry_out(namespace, instructions, Kept(tasks=[task]))
             return task.state
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a big change is planned or applied.
+    Planning 1,000,000 processes makes millions of objects that all live on, and each
+    full collection on the way walks every one of them: a quarter of such a merge's time
+    in the engine (an eighth at 100,000). What a change leaves behind is freed by
+    reference counting, or by the next collection."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:  # not when an enclosing change paused it
+            gc.enable()
 
 
 def encoded_flow(namespace: Namespace, size: int = 10_000) -> orjson.Fragment:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
+from typing import Any
 
 import orjson
+import pytest
 from engine_host import TRIANGLE
 
 import gaia
 from gaia.bus.memory import EventBus
 from gaia.engine.instructions import CancelTask, StartTask
 from gaia.engine.namespace import Namespace
-from gaia.shell import Shell
+from gaia.errors import InvalidRequest
+from gaia.shell import Shell, collector_paused
 from gaia.store.local import LocalStore
 
 
@@ -41,5 +45,41 @@ def test_the_graph_is_encoded_once_until_a_merge_changes_it(tmp_path: Path) -> N
         await shell.merge("t", [extra])
         after = orjson.loads(orjson.dumps(shell.status("t")["status"]["flow"]))
         assert after["process"]["extra"]["to"] == ["hello/cat"] and len(after["process"]) == 11
+
+    asyncio.run(scenario())
+
+
+def test_a_merge_pauses_the_garbage_collector_and_always_resumes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning a big change makes millions of lasting objects that full collections
+    would walk again and again; the collector is off for the planning and the applying,
+    and on again afterwards, after a refused merge too."""
+    seen: list[bool] = []
+    prepare, apply = Namespace.prepare_merge, Namespace.apply
+
+    def watched(method: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            seen.append(gc.isenabled())
+            return method(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(Namespace, "prepare_merge", watched(prepare))
+    monkeypatch.setattr(Namespace, "apply", watched(apply))
+
+    async def scenario() -> None:
+        shell = QuietShell(LocalStore(tmp_path), EventBus())
+        await shell.change_commands(gaia.load_yaml(TRIANGLE / "commands.yaml"))
+        await shell.merge("t", gaia.load_yaml(TRIANGLE / "processes.yaml"))
+        assert seen == [False, False] and gc.isenabled()
+        with pytest.raises(InvalidRequest, match="unknown command"):
+            await shell.merge("t", [{"key": "x", "command": "nope", "outputs": {}}])
+        assert gc.isenabled()
+        with collector_paused():  # an enclosing pause is left to its owner
+            with collector_paused():
+                pass
+            assert not gc.isenabled()
+        assert gc.isenabled()
 
     asyncio.run(scenario())
