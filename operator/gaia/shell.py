@@ -197,17 +197,15 @@ class Shell:
         assert isinstance(root, str)
         async with self.lock(root):
             namespace = self.namespaces.get(root) or self.new_namespace(root)
-            with collector_paused():
+            with collector_paused():  # the lookup of its keys too: a list of all of them
                 plan = namespace.prepare_merge(
                     raw_processes, self.registry.commands, replace_all=replace_all
                 )
-            lookup = await self.look_up(root, plan.keys)
-            _refuse_unusable(namespace, lookup)
-            self.namespaces[root] = namespace
-            kept = Kept(specs=plan.specs, dropped=plan.dropped)
-            with collector_paused():
-                instructions = namespace.apply(plan, lookup)
-            self.carry_out(namespace, instructions, kept)
+                lookup = await self.look_up(root, plan.keys)
+                _refuse_unusable(namespace, lookup)
+                self.namespaces[root] = namespace
+                kept = Kept(specs=plan.specs, dropped=plan.dropped)
+                self.carry_out(namespace, namespace.apply(plan, lookup), kept)
         return plan.changed
 
     async def trigger(self, root: object) -> None:
@@ -285,12 +283,12 @@ class Shell:
             except GaiaError:  # find which, one spec at a time
                 accepted, rejected = self._restorable(root, raw_specs)
                 plan = namespace.prepare_merge(accepted, self.registry.commands)
-        try:
-            lookup = await self.look_up(root, plan.keys)
-        except StoreError as exc:
-            namespace.reject("*", f"the store could not be read when the server started: {exc}")
-        else:
-            with collector_paused():
+            try:
+                lookup = await self.look_up(root, plan.keys)
+            except StoreError as exc:
+                why = f"the store could not be read when the server started: {exc}"
+                namespace.reject("*", why)
+            else:
                 namespace.load(plan, lookup)
         for key, problem in rejected.items():
             namespace.reject(key, problem)
@@ -390,7 +388,8 @@ class Shell:
 
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off while a big change is planned or applied.
+    """Python's cyclic garbage collector off while a big change is planned, looked up
+    and applied (another coroutine may run meanwhile, without collections for as long).
     Planning 1,000,000 processes makes millions of objects that all live on, and each
     full collection on the way walks every one of them: a quarter of such a merge's time
     in the engine (an eighth at 100,000). What a change leaves behind is freed by
