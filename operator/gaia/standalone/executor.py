@@ -2,7 +2,7 @@
 
 ``--workers N`` starts N permanent workers (``local-1`` ... ``local-N``); ``launch``
 adds named workers that stop themselves after ``idle_timeout`` seconds without work,
-the sisyphus way. Each task runs through the task runner in its own work directory.
+the sisyphus way. Each task runs through the task runner in a folder of its worker.
 
 A worker takes its next task as soon as the command of the last one has exited: checking,
 fsyncing and publishing that one's outputs goes on beside the next command. So each
@@ -80,7 +80,7 @@ class LocalExecutor:
             self._spawn(self._new_worker(f"local-{number}", None))
 
     def _new_worker(self, key: str, idle_timeout: float | None) -> _Worker:
-        """A worker with a folder of its own (numbered: a key is any string)."""
+        """A worker with folders of its own (numbered: a key is any string)."""
         self._slots += 1
         folder = self.work_dir / "slots" / str(self._slots)
         return _Worker(key, idle_timeout, (folder / "a", folder / "b"))

@@ -260,7 +260,8 @@ async def _start(
                 sink.copy = files.enter_context(stdout_path.open("wb"))
         except OSError as exc:
             raise TaskFailed(f"could not lay out its files in {workdir}: {exc}") from exc
-        logger.debug("%s: running %s", spec.describe(), shlex.join(launch[0]))
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s: running %s", spec.describe(), shlex.join(launch.argv))
         return launch
 
     try:
