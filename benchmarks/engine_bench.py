@@ -1,7 +1,7 @@
 """Engine benchmark: expand and plan a large namespace, and the cost of one completion.
 
 Prints figures; asserts nothing. Run with ``make bench`` (or ``python benchmarks/engine_bench.py
---values 50000``). The namespace has two rules fanned out over N values: ``gen-<v>``
+--values 50000``; ``--million`` also times a completion at 1,000,000 processes). The namespace has two rules fanned out over N values: ``gen-<v>``
 writes ``gen/<v>``, ``use-<v>`` reads it and writes ``use/<v>``: 2N processes.
 """
 
@@ -83,6 +83,11 @@ def completion_cost(values: int, sample: int = 2000) -> tuple[float, float, floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--values", type=int, default=50_000, help="fan-out values per rule")
+    parser.add_argument(
+        "--million",
+        action="store_true",
+        help="also the cost of one completion at 1,000,000 processes (a minute more, 2 GiB)",
+    )
     args = parser.parse_args()
     n = args.values
 
@@ -136,7 +141,10 @@ def main() -> None:
     del kept
     print(f"peak memory while building {2 * n:,} processes: {peak / 2**20:.0f} MiB")
 
-    for label, values in (("1,000", 500), (f"{2 * n:,}", n)):
+    sizes = [("1,000", 500), (f"{2 * n:,}", n)]
+    if args.million:
+        sizes.append(("1,000,000", 500_000))
+    for label, values in sizes:
         median, mean, p99 = completion_cost(values)
         print(
             f"per completion at {label} processes: median {median * 1e6:.1f} µs, "
