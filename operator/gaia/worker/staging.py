@@ -16,6 +16,7 @@ import stat
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from gaia.engine.keys import parents
 from gaia.worker import outputs as output_files
 
 __all__ = ["check", "collect", "host_path", "lay_out", "unreadable_input", "written_tops"]
@@ -122,7 +123,7 @@ def lay_out(
     """Create the staging directories: ``tops``, the parents of each written file and of
     each path ``mounted`` (inputs and binds) inside a top, which the sandbox would make
     private to root. ``owner`` (a uid, also the gid) gets them when the task runs as
-    another user. Runs on the event loop before every task: paths stay strings."""
+    another user. Runs before every task: paths stay strings."""
     written = [*outputs, *([stdout] if stdout else [])]
     # Folders relative to fs. Tools write into existing directories; a directory output
     # itself must be made by the command, so that "not produced" stays detectable.
@@ -134,7 +135,7 @@ def lay_out(
         if path.count("/", 0, len(path.rstrip("/"))) > 1 and path.split("/")[1] in tops
     )
     made.discard("")  # a file right under the root: fs itself
-    kept = {folder[:end] for folder in made for end in _ends(folder)}
+    kept = {each for folder in made for each in (*parents(folder), folder)}
     root = str(fs)
     os.makedirs(root, exist_ok=True)
     _clear(root, kept, "", top=True)
@@ -153,11 +154,6 @@ def lay_out(
 def _parent(container_path: str) -> str:
     """The folder, relative to the staging root, that holds a container path."""
     return container_path.strip("/").rpartition("/")[0]
-
-
-def _ends(folder: str) -> list[int]:
-    """Where each of ``folder``'s ancestors ends, and the folder itself: 'a/b' -> [1, 3]."""
-    return [index for index, char in enumerate(folder) if char == "/"] + [len(folder)]
 
 
 def _clear(folder: str, kept: set[str], prefix: str, *, top: bool = False) -> None:
