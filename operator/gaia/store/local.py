@@ -156,7 +156,8 @@ class LocalStore:
                     shutil.rmtree(target)  # a stale directory: os.replace cannot overwrite it
                 os.replace(source, target)
                 moved.append(target)
-                sync_folder(target.parent)
+            for folder in {target.parent for target in moved}:  # each once: keys share them
+                sync_folder(folder)
         except OSError as exc:
             for target in moved:  # a task publishes all of its outputs or none
                 try:

@@ -231,6 +231,7 @@ class RemoteWorker:
         it durable there: the operator renames it into the data once told, and the work
         folder is usually another file system (the pod's own), where the move is a copy
         that nothing has synced."""
+        folders = set()
         for path, source in result.staged.items():
             target = staging / path.strip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -238,7 +239,9 @@ class RemoteWorker:
                 shutil.rmtree(target)
             shutil.move(str(source), str(target))
             output_files.sync(target, path)
-            sync_folder(target.parent)
+            folders.add(target.parent)
+        for folder in folders:  # each once: outputs share them
+            sync_folder(folder)
 
 
 async def _main(worker: RemoteWorker) -> int:
