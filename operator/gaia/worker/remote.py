@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from gaia.engine.resources import parse_resources
+from gaia.errors import TaskFailed
 from gaia.store.local import sync_folder
 from gaia.worker import outputs as output_files
 from gaia.worker import sandbox as sandboxes
@@ -180,7 +181,7 @@ class RemoteWorker:
             if result.ok:
                 try:
                     self._stage(result, self._local(task["staging"]))
-                except (OSError, ApiError) as exc:
+                except (OSError, ApiError, TaskFailed) as exc:  # TaskFailed: a link planted
                     result = TaskResult(
                         False, 0, {}, f"could not stage the outputs: {exc}", result.log_tail
                     )
