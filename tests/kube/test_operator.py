@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import signal
 import threading
@@ -285,6 +286,21 @@ def test_an_invalid_namespace_is_reported_and_changes_nothing(
         "get", "events", "-n", ns, "--field-selector", "involvedObject.name=broken", "-o", "json"
     ).stdout
     assert "unknown command 'nope'" in events
+
+
+def test_a_job_that_stages_a_link_fails_by_name_and_publishes_nothing(
+    cluster: Cluster, world: dict[str, Any]
+) -> None:
+    """A Job's container writes its outputs straight onto the data volume: a link it
+    leaves there would be published into the data, pointing into every reader's machine.
+    The operator refuses it as a worker does, naming the output."""
+    script = "ln -s /etc/hostname /out/o"
+    status = run_to_failure(cluster, world, "linking", "linker", script)
+    (failure,) = status["failures"]
+    assert failure["process"] == "bad"
+    assert "output /out/o is a symbolic link (-> /etc/hostname)" in failure["error"]
+    assert not os.path.lexists(world["store"] / "linking" / "never")
+    assert not list((world["store"] / ".gaia" / "staging" / "linking").glob("*/*"))
 
 
 def test_a_failed_job_reports_its_exit_code_and_publishes_nothing(

@@ -13,6 +13,7 @@ import pytest
 from gaia.errors import StoreError
 from gaia.store import LocalStore
 from gaia.store.local import SCAN_ABOVE
+from gaia.worker.outputs import UnsafeOutput
 
 
 def made(path: Path, text: str = "x") -> Path:
@@ -71,6 +72,38 @@ def test_a_publish_syncs_the_folder_each_output_lands_in(
 
     space = tmp_path / "data" / "ns"
     assert set(fsynced) >= {space, space / "deep" / "er"}
+
+
+def test_what_a_job_staged_is_synced_before_it_is_published(
+    tmp_path: Path, fsynced: list[Path]
+) -> None:
+    """A Job's container writes its outputs straight into its staging folder on the
+    volume; the publish only renames them, so their content is synced here first."""
+    store = LocalStore(tmp_path / "data")
+    paths = {"one": "/out/o", "tree": "/out/d/", "wrong": "/out/w"}
+    staged = store.staged_outputs("ns", "job-1", paths)
+    made(staged["one"])
+    made(staged["tree"] / "deep" / "f")
+    (staged["wrong"]).mkdir()  # a folder where a file was declared: not produced
+
+    sealed = store.seal_staged(staged, paths)
+
+    assert sealed == {"one": staged["one"], "tree": staged["tree"]}
+    tree = staged["tree"]
+    assert set(fsynced) == {staged["one"], tree / "deep" / "f", tree / "deep", tree}
+
+
+def test_a_link_a_job_staged_fails_its_task_by_name(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "data")
+    paths = {"one": "/out/o", "tree": "/out/d/"}
+    staged = store.staged_outputs("ns", "job-1", paths)
+    made(staged["tree"] / "f")
+    (staged["tree"] / "escape").symlink_to("/etc")
+    staged["one"].symlink_to("/etc/hostname")
+    with pytest.raises(UnsafeOutput, match=r"output /out/o is a symbolic link \(-> /etc/hostname"):
+        store.seal_staged({"one": staged["one"]}, paths)
+    with pytest.raises(UnsafeOutput, match="output /out/d/ holds a symbolic link: /out/d/escape"):
+        store.seal_staged({"tree": staged["tree"]}, paths)
 
 
 def test_a_publish_never_writes_through_a_link_out(tmp_path: Path) -> None:

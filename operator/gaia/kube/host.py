@@ -160,13 +160,21 @@ class KubeHost(Shell):
     async def locate_outputs(
         self, namespace: Namespace, task: Task, outcome: Outcome, paths: Mapping[str, str]
     ) -> dict[str, Any]:
-        """In the staging folder of the task's Job, or of the worker that ran it."""
+        """In the staging folder of the task's Job, or of the worker that ran it. A worker
+        checked and synced what it staged; a Job's container wrote there directly, so the
+        store checks and syncs that (:meth:`Store.seal_staged`)."""
         name = _staging_name(namespace.root, task)
-        return await self.lanes.call(namespace.root, self._staged, namespace.root, name, paths)
+        by_job = "worker" not in task.handle
+        return await self.lanes.call(
+            namespace.root, self._staged, namespace.root, name, paths, by_job
+        )
 
-    def _staged(self, root: str, name: str, paths: Mapping[str, str]) -> dict[str, Any]:
+    def _staged(
+        self, root: str, name: str, paths: Mapping[str, str], by_job: bool
+    ) -> dict[str, Any]:
         staged = self.store.staged_outputs(root, name, paths)
-        return {key: where for key, where in staged.items() if self.store.is_staged(where)}
+        found = {key: where for key, where in staged.items() if self.store.is_staged(where)}
+        return self.store.seal_staged(found, paths) if by_job else found
 
     def keep(self, namespace: Namespace, kept: Kept) -> None:
         self.dirty.add(namespace.root)  # the resource's status, written by flush_status

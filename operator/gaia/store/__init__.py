@@ -33,6 +33,12 @@ class Store(Protocol):
 
     def is_staged(self, staged: Any) -> bool: ...
 
+    def seal_staged(self, staged: Mapping[str, Any], outputs: Mapping[str, str]) -> dict[str, Any]:
+        """Of ``staged`` (data key -> staged location of container path
+        ``outputs[key]``, as a Job's container left it), the outputs fit to publish, made
+        durable; raises TaskFailed for one that holds a link or special file."""
+        ...
+
     def publish(self, root: str, staged: Mapping[str, Any]) -> None:
         """Move staged outputs (from :meth:`staged_outputs`) to their keys, all of them
         or (raising StoreError) none."""

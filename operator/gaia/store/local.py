@@ -17,6 +17,7 @@ from pathlib import Path
 from gaia.engine.keys import data_key_problem, parents, root_problem
 from gaia.engine.lookup import Lookup
 from gaia.errors import InvalidRequest, StoreError
+from gaia.worker import outputs as output_files
 
 __all__ = ["STAGING", "LocalStore", "sync_folder"]
 
@@ -108,6 +109,27 @@ class LocalStore:
 
     def is_staged(self, staged: Path) -> bool:
         return staged.exists()
+
+    def seal_staged(
+        self, staged: Mapping[str, Path], outputs: Mapping[str, str]
+    ) -> dict[str, Path]:
+        """What a Job's container wrote straight onto the volume, made durable before
+        :meth:`publish` renames it into the data (which syncs only the folders it lands
+        in): each file and folder of each output fsynced, so that a node crash cannot
+        leave a key that looks complete without its content. The same rules as a
+        worker's outputs: a link or special file fails the task (UnsafeOutput, naming its
+        container path ``outputs[key]``); an output of the wrong kind (a folder for a
+        file, or the reverse) is left out, as not produced."""
+        sealed: dict[str, Path] = {}
+        for key, where in staged.items():
+            try:
+                output_files.sync(where, outputs[key])
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                continue
+            except OSError as exc:
+                raise StoreError(f"cannot read staged output {outputs[key]}: {exc}") from exc
+            sealed[key] = where
+        return sealed
 
     def clear_staging(self, root: str, job: str) -> None:
         shutil.rmtree(self.base / STAGING / root / job, ignore_errors=True)

@@ -117,6 +117,10 @@ class S3Store:
     def is_staged(self, staged: str) -> bool:
         return self._has(staged)
 
+    def seal_staged(self, staged: Mapping[str, str], outputs: Mapping[str, str]) -> dict[str, str]:
+        """Uploaded objects are durable, and their uploader refused links already."""
+        return dict(staged)
+
     def publish(self, root: str, staged: Mapping[str, str]) -> None:
         """Copy staged outputs (data key -> staged object or prefix) to their keys, then
         delete the staged copies. A key's previous content (file or directory) is
