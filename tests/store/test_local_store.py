@@ -31,6 +31,7 @@ def test_a_lookup_tells_existing_missing_and_unusable_keys(tmp_path: Path, extra
     made(tmp_path / "outside" / "secret")
     (space / "escape").symlink_to(tmp_path / "outside")
     (space / "dir" / "sideways").symlink_to(space / "there")  # a link that stays inside
+    (space / "loop").symlink_to(space / "loop")
     filler = [f"absent/{n}" for n in range(extra)]
     lookup = store.lookup(
         "ns",
@@ -43,12 +44,15 @@ def test_a_lookup_tells_existing_missing_and_unusable_keys(tmp_path: Path, extra
             "escape/secret",
             "escape",
             "bad/../../x",
+            "there/under/a/file",
+            "loop/x",
             *filler,
         ],
     )
     assert lookup.existing == {"there", "dir", "dir/file", "dir/sideways"}
-    assert sorted(lookup.unusable) == ["bad/../../x", "escape", "escape/secret"]
+    assert sorted(lookup.unusable) == ["bad/../../x", "escape", "escape/secret", "loop/x"]
     assert "resolves outside namespace 'ns'" in lookup.unusable["escape/secret"]
+    assert "cannot be resolved" in lookup.unusable["loop/x"]
 
 
 def test_a_publish_that_fails_half_way_takes_back_what_it_moved(tmp_path: Path) -> None:

@@ -52,6 +52,8 @@ class LocalStore:
         if problem := data_key_problem(key, private_ok=True):
             return problem
         space = self.namespace_dir(root)
+        if not _link_on_the_way(space, key):
+            return None
         try:
             inside = (space / key).resolve().is_relative_to(space.resolve())
         except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
@@ -209,6 +211,26 @@ def _share(folder: Path, group: int) -> None:
             )
             mode = 0o2777
     os.chmod(folder, mode)
+
+
+def _link_on_the_way(space: Path, key: str) -> bool:
+    """Whether the namespace folder, or any part of ``key`` in it, is a symbolic link (or
+    cannot be read): only then is the key resolved the careful way. One ``lstat`` per
+    part, and none past the first that does not exist; resolving every key (each folder
+    from ``/`` down, in Python) was a tenth of the server's time per task."""
+    path = str(space)
+    for part in ("", *key.split("/")):
+        if part:
+            path = f"{path}/{part}"
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return False  # nothing below it exists: no link either
+        except OSError:
+            return True  # let the careful way say what is wrong
+        if stat.S_ISLNK(mode):
+            return True
+    return False
 
 
 def _scan(space: Path, keys: list[str]) -> tuple[set[str], set[str]]:
