@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -132,6 +133,7 @@ class GaiaRun:
     rss: float  # server VmHWM, MiB
     events: list[dict[str, Any]] = field(default_factory=list)
     profiled: float = 0.0  # seconds py-spy recorded
+    tasks_cpu: float = 0.0  # CPU seconds of the tasks the server ran (and waited for)
 
 
 def run_gaia(
@@ -163,6 +165,7 @@ def run_gaia(
             profiler.__enter__()
         try:
             cpu = harness.cpu_seconds(server.pid)
+            tasks_cpu = harness.children_cpu_seconds(server.pid)
             began = time.time()
             if follow:
                 with (data.parent / f"{data.name}-gaia-run.log").open("wb") as log:
@@ -172,6 +175,7 @@ def run_gaia(
                 client.merge(ROOT, processes)
                 state = wait_done(client, timeout)
             cpu = harness.cpu_seconds(server.pid) - cpu
+            tasks_cpu = harness.children_cpu_seconds(server.pid) - tasks_cpu
         finally:
             if profiler:
                 profiler.__exit__(None, None, None)
@@ -183,7 +187,7 @@ def run_gaia(
     if state not in DONE_STATES:
         complete = _completed_so_far(data)
     seconds = ends[-1] - began if ends and state == "complete" else None
-    return GaiaRun(seconds, state, complete, tasks, cpu, rss, events, profiled)
+    return GaiaRun(seconds, state, complete, tasks, cpu, rss, events, profiled, tasks_cpu)
 
 
 def _completed_so_far(data: Path) -> int:
@@ -317,6 +321,31 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+@dataclass
+class RawRun:
+    seconds: float
+    cpu: float  # CPU seconds of the spawning threads and of the commands
+
+    def note(self, tasks: int) -> str:
+        per_task = self.cpu * 1000 / tasks
+        return f"{self.seconds:.2f} s; CPU {per_task:.1f} ms/task ({self.cpu / self.seconds:.2f} cores)"
+
+
+def _cpu_so_far() -> float:
+    """CPU seconds of this process and of the children it waited for."""
+    own, children = (
+        resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def raw_trivial_cpu(folder: Path, values: int, sandbox: bool, **options: bool) -> RawRun:
+    """:func:`raw_trivial` from 2 threads, with the CPU it took, all processes counted."""
+    cpu = _cpu_so_far()
+    seconds = raw_trivial(folder, values, 2, sandbox, **options)
+    return RawRun(seconds, _cpu_so_far() - cpu)
+
+
 def raw_trivial(
     folder: Path,
     values: int,
@@ -423,14 +452,17 @@ def trivial(
     values = sizes.trivial
     tasks = 2 * values
     name = f"{tasks:,} trivial tasks"
-    plain = raw_trivial(work / "raw-plain", values, 2, sandbox=False)
-    table.add(name, "2 plain threads, unsandboxed", rate(tasks, plain), f"{plain:.2f} s")
-    durable = raw_trivial(work / "raw-durable", values, 2, sandbox=False, durable=True)
+    raw_plain = raw_trivial_cpu(work / "raw-plain", values, sandbox=False)
+    plain = raw_plain.seconds
+    table.add(name, "2 plain threads, unsandboxed", rate(tasks, plain), raw_plain.note(tasks))
+    raw_durable = raw_trivial_cpu(work / "raw-durable", values, sandbox=False, durable=True)
+    durable = raw_durable.seconds
     table.add(
         name,
         "2 plain threads, unsandboxed, each output made durable as Gaia's are",
         rate(tasks, durable),
-        f"{durable:.2f} s; written aside, fsynced, renamed into place, its folder fsynced",
+        f"{raw_durable.note(tasks)}; written aside, fsynced, renamed into place, its "
+        "folder fsynced",
     )
     boxed = raw_trivial(work / "raw-bwrap", values, 2, sandbox=True)
     table.add(name, "2 plain threads, in bubblewrap", rate(tasks, boxed), f"{boxed:.2f} s")
@@ -504,6 +536,16 @@ def trivial(
         ratio(durable, unboxed.seconds),
         "the same durability on both sides",
     )
+    if unboxed.seconds is not None:
+        gaia_cpu = (unboxed.cpu + unboxed.tasks_cpu) * 1000 / tasks
+        table.add(
+            name,
+            "CPU per task, every process: Gaia unsandboxed / raw spawn / raw spawn, durable",
+            f"{gaia_cpu:.1f} / {raw_plain.cpu * 1000 / tasks:.1f} / "
+            f"{raw_durable.cpu * 1000 / tasks:.1f} ms",
+            f"at half the raw rate, 2 cores give {2 * 2 * plain * 1000 / tasks:.1f} ms a task "
+            "for everything",
+        )
     if profile is not None:
         profile.mkdir(parents=True, exist_ok=True)
         raw = profile / "serve-trivial.raw"
@@ -531,8 +573,8 @@ def _gaia_row(table: Table, workload: str, what: str, run: GaiaRun) -> None:
         workload,
         what,
         rate(run.tasks, run.seconds),
-        f"{run.seconds:.2f} s; server CPU {run.cpu * 1000 / run.tasks:.1f} ms/task, "
-        f"peak RSS {run.rss:.0f} MiB",
+        f"{run.seconds:.2f} s; server CPU {run.cpu * 1000 / run.tasks:.1f} ms/task, its "
+        f"tasks' {run.tasks_cpu * 1000 / run.tasks:.1f}, peak RSS {run.rss:.0f} MiB",
     )
 
 

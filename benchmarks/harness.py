@@ -106,6 +106,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
+def children_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of the children ``pid`` waited for so far (a server's
+    tasks, whose own children their sandbox waited for)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[13]) + int(fields[14])) / CLOCK_TICKS  # cutime, cstime
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
