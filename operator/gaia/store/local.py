@@ -128,6 +128,11 @@ class LocalStore:
                 output_files.sync(where, outputs[key])
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 continue
+            except PermissionError as exc:
+                raise StoreError(
+                    f"cannot read staged output {outputs[key]} to sync it: {exc} (the "
+                    "operator reads what task pods write: the chart gives it DAC_OVERRIDE)"
+                ) from exc
             except OSError as exc:
                 raise StoreError(f"cannot read staged output {outputs[key]}: {exc}") from exc
             sealed[key] = where
