@@ -11,11 +11,8 @@ rather than stopping the server.
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +21,6 @@ from gaia.engine.states import Mode
 from gaia.engine.tasks import Task
 
 __all__ = ["StateDB"]
-
-logger = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS commands (key TEXT PRIMARY KEY, body TEXT NOT NULL);
@@ -43,68 +38,37 @@ EVENTS_KEPT = 100_000
 class StateDB:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Explicit transactions only. Written by one thread of its own, read by the event
-        # loop's once those writes are done (never both at once).
+        # Explicit transactions only. Created on one thread, then used only by the server's
+        # event loop thread (the embedded server starts it from another).
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         self._events_written = 0
         # Writes wait for the end of the event loop's turn and go in one transaction:
-        # a task's start, end and events would otherwise cost a commit each. The commit
-        # runs on the writer's thread: SQLite lets go of Python's lock meanwhile, and a
-        # checkpoint's fsyncs no longer stall every task.
+        # a task's start, end and events would otherwise cost a commit each.
         self.defer: Callable[[Callable[[], None]], object] | None = None
         self._pending: list[tuple[str, list[tuple[Any, ...]]]] = []
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="gaia-statedb")
-        self._written: Future[None] | None = None
-        self._handed: list[tuple[str, list[tuple[Any, ...]]]] = []  # for the writer
-        self._handing = threading.Lock()
 
     def _write(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
         self._pending.append((sql, list(rows)))
         if self.defer is None:
-            self._hand_over()
+            self.flush()
         elif len(self._pending) == 1:
-            self.defer(self._hand_over)
-
-    def _hand_over(self) -> None:
-        """Give what waits to the writer. It commits all it was handed since its last
-        commit in one transaction: a writer slower than the loop commits more at once,
-        rather than falling behind."""
-        pending, self._pending = self._pending, []
-        if pending:
-            with self._handing:
-                self._handed.extend(pending)
-            self._written = self._writer.submit(self._commit)
-
-    def _commit(self) -> None:
-        with self._handing:
-            pending, self._handed = self._handed, []
-        if not pending:
-            return  # an earlier commit took them
-        try:
-            with self.db:
-                self.db.execute("BEGIN")
-                for sql, rows in pending:
-                    self.db.executemany(sql, rows)
-        except (sqlite3.Error, OSError) as exc:  # records lost; the data is in the store
-            logger.error("could not save the server's state: %s", exc)
+            self.defer(self.flush)
 
     def flush(self) -> None:
-        """Return once every write made so far is in the database."""
-        self._hand_over()
-        if self._written is not None:
-            self._written.result()
-
-    def _settled(self) -> sqlite3.Connection:
-        """The database, for a read: with every write in it, and the writer idle."""
-        self.flush()
-        return self.db
+        """Write what waits, in one transaction."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        with self.db:
+            self.db.execute("BEGIN")
+            for sql, rows in pending:
+                self.db.executemany(sql, rows)
 
     def close(self) -> None:
         self.flush()
-        self._writer.shutdown()
         self.db.close()
 
     def save_commands(self, commands: Iterable[Command]) -> None:
@@ -145,31 +109,30 @@ class StateDB:
             self._write("DELETE FROM events WHERE id <= ?", [(event["id"] - EVENTS_KEPT,)])
 
     def last_event_id(self) -> int:
-        row = self._settled().execute("SELECT MAX(id) FROM events").fetchone()
+        self.flush()
+        row = self.db.execute("SELECT MAX(id) FROM events").fetchone()
         return int(row[0] or 0)
 
     def events_since(self, after: int, root: str | None) -> list[dict[str, Any]]:
-        rows = self._settled().execute(
+        self.flush()
+        rows = self.db.execute(
             "SELECT body FROM events WHERE id > ? AND (? IS NULL OR root = ?) ORDER BY id",
             (after, root, root),
         )
         return [json.loads(body) for (body,) in rows]
 
     def load_commands(self) -> list[Any]:
-        rows = self._settled().execute("SELECT body FROM commands")
-        return [json.loads(body) for (body,) in rows]
+        return [json.loads(body) for (body,) in self.db.execute("SELECT body FROM commands")]
 
     def load_namespaces(self) -> dict[str, str]:
-        return dict(self._settled().execute("SELECT root, mode FROM namespaces"))
+        return dict(self.db.execute("SELECT root, mode FROM namespaces"))
 
     def load_specs(self, root: str) -> list[Any]:
-        rows = self._settled().execute(
-            "SELECT body FROM specs WHERE root = ? ORDER BY rowid", (root,)
-        )
+        rows = self.db.execute("SELECT body FROM specs WHERE root = ? ORDER BY rowid", (root,))
         return [json.loads(body) for (body,) in rows]
 
     def load_tasks(self, root: str) -> list[Task]:
-        rows = self._settled().execute("SELECT process, body FROM tasks WHERE root = ?", (root,))
+        rows = self.db.execute("SELECT process, body FROM tasks WHERE root = ?", (root,))
         tasks = []
         for process, body in rows:
             try:
