@@ -103,8 +103,9 @@ def test_a_link_a_job_staged_fails_its_task_by_name(tmp_path: Path) -> None:
     staged = store.staged_outputs("ns", "job-1", paths)
     made(staged["tree"] / "f")
     (staged["tree"] / "escape").symlink_to("/etc")
-    staged["one"].symlink_to("/etc/hostname")
-    with pytest.raises(UnsafeOutput, match=r"output /out/o is a symbolic link \(-> /etc/hostname"):
+    staged["one"].symlink_to("/nowhere")  # dangling, yet a link all the same
+    assert store.is_staged(staged["one"])
+    with pytest.raises(UnsafeOutput, match=r"output /out/o is a symbolic link \(-> /nowhere"):
         store.seal_staged({"one": staged["one"]}, paths)
     with pytest.raises(UnsafeOutput, match="output /out/d/ holds a symbolic link: /out/d/escape"):
         store.seal_staged({"tree": staged["tree"]}, paths)

@@ -36,7 +36,8 @@ class Store(Protocol):
     def seal_staged(self, staged: Mapping[str, Any], outputs: Mapping[str, str]) -> dict[str, Any]:
         """Of ``staged`` (data key -> staged location of container path
         ``outputs[key]``, as a Job's container left it), the outputs fit to publish, made
-        durable; raises TaskFailed for one that holds a link or special file."""
+        durable; raises TaskFailed for one that holds a link or special file, StoreError
+        for one it cannot read."""
         ...
 
     def publish(self, root: str, staged: Mapping[str, Any]) -> None:

@@ -110,7 +110,7 @@ class LocalStore:
         return {key: staging / path.strip("/") for key, path in outputs.items()}
 
     def is_staged(self, staged: Path) -> bool:
-        return staged.exists()
+        return os.path.lexists(staged)  # a link too: seal_staged refuses it by name
 
     def seal_staged(
         self, staged: Mapping[str, Path], outputs: Mapping[str, str]
