@@ -19,7 +19,7 @@ from gaia.engine.lookup import Lookup
 from gaia.errors import InvalidRequest, StoreError
 from gaia.worker import outputs as output_files
 
-__all__ = ["STAGING", "LocalStore", "sync_folder"]
+__all__ = ["STAGING", "LocalStore", "sync_parents"]
 
 logger = logging.getLogger(__name__)
 
@@ -185,8 +185,7 @@ class LocalStore:
                     shutil.rmtree(target)  # a stale directory: os.replace cannot overwrite it
                 os.replace(source, target)
                 moved.append(target)
-            for folder in {target.parent for target in moved}:  # each once: keys share them
-                sync_folder(folder)
+            sync_parents(moved)
         except OSError as exc:
             for target in moved:  # a task publishes all of its outputs or none
                 try:
@@ -265,13 +264,15 @@ def _scan(space: Path, keys: list[str]) -> tuple[set[str], set[str]]:
     return found - linked, linked
 
 
-def sync_folder(path: Path) -> None:
-    """Make a rename or move into ``path`` durable before the key counts as complete."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def sync_parents(paths: Iterable[Path]) -> None:
+    """Make renames or moves to ``paths`` durable before their keys count as complete:
+    fsync each folder they landed in, once (outputs and keys share them)."""
+    for folder in {path.parent for path in paths}:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _remove(path: Path) -> None:

@@ -36,7 +36,7 @@ from typing import Any
 
 from gaia.engine.resources import parse_resources
 from gaia.errors import TaskFailed
-from gaia.store.local import sync_folder
+from gaia.store.local import sync_parents
 from gaia.worker import outputs as output_files
 from gaia.worker import sandbox as sandboxes
 from gaia.worker.runner import TaskResult, TaskSpec, run_task
@@ -232,7 +232,7 @@ class RemoteWorker:
         it durable there: the operator renames it into the data once told, and the work
         folder is usually another file system (the pod's own), where the move is a copy
         that nothing has synced."""
-        folders = set()
+        moved = []
         for path, source in result.staged.items():
             target = staging / path.strip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -240,9 +240,8 @@ class RemoteWorker:
                 shutil.rmtree(target)
             shutil.move(str(source), str(target))
             output_files.sync(target, path)
-            folders.add(target.parent)
-        for folder in folders:  # each once: outputs share them
-            sync_folder(folder)
+            moved.append(target)
+        sync_parents(moved)
 
 
 async def _main(worker: RemoteWorker) -> int:
