@@ -125,9 +125,8 @@ class LocalStore:
         sealed: dict[str, Path] = {}
         for key, where in staged.items():
             try:
-                output_files.sync(where, outputs[key])
-            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-                continue
+                if not output_files.sync_if_produced(where, outputs[key]):
+                    continue
             except PermissionError as exc:
                 raise StoreError(
                     f"cannot read staged output {outputs[key]} to sync it: {exc} (the "

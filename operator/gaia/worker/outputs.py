@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gaia.errors import TaskFailed
 
-__all__ = ["UnsafeOutput", "open_file", "sync", "walk"]
+__all__ = ["UnsafeOutput", "open_file", "sync", "sync_if_produced", "walk"]
 
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
@@ -118,3 +118,13 @@ def sync(host: Path, output: str) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def sync_if_produced(host: Path, output: str) -> bool:
+    """:func:`sync`, or False when the output was not produced: nothing at ``host``, or
+    not of the declared kind (a folder where a file was declared, or the reverse)."""
+    try:
+        sync(host, output)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return False
+    return True

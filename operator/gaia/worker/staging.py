@@ -192,10 +192,8 @@ def collect(fs: Path, outputs: Iterable[str]) -> tuple[dict[str, Path], list[str
     missing: list[str] = []
     for path in outputs:
         host = host_path(fs, path)
-        try:
-            output_files.sync(host, path)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            missing.append(path)
-        else:
+        if output_files.sync_if_produced(host, path):
             staged[path] = host
+        else:
+            missing.append(path)
     return staged, missing
