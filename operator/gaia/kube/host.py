@@ -164,7 +164,7 @@ class KubeHost(Shell):
         checked and synced what it staged; a Job's container wrote there directly, so the
         store checks and syncs that (:meth:`Store.seal_staged`)."""
         name = _staging_name(namespace.root, task)
-        by_job = "worker" not in task.handle
+        by_job = not task.handle.get("worker")  # as _staging_name tells the two apart
         return await self.lanes.call(
             namespace.root, self._staged, namespace.root, name, paths, by_job
         )
