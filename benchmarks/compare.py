@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -332,11 +331,8 @@ class RawRun:
 
 
 def _cpu_so_far() -> float:
-    """CPU seconds of this process and of the children it waited for."""
-    own, children = (
-        resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-    )
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    """CPU seconds of this process and of the children it waited for (the raw spawns)."""
+    return harness.cpu_seconds(os.getpid()) + harness.children_cpu_seconds(os.getpid())
 
 
 def raw_trivial_cpu(folder: Path, values: int, sandbox: bool, **options: bool) -> RawRun:

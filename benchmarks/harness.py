@@ -100,16 +100,21 @@ def rss_mib(pid: int, field_name: str = "VmRSS") -> float:
     return float("nan")
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name (which may hold spaces)."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time that ``pid`` (all its threads) used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    fields = _stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
 def children_cpu_seconds(pid: int) -> float:
     """User plus system CPU time of the children ``pid`` waited for so far (a server's
     tasks, whose own children their sandbox waited for)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    fields = _stat_fields(pid)
     return (int(fields[13]) + int(fields[14])) / CLOCK_TICKS  # cutime, cstime
 
 
