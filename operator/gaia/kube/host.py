@@ -314,8 +314,11 @@ class KubeHost(Shell):
         generation = resource["metadata"].get("generation")
         if generation == tracked.generation:
             return {}
+        expired = await self._reconcile_spec(tracked)
+        # Only now does the status speak for this spec: set before, a status written while
+        # the merge waited on the store said observedGeneration N over the state of N-1.
         tracked.generation = generation
-        return await self._reconcile_spec(tracked)
+        return expired
 
     async def _refuse_twin(self, tracked: Tracked, resource: dict[str, Any]) -> None:
         message = (
