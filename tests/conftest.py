@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,12 +11,7 @@ from typing import Any
 import pytest
 
 from kafka_broker import Broker, missing
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from ports import free_port
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +19,7 @@ def s3_endpoint() -> Iterator[str]:
     """A real S3-compatible HTTP server (moto's) on a free local port."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:

@@ -16,6 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
+from ports import free_port
 from waiting import eventually
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,12 +34,6 @@ log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.logger.kafka=INFO
 log4j.logger.org.apache.kafka=INFO
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def missing() -> str | None:

@@ -17,7 +17,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 import gaia
-from kafka_broker import Broker, free_port
+from kafka_broker import Broker
+from ports import free_port
 from processes import start_service, stop_service
 from waiting import eventually
 

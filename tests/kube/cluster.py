@@ -24,7 +24,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -35,6 +34,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ports import free_port
 from waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,12 +104,6 @@ def read_components(build: bool = True) -> dict[str, str]:
             f"{', '.join(wanted)}); run `make components`"
         )
     return values
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _die_with_parent() -> None:

@@ -14,10 +14,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from cluster import Cluster, free_port
+from cluster import Cluster
 from kubelet import FakeKubelet
 
 import gaia
+from ports import free_port
 from processes import start_service, stop_service
 
 WORKER_ACCOUNT = "gaia-worker"  # GAIA_WORKER_SERVICE_ACCOUNT's default

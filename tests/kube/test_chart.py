@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 import yaml
-from cluster import CRDS, REPO, Cluster, free_port
+from cluster import CRDS, REPO, Cluster
 from kubelet import FakeKubelet
 from test_operator import wait_state
 
 import gaia
+from ports import free_port
 from processes import start_service, stop_service
 from waiting import eventually
 

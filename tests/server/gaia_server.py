@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -18,16 +17,11 @@ from typing import Any
 
 import gaia
 from gaia.tokens import read_token_file
+from ports import free_port
 from processes import start_service, stop_service
 from waiting import eventually
 
 TRIANGLE = Path(__file__).resolve().parents[2] / "examples" / "triangle"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Server:
