@@ -39,16 +39,31 @@ class Graph:
     def add(self, process: Process) -> list[str]:
         """Add a process; return the data keys that are new to the graph."""
         self.version += 1
-        self.processes[process.key] = process
+        name = process.key
+        self.processes[name] = process
+        producer, consumers, refs = self.producer, self.consumers, self._refs
         fresh = []
+        # _ref, inlined: a merge adds a process per leaf, each with a key or two.
         for key in process.outputs.values():
-            self.producer[key] = process.key
-            if self._ref(key):
+            producer[key] = name
+            count = refs.get(key, 0)
+            refs[key] = count + 1
+            if not count:
                 fresh.append(key)
         for key in process.inputs.values():
-            self.consumers.setdefault(key, set()).add(process.key)
-            if self._ref(key):
+            users = consumers.get(key)
+            if users is None:
+                consumers[key] = {name}
+            else:
+                users.add(name)
+            count = refs.get(key, 0)
+            refs[key] = count + 1
+            if not count:
                 fresh.append(key)
+        inside = self._inside
+        for key in fresh:
+            for parent in parents(key):
+                inside[parent] = inside.get(parent, 0) + 1
         return fresh
 
     def remove(self, process_key: str) -> list[str]:
@@ -66,16 +81,6 @@ class Graph:
                 del self.consumers[key]
             gone += self._unref(key)
         return gone
-
-    def _ref(self, key: str) -> bool:
-        """Count an edge to ``key``; True if the key is new to the graph."""
-        count = self._refs.get(key, 0)
-        self._refs[key] = count + 1
-        if count:
-            return False
-        for parent in parents(key):
-            self._inside[parent] = self._inside.get(parent, 0) + 1
-        return True
 
     def _unref(self, key: str) -> list[str]:
         count = self._refs[key] - 1
@@ -113,7 +118,7 @@ class Graph:
         new: dict[str, Process] = {}
         new_producer: dict[str, str] = {}
         new_consumers: dict[str, list[str]] = defaultdict(list)
-        processes = self.processes  # looked up 100,000s of times
+        processes, producer = self.processes, self.producer  # looked up 100,000s of times
         for process in added:
             if process.key in new:
                 raise InvalidRequest(f"process key {process.key!r} would exist twice")
@@ -128,7 +133,9 @@ class Graph:
             if len(outputs) > 1 and len(set(outputs)) != len(outputs):
                 raise InvalidRequest(f"process {process.key!r} binds one data key to two outputs")
             for key in outputs:
-                other = new_producer.get(key) or self._live_producer(key, removed)
+                other = new_producer.get(key)
+                if other is None and (other := producer.get(key)) in removed:
+                    other = None  # its producer leaves in this change
                 if other is not None:
                     raise InvalidRequest(
                         f"data key {key!r} would have two producers: {other!r} and {process.key!r}"

@@ -125,7 +125,10 @@ class ProcessSpec:
         }
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a merge makes one per leaf process (1,000,000 for the largest), and a frozen
+# dataclass's __init__ sets each field through object.__setattr__, three times as slow.
+# Treat it as frozen all the same: the graph's indexes are built from its bindings.
+@dataclass(slots=True)
 class Process:
     """A leaf process: one runnable invocation of a leaf command in a namespace."""
 
