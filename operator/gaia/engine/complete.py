@@ -50,11 +50,12 @@ class CompleteKeys:
 
     def recheck(self, process: Process) -> None:
         """Call for a process just added to the graph (its outputs may already exist)."""
-        keys = self.keys
-        if all(key in keys for key in process.outputs.values()):
-            self.done.add(process.key)
-        else:
-            self.done.discard(process.key)
+        keys = self.keys  # a loop, not all(): called once per process of a merge
+        for key in process.outputs.values():
+            if key not in keys:
+                self.done.discard(process.key)
+                return
+        self.done.add(process.key)
 
     def forget(self, process: str) -> None:
         """Call for a process that left the graph."""

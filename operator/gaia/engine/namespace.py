@@ -52,12 +52,12 @@ class MergePlan:
     def keys(self) -> set[str]:
         """Every data key the plan's processes read or write: what to look up in the
         store before :meth:`Namespace.apply`."""
-        return {
-            key
-            for leaves in self.processes.values()
-            for process in leaves
-            for key in (*process.inputs.values(), *process.outputs.values())
-        }
+        keys: set[str] = set()
+        for leaves in self.processes.values():
+            for process in leaves:
+                keys.update(process.inputs.values())
+                keys.update(process.outputs.values())
+        return keys
 
 
 class Namespace:
@@ -296,10 +296,15 @@ class Namespace:
     def _runnable(self, process: Process) -> bool:
         if process.key in self.active or process.key in self.failed:
             return False
-        complete = self.complete
-        return all(d in complete for d in process.inputs.values()) and not all(
-            d in complete for d in process.outputs.values()
-        )
+        complete = self.complete.keys  # loops over the set itself: no generator, no
+        # __contains__ call per key, on the path of every completion and merge
+        for key in process.inputs.values():
+            if key not in complete:
+                return False
+        for key in process.outputs.values():
+            if key not in complete:
+                return True
+        return False
 
     def _schedule(self, candidates: Iterable[str], out: list[Instruction]) -> None:
         if self.mode is not Mode.ACTIVE:
