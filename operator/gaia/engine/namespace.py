@@ -301,7 +301,7 @@ class Namespace:
         for key in process.inputs.values():
             if key not in complete:
                 return False
-        for key in process.outputs.values():
+        for key in process.outputs.values():  # noqa: SIM110 (any() makes a generator)
             if key not in complete:
                 return True
         return False
