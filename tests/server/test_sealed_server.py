@@ -32,7 +32,7 @@ def leaf(key: str, script: str, **fields: Any) -> dict[str, Any]:
     }
 
 
-def attacks(server: Server, marker: str) -> list[dict[str, Any]]:
+def attacks(server: Server, marker: str, trace: str) -> list[dict[str, Any]]:
     health = f"http://{server.address}/health"
     reach = f"python3 -c \"import urllib.request as u; print(u.urlopen('{health}', timeout=10).status)\""
     look = f"""
@@ -64,6 +64,17 @@ def attacks(server: Server, marker: str) -> list[dict[str, Any]]:
             "command": ["sh", "-c", "mkdir /out/d && echo x > /out/d/x && ln -s / /out/d/root"],
             "outputs": {"OUT": "/out/d/"},
         },
+        # Each process that sees the command's variables writes a trace file there: an
+        # LD_PRELOAD would run in the same processes.
+        leaf("preload", "echo ran", env={"LD_DEBUG": "files", "LD_DEBUG_OUTPUT": trace}),
+        {
+            "key": "setuid",
+            "image": "debian",
+            "command": ["sh", "-c", "cp /bin/sh /out/sh && chmod 4755 /out/sh"],
+            "outputs": {"OUT": "/out/sh"},
+        },
+        # Its own /usr/bin/setpriv, which a root server's sandbox would run as root.
+        leaf("system", "echo ran", stdout="/usr/bin/setpriv", outputs={"OUT": "/usr/bin/setpriv"}),
     ]
 
 
@@ -74,7 +85,7 @@ def test_escapes_from_inside_a_task_fail(tmp_path: Path) -> None:
         (server.data / "other" / "secret").write_text("another namespace's data\n")
         marker = sleep_marker()
         flow = server.client()
-        commands = attacks(server, marker)
+        commands = attacks(server, marker, str(tmp_path / "trace"))
         flow.command(commands)
         processes = [
             {"key": c["key"], "command": c["key"], "outputs": {"OUT": c["key"]}} for c in commands
@@ -114,6 +125,17 @@ def test_escapes_from_inside_a_task_fail(tmp_path: Path) -> None:
         "output /out/d/ holds a symbolic link: /out/d/root (-> /)"
     )
     assert not (data / "link").exists()
+    # bubblewrap, on the host, runs without the command's variables.
+    assert tasks["preload"]["state"] == "complete"
+    assert not list(tmp_path.glob("trace.*"))
+    # What a task publishes runs as no one: set-user-ID bits are cleared.
+    assert tasks["setuid"]["state"] == "complete"
+    assert (data / "setuid").stat().st_mode & 0o7777 == 0o755
+    # No container path takes a system folder's place.
+    assert tasks["system"]["state"] == "error"
+    assert "is under /usr, which the sandbox shows from this machine" in tasks["system"]["error"]
+    # The server's own folder (state, logs, the tasks' working folders) is its alone.
+    assert (server.data / ".gaia").stat().st_mode & 0o777 == 0o700
 
 
 def test_without_bubblewrap_no_task_runs_unless_told_none(tmp_path: Path) -> None:

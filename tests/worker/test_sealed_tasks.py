@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -173,6 +174,54 @@ def test_a_task_has_a_clean_environment(
     assert env["HOME"] == ("/tmp" if sandbox == "bwrap" else str(tmp_path / "tmp"))
 
 
+@NEEDS_BWRAP
+def test_the_commands_environment_reaches_no_process_on_the_host(tmp_path: Path) -> None:
+    """bubblewrap runs on the host (as root, on a root server): an LD_PRELOAD in its
+    environment would run a library the command names there. glibc's LD_DEBUG_OUTPUT
+    shows which processes saw the command's variables: each writes a trace file."""
+    trace = tmp_path / "trace"
+    env = {"LD_DEBUG": "files", "LD_DEBUG_OUTPUT": str(trace)}
+    result = run(spec(("true",), env=env), tmp_path / "work", "bwrap")
+
+    assert result.ok, result.error
+    assert not list(tmp_path.glob("trace.*")), "a process outside the sandbox saw the env"
+
+
+@NEEDS_BWRAP
+def test_the_commands_environment_reaches_it_only_once_it_is_unprivileged(
+    tmp_path: Path,
+) -> None:
+    """On a root server setpriv runs as root inside the sandbox before it becomes the
+    task's user: the command's variables must reach only what runs after it."""
+    env = {"LD_DEBUG": "files", "LD_DEBUG_OUTPUT": "/out/trace"}
+    task = spec(("sh", "-c", "echo done > /out/o"), env=env, outputs=("/out/o",))
+    result = run(task, tmp_path, "bwrap")
+
+    assert result.ok, result.error
+    traces = list((tmp_path / "fs" / "out").glob("trace.*"))
+    assert traces, "the command never saw its own environment"
+    user = sandboxes.NOBODY if ROOT else os.geteuid()
+    assert {path.stat().st_uid for path in traces} == {user}  # none written as root
+
+
+@NEEDS_BWRAP
+@pytest.mark.parametrize("path", ["/usr/bin/setpriv", "/lib64/x", "/etc/ld.so.preload", "/bin/"])
+def test_no_container_path_may_take_a_system_folders_place(tmp_path: Path, path: str) -> None:
+    """A path under /usr would replace the host's /usr in the sandbox, from where a root
+    server's sandbox runs setpriv as root: the task would choose what runs as root."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "x").write_text("x\n")
+    top = path.split("/")[1]
+    binding = {path: source if path.endswith("/") else source / "x"}
+    for task in (spec(("true",), inputs=binding), spec(("true",), outputs=(path,))):
+        result = run(task, tmp_path / "work", "bwrap")
+
+        assert not result.ok
+        assert result.error is not None
+        assert f"is under /{top}, which the sandbox shows from this machine" in result.error
+
+
 # -- network -----------------------------------------------------------------------------
 
 
@@ -315,6 +364,24 @@ def test_a_file_output_that_is_a_link_fails_naming_it(sandbox: str, tmp_path: Pa
 
 
 @SANDBOXES
+def test_set_user_and_group_id_bits_of_outputs_are_cleared(sandbox: str, tmp_path: Path) -> None:
+    """A published set-user-ID copy of a shell would let any user of the machine act as
+    the task's user (or the server's, on a server that is not root)."""
+    script = (
+        "cp /bin/sh /out/sh && chmod 4755 /out/sh && mkdir /out/tree && "
+        "cp /bin/sh /out/tree/sh && chmod 6750 /out/tree/sh && chmod 2755 /out/tree"
+    )
+    task = spec(("sh", "-c", script), outputs=("/out/sh", "/out/tree/"))
+    result = run(task, tmp_path, sandbox)
+
+    assert result.ok, result.error
+    out = tmp_path / "fs" / "out"
+    assert stat.S_IMODE((out / "sh").stat().st_mode) == 0o755
+    assert stat.S_IMODE((out / "tree" / "sh").stat().st_mode) == 0o750
+    assert (out / "tree").stat().st_mode & stat.S_ISGID  # a folder's only shares its group
+
+
+@SANDBOXES
 def test_staged_outputs_are_fsynced_before_success(
     sandbox: str, tmp_path: Path, fsynced: list[Path]
 ) -> None:
@@ -383,6 +450,13 @@ print(json.dumps({
                               resources=Resources(processes=4))),
     "network": run("network", task(["python3", "-c", connect])),
     "root": run("root", task(["ls", "-A", "/"])),
+    "hidden": run("hidden", TaskSpec(
+        root="ns", process="p", run=1, image=None, inputs={}, outputs=("/out/d/",),
+        command=("sh", "-c", "mkdir -p /out/d/h && ln -s /etc/passwd /out/d/h/l && "
+                             "chmod 0311 /out/d/h"))),
+    "env": run("env", task(["true"], env={"LD_DEBUG": "files",
+                                         "LD_DEBUG_OUTPUT": str(work / "trace")})),
+    "traces": [path.name for path in work.glob("trace.*")],
 }))
 """
 
@@ -423,3 +497,11 @@ def test_a_server_that_is_not_root_seals_tasks_as_its_own_user(
     assert not results["network"]["ok"]
     assert any("ConnectionRefusedError" in line for line in results["network"]["tail"])
     assert "root" not in results["root"]["tail"] and "work" not in results["root"]["tail"]
+    # A folder the server cannot open could hide a link: the task fails, naming it.
+    assert not results["hidden"]["ok"]
+    assert results["hidden"]["error"].endswith(
+        "output /out/d/ holds a folder that cannot be read: /out/d/h (Permission denied)"
+    )
+    # bubblewrap, on the host as the server's user, never saw the command's variables.
+    assert results["env"]["ok"], results["env"]
+    assert results["traces"] == []

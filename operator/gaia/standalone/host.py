@@ -62,6 +62,11 @@ class StandaloneHost(Shell):
             self.kafka = KafkaPublisher(kafka, kafka_topics)
         self.data_dir = data_dir.resolve()
         state_dir = self.data_dir / ".gaia"
+        # The server's alone: its state, task logs and the tasks' working folders, which
+        # on a root server belong to the tasks' user (nobody) and must not be reachable
+        # by other programs of that user, nor anyone's.
+        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.chmod(0o700)
         self.db = StateDB(state_dir / "state.db")
         bus = EventBus(sink=self.db.save_event, first_id=self.db.last_event_id() + 1)
         if self.kafka is not None:

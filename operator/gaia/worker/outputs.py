@@ -46,6 +46,14 @@ def _refuse(output: str, where: str, kind: str, link: str | None) -> UnsafeOutpu
     return UnsafeOutput(f"output {output} holds {kind}: {where}{target}")
 
 
+def _unreadable(output: str, where: str, error: OSError) -> UnsafeOutput:
+    """A folder of the output that cannot be opened: whatever is inside it (a link, a
+    fifo) could not be checked."""
+    return UnsafeOutput(
+        f"output {output} holds a folder that cannot be read: {where} ({error.strerror})"
+    )
+
+
 def _readlink(name: str, dir_fd: int | None) -> str | None:
     try:
         return os.readlink(name, dir_fd=dir_fd)
@@ -86,7 +94,13 @@ def walk(host: Path, output: str) -> Iterator[tuple[str, int, int]]:
         link = _readlink(str(host), None) if stat.S_ISLNK(top.st_mode) else None
         raise _refuse(output, output, kind, link)
     base = output.rstrip("/")
-    for dirpath, dirnames, filenames, dirfd in os.fwalk(host, follow_symlinks=False):
+
+    def unreadable(error: OSError) -> None:  # fwalk skips what it cannot open: not us
+        raise _unreadable(output, os.fsdecode(error.filename or "?"), error)
+
+    for dirpath, dirnames, filenames, dirfd in os.fwalk(
+        host, follow_symlinks=False, onerror=unreadable
+    ):
         relative_dir = os.path.relpath(dirpath, host)
         prefix = "" if relative_dir == "." else relative_dir + "/"
         for name in [*dirnames, *filenames]:
@@ -95,6 +109,11 @@ def walk(host: Path, output: str) -> Iterator[tuple[str, int, int]]:
             if kind is not None:
                 link = _readlink(name, dirfd) if stat.S_ISLNK(mode) else None
                 raise _refuse(output, f"{base}/{prefix}{name}", kind, link)
+        for name in dirnames:  # what fwalk cannot open it skips: name it first
+            try:
+                os.close(os.open(name, _READ | os.O_DIRECTORY, dir_fd=dirfd))
+            except OSError as exc:
+                raise _unreadable(output, f"{base}/{prefix}{name}", exc) from exc
         for name in filenames:
             fd = os.open(name, _READ, dir_fd=dirfd)
             try:
@@ -110,14 +129,32 @@ def sync(host: Path, output: str) -> None:
     is not synced: the output is published by renaming it elsewhere, and the publisher
     syncs the folder it lands in (a staging folder is of no use after a crash)."""
     if output.endswith("/"):
-        for _, fd, dirfd in walk(host, output):
+        for name, fd, dirfd in walk(host, output):
+            if fd >= 0:
+                _drop_set_id(fd, output, f"{output.rstrip('/')}/{name}")
             os.fsync(fd if fd >= 0 else dirfd)
     else:
         fd = open_file(host, output)
         try:
+            _drop_set_id(fd, output, output)
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _drop_set_id(fd: int, output: str, where: str) -> None:
+    """A published file runs as no one: a set-user-ID or set-group-ID bit the task left
+    would let whoever runs the file later (any user of the machine) act as the task's
+    user, or the server's. Cleared, as a copy without privileges would."""
+    mode = os.fstat(fd).st_mode
+    if mode & (stat.S_ISUID | stat.S_ISGID):
+        try:
+            os.fchmod(fd, stat.S_IMODE(mode) & ~(stat.S_ISUID | stat.S_ISGID))
+        except PermissionError as exc:
+            raise UnsafeOutput(
+                f"output {output} holds a set-user-ID or set-group-ID file that cannot be "
+                f"cleared: {where} ({exc.strerror})"
+            ) from exc
 
 
 def sync_if_produced(host: Path, output: str) -> bool:

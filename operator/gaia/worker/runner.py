@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shlex
 import signal
 import time
@@ -227,7 +228,8 @@ async def _start(
     fs, scratch = workdir / "fs", workdir / "tmp"
 
     def prepare() -> sandboxes.Launch:  # on the spawner's thread: it waits on the disk
-        problem = staging.check(spec.inputs, spec.outputs, spec.stdout, spec.binds)
+        system = sandboxes.SYSTEM_DIRS if box.mode == "bwrap" else ()
+        problem = staging.check(spec.inputs, spec.outputs, spec.stdout, spec.binds, system)
         if problem is None and user is not None:
             problem = staging.unreadable_input(spec.inputs, user)
         if problem is not None:
@@ -256,8 +258,11 @@ async def _start(
             # Line-buffered: `gaia logs` and the dashboard read the log while the task runs.
             sink.log = files.enter_context(log.open("w", encoding="utf-8", buffering=1))
             if spec.stdout is not None:
-                stdout_path = staging.host_path(fs, spec.stdout)
-                sink.copy = files.enter_context(stdout_path.open("wb"))
+                # A fresh file, never one found there: on a root server the folder is
+                # the task user's, and a link left in it would be followed as root.
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                fd = os.open(staging.host_path(fs, spec.stdout), flags, 0o644)
+                sink.copy = files.enter_context(os.fdopen(fd, "wb"))
         except OSError as exc:
             raise TaskFailed(f"could not lay out its files in {workdir}: {exc}") from exc
         if logger.isEnabledFor(logging.DEBUG):

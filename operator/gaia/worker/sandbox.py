@@ -59,6 +59,7 @@ ALIASES = {"rewrite": "none"}
 NOBODY = 65534  # the user a root server's tasks run as
 SYSTEM_DIRS = ("bin", "etc", "lib", "lib32", "lib64", "libx32", "sbin", "usr")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_BASE_ENV = {"PATH": PATH, "HOME": "/tmp", "LANG": "C.UTF-8"}  # a command's env adds to it
 PROBE_TIMEOUT = 30.0
 # Characters that continue a path component: a match must not be followed by one of them.
 _NAME_CHARS = r"\w.\-"
@@ -77,6 +78,7 @@ class Sandbox:
     limits_problem: str | None = None  # why a command's resources cannot be enforced
     bwrap: str | None = None
     setpriv: str | None = None  # a root server's way to the task's user
+    env: str | None = None  # a root server's way to the command's environment, after setpriv
     unshare: str | None = None  # a root server's user namespace per task (process limits)
     prlimit: str | None = None
     disable_userns: bool = False  # bubblewrap can forbid user namespaces inside
@@ -176,7 +178,7 @@ def _probe_task(box: Sandbox, resources: Resources | None) -> list[str]:
 def _probe_bwrap() -> Sandbox:
     """Probe bubblewrap with what every task uses, then with limits (2 or 3 processes)."""
     root = os.geteuid() == 0
-    tools = {name: _which(name) for name in ("bwrap", "setpriv", "unshare", "prlimit")}
+    tools = {name: _which(name) for name in ("bwrap", "setpriv", "env", "unshare", "prlimit")}
     if tools["bwrap"] is None:
         return Sandbox("bwrap", problem="bubblewrap (bwrap) is not installed")
     if root and tools["setpriv"] is None:
@@ -185,10 +187,13 @@ def _probe_bwrap() -> Sandbox:
             problem="setpriv (util-linux) is not installed; a server running as root needs "
             "it to run tasks as an unprivileged user",
         )
+    if root and tools["env"] is None:
+        return Sandbox("bwrap", problem="env (coreutils) is not installed")
     box = Sandbox(
         "bwrap",
         bwrap=tools["bwrap"],
         setpriv=tools["setpriv"],
+        env=tools["env"],
         unshare=tools["unshare"],
         prlimit=tools["prlimit"],
         disable_userns=not root,
@@ -256,8 +261,10 @@ def launch(box: Sandbox, task: Task, fs: Path, scratch: Path) -> Launch:
     """How to start ``task``, whose staging root ``fs`` is laid out (without a sandbox,
     inputs and binds are symlinked into it here)."""
     if box.mode == "bwrap":
-        env = {"PATH": PATH, "HOME": "/tmp", "LANG": "C.UTF-8", **task.env}
-        return Launch(_bwrap_argv(box, task, fs), scratch, env)
+        # Not the command's env: bubblewrap runs on the host, as root on a root server,
+        # and would load an LD_PRELOAD the command names there. The command's variables
+        # reach it inside the sandbox, once nothing privileged runs any more.
+        return Launch(_bwrap_argv(box, task, fs), scratch, dict(_BASE_ENV))
     for path, source in [*task.inputs.items(), *task.binds.items()]:
         link = host_path(fs, path)
         link.parent.mkdir(parents=True, exist_ok=True)
@@ -267,6 +274,20 @@ def launch(box: Sandbox, task: Task, fs: Path, scratch: Path) -> Launch:
     env.update({name: rewrite(value) for name, value in task.env.items()})
     prefix = _limits(box, task, extra_processes=0)
     return Launch([*prefix, *(rewrite(arg) for arg in task.command)], scratch, env)
+
+
+def _command_env(box: Sandbox, task: Task) -> list[str]:
+    """On a root server, the command's variables set by `env` after setpriv: setpriv runs
+    as root inside the sandbox, and an LD_PRELOAD in its environment would run the
+    task's code as root there. A program whose name holds '=' goes through sh, which
+    `env` would take for one more variable."""
+    if not task.env:
+        return []
+    assert box.env is not None
+    prefix = [box.env, *(f"{name}={value}" for name, value in task.env.items())]
+    if "=" in task.command[0]:
+        prefix += ["/bin/sh", "-c", 'exec "$0" "$@"']
+    return prefix
 
 
 def _limits(box: Sandbox, task: Task, extra_processes: int) -> list[str]:
@@ -281,7 +302,7 @@ def _bwrap_argv(box: Sandbox, task: Task, fs: Path) -> list[str]:
     # No --new-session: the runner already starts bwrap in a session of its own (so no
     # terminal to inject into), and the sandbox must stay in bwrap's process group for
     # a kill of the group to reach it even while bwrap is still setting up.
-    argv = [box.bwrap, "--unshare-pid", "--unshare-ipc", "--die-with-parent"]
+    argv = [box.bwrap, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"]
     if not task.network:
         argv.append("--unshare-net")
     user = task_user(box, task.uid)
@@ -300,12 +321,16 @@ def _bwrap_argv(box: Sandbox, task: Task, fs: Path) -> list[str]:
             assert box.unshare is not None
             prefix += [box.unshare, "--user", "--map-current-user"]
         prefix += _limits(box, task, extra_processes=0)
+        prefix += _command_env(box, task)
     else:
         argv += ["--unshare-user", "--cap-drop", "ALL"]
         if task.uid is not None:
             argv += ["--uid", str(task.uid), "--gid", str(task.uid)]
         if box.disable_userns:
             argv.append("--disable-userns")
+        # Set for the first program bubblewrap starts, which runs unprivileged already.
+        for name, value in task.env.items():
+            argv += ["--setenv", name, value]
         # bubblewrap's init runs in the task's user namespace too: one more process
         prefix = _limits(box, task, extra_processes=1)
     argv += _system_binds(task.hide, task.tops)

@@ -35,10 +35,15 @@ def check(
     outputs: Iterable[str],
     stdout: str | None,
     binds: Mapping[str, Path] | None = None,
+    system: Iterable[str] = (),
 ) -> str | None:
-    """Return why these files cannot be laid out, or None when they can."""
+    """Return why these files cannot be laid out, or None when they can. ``system``: the
+    top-level folders the sandbox shows from the host (bubblewrap's), where no container
+    path may go: it would take the host's folder's place, and on a root server the
+    sandbox runs its own tools (setpriv, their libraries) from there as root."""
     binds = binds or {}
     outputs = list(outputs)
+    shown = frozenset(system)
     for path in [*inputs, *outputs, *([stdout] if stdout else []), *binds]:
         segments = path.rstrip("/").split("/")
         if not path.startswith("/") or len(segments) < 2:
@@ -47,6 +52,11 @@ def check(
             return f"container path {path!r} has an empty, '.' or '..' segment"
         if segments[1] in RESERVED:
             return f"container path {path!r} is under /{segments[1]}, which the sandbox owns"
+        if segments[1] in shown:
+            return (
+                f"container path {path!r} is under /{segments[1]}, which the sandbox shows "
+                "from this machine, read-only; use a folder of its own (/in, /out, /work)"
+            )
     for path, source in inputs.items():
         if not (source.is_dir() if path.endswith("/") else source.is_file()):
             kind = "directory" if path.endswith("/") else "file"
