@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import signal
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ import pytest
 from gaia_server import Server, wait_for
 
 import gaia
+from ports import free_port
 from processes import alive
 from waiting import eventually
 
@@ -268,3 +272,38 @@ def test_expiring_a_running_task_kills_it_and_starts_it_again(server: Server) ->
     status = flow.status("sleepy")["status"]
     assert status["tasks"]["nap"]["run"] == 2 and status["state"] == "running"
     flow.halt("sleepy")
+
+
+def test_a_second_server_on_the_same_data_stops_at_its_start(server: Server) -> None:
+    """Two servers on one data directory would run the same tasks into the same working
+    folders and overwrite each other's state rows."""
+    command = [sys.executable, "-m", "gaia.cli", "serve", "--data", str(server.data)]
+    second = subprocess.run(
+        [*command, "--port", str(free_port())], capture_output=True, text=True, timeout=60
+    )
+
+    assert second.returncode == 2
+    assert second.stderr.strip().endswith(
+        f"is in use by another Gaia server (pid {server.process.pid}); "  # type: ignore[union-attr]
+        "stop it, or give this one another --data"
+    )
+    assert urllib.request.urlopen(f"http://{server.address}/health").status == 200
+
+
+def test_a_second_server_on_a_port_in_use_stops_before_it_starts_anything(
+    server: Server, tmp_path: Path
+) -> None:
+    """aiohttp binds only once the app has started: the second server would restore its
+    namespaces and replace the first one's token file before finding the port taken."""
+    token = server.token
+    other = tmp_path / "other-data"
+    command = [sys.executable, "-m", "gaia.cli", "serve", "--data", str(other)]
+    second = subprocess.run(
+        [*command, "--port", str(server.port)], capture_output=True, text=True, timeout=60
+    )
+
+    assert second.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{server.port}: Address already in use" in second.stderr
+    assert not (other / ".gaia").exists()  # nothing of it was started
+    assert server.token == token
+    assert urllib.request.urlopen(f"http://{server.address}/health").status == 200

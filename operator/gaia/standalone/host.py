@@ -9,6 +9,7 @@ Everything runs on one asyncio loop; store calls leave it for a thread.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -21,7 +22,7 @@ from gaia.engine.limits import Limits
 from gaia.engine.model import Command
 from gaia.engine.namespace import Namespace
 from gaia.engine.states import Mode
-from gaia.errors import GaiaError, NotFound
+from gaia.errors import GaiaError, NotFound, Unavailable
 from gaia.shell import Kept, Outcome, Shell, check_worker_keys
 from gaia.standalone.executor import LocalExecutor
 from gaia.standalone.statedb import StateDB
@@ -67,6 +68,7 @@ class StandaloneHost(Shell):
         # by other programs of that user, nor anyone's.
         state_dir.mkdir(parents=True, exist_ok=True)
         state_dir.chmod(0o700)
+        self._lock = _lock_data_dir(state_dir / "lock", self.data_dir)
         self.db = StateDB(state_dir / "state.db")
         bus = EventBus(sink=self.db.save_event, first_id=self.db.last_event_id() + 1)
         if self.kafka is not None:
@@ -129,6 +131,7 @@ class StandaloneHost(Shell):
         self.db.close()
         if self.kafka is not None:
             await asyncio.to_thread(self.kafka.close)
+        os.close(self._lock)  # the data directory is free for the next server
 
     # -- what the shell asks of a host -------------------------------------------------
 
@@ -224,3 +227,23 @@ class StandaloneHost(Shell):
 
     def worker(self, event: Event, worker: str) -> None:
         self.bus.publish({"event": event.value, "worker": worker, "root": None})
+
+
+def _lock_data_dir(path: Path, data_dir: Path) -> int:
+    """Hold the data directory for this process (an fd with an exclusive flock, released
+    when the process ends, however it ends). A second server on the same data would run
+    the same tasks into the same working folders and overwrite the state database's rows;
+    it stops at its start instead, saying which process holds the data."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise Unavailable(
+            f"the data directory {data_dir} is in use by another Gaia server (pid {holder}); "
+            "stop it, or give this one another --data"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

@@ -8,6 +8,7 @@ CLI): for them nothing changes, for anyone else the door is shut.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from aiohttp import web
 from gaia import tokens
 from gaia.api import auth, dashboard
 from gaia.api.server import build_app
-from gaia.errors import InvalidRequest
+from gaia.errors import InvalidRequest, Unavailable
 from gaia.standalone.host import StandaloneHost
 
 __all__ = ["Door", "serve", "standalone_app"]
@@ -64,6 +65,25 @@ def standalone_app(host: StandaloneHost, door: Door) -> web.Application:
     return app
 
 
+def _check_port(host: str, port: int) -> None:
+    """Raise Unavailable if ``host:port`` cannot be listened on (as aiohttp would)."""
+    if port == 0:
+        return
+    try:
+        found = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        for family, kind, proto, _, address in found:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+    except OSError as exc:
+        raise Unavailable(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (another server there? "
+            "give --port another number)"
+        ) from None
+
+
 def read_token(path: Path) -> str:
     try:
         token = path.read_text().strip()
@@ -90,6 +110,10 @@ def serve(
     topics; an unreachable broker raises at once. How tasks are sealed (``sandbox``) is
     said at the start, and so is a sandbox that cannot start (no task runs then)."""
     door = Door(host, port, read_token(token_file) if token_file else None)
+    # aiohttp binds only after the app has started: a port in use would be found after
+    # this server restored its namespaces, started their tasks and replaced the running
+    # server's token file with its own.
+    _check_port(host, port)
     standalone = StandaloneHost(
         data_dir,
         workers=workers,
