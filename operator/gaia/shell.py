@@ -198,10 +198,15 @@ class Shell:
         async with self.lock(root):
             namespace = self.namespaces.get(root) or self.new_namespace(root)
             with collector_paused():  # the lookup of its keys too: a list of all of them
-                plan = namespace.prepare_merge(
-                    raw_processes, self.registry.commands, replace_all=replace_all
-                )
-                lookup = await self.look_up(root, plan.keys)
+                while True:
+                    commands = self.registry.commands
+                    plan = namespace.prepare_merge(raw_processes, commands, replace_all=replace_all)
+                    lookup = await self.look_up(root, plan.keys)
+                    # A namespace merged for the first time is not in self.namespaces yet,
+                    # so a command change during the lookup neither waited for this merge
+                    # nor planned it: plan again with the commands as they are now.
+                    if self.registry.commands is commands:
+                        break
                 _refuse_unusable(namespace, lookup)
                 self.namespaces[root] = namespace
                 kept = Kept(specs=plan.specs, dropped=plan.dropped)

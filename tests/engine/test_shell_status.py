@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -81,5 +82,46 @@ def test_a_merge_pauses_the_garbage_collector_and_always_resumes_it(
                 pass
             assert not gc.isenabled()
         assert gc.isenabled()
+
+    asyncio.run(scenario())
+
+
+class HeldLookups(LocalStore):
+    """A local store whose next lookup waits until the test lets it go."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.entered, self.released = threading.Event(), threading.Event()
+
+    def lookup(self, root: str, keys: Any) -> Any:
+        if not self.entered.is_set():
+            self.entered.set()
+            self.released.wait(30)
+        return super().lookup(root, keys)
+
+
+def test_a_command_changed_during_a_new_namespaces_first_merge_is_the_one_it_uses(
+    tmp_path: Path,
+) -> None:
+    """The first merge of a namespace waits on the store before the namespace exists, so
+    a command change meanwhile did not see it: the merge went on with the old command's
+    bindings, and the next trigger crashed on a binding the command no longer had."""
+    copy = {"key": "copy", "image": "u", "command": ["cp", "/in/x", "/out/x"]}
+    old = {**copy, "inputs": {"IN": "/in/x"}, "outputs": {"OUT": "/out/x"}}
+    new = {**copy, "inputs": {"A": "/in/x"}, "outputs": {"OUT": "/out/x"}}
+    process = {"key": "p", "command": "copy", "inputs": {"IN": "in"}, "outputs": {"OUT": "out"}}
+
+    async def scenario() -> None:
+        store = HeldLookups(tmp_path)
+        shell = QuietShell(store, EventBus())
+        await shell.change_commands([old])
+        merging = asyncio.create_task(shell.merge("race", [process]))
+        assert await asyncio.to_thread(store.entered.wait, 30)
+        await shell.change_commands([new])  # the namespace does not exist yet: not held
+        store.released.set()
+        # As if the command had changed first: the merge is refused, naming the binding.
+        with pytest.raises(InvalidRequest, match=r"inputs \['A'\] are not bound"):
+            await merging
+        assert "race" not in shell.namespaces
 
     asyncio.run(scenario())

@@ -14,6 +14,8 @@ class Registry:
     """Every registered command, by key."""
 
     def __init__(self, commands: Iterable[Command] = ()) -> None:
+        # Replaced on each change, never changed in place: a merge that waited on the
+        # store tells by identity whether the commands it planned with are still these.
         self.commands: dict[str, Command] = {command.key: command for command in commands}
 
     def __contains__(self, key: str) -> bool:
