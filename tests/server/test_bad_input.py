@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
@@ -177,3 +180,29 @@ def test_a_fan_out_of_ten_million_is_refused_before_it_is_made(
     with pytest.raises(gaia.InvalidRequest, match=r"10,000,000 processes, over the limit"):
         settled.merge("triangle", [process])
     assert settled.status("triangle") == before
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "named"),
+    [
+        ("since=999999999999999999999999999999", {}, "since '999999999999999999999999999999'"),
+        ("since=%C2%B2", {}, "since '²'"),  # a digit to str.isdigit, not to int()
+        ("since=-1", {}, "since '-1'"),
+        ("", {"Last-Event-ID": "²"}, "is not an event id"),
+        ("root=../x", {}, "'../x'"),
+    ],
+)
+def test_a_bad_event_stream_request_is_refused_before_the_stream_starts(
+    server: Server, query: str, headers: dict[str, str], named: str
+) -> None:
+    """Once the stream's headers are out, an error can only break it: the server wrote
+    a 500 into the middle of a 200 event stream."""
+    request = urllib.request.Request(
+        f"http://{server.address}/events?{query}",
+        headers={"Authorization": f"Bearer {server.token}", **headers},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+
+    assert refused.value.code == 400
+    assert named in json.load(refused.value)["error"]

@@ -21,7 +21,7 @@ from aiohttp import web
 from gaia.api import dashboard
 from gaia.api.auth import Access, Guard, guarded
 from gaia.bus import EventBus
-from gaia.engine.keys import text_problem
+from gaia.engine.keys import root_problem, text_problem
 from gaia.errors import GaiaError, InvalidRequest, TooLarge
 
 __all__ = ["MAX_BODY", "MAX_DEPTH", "Backend", "build_app", "dumps"]
@@ -323,6 +323,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     ``Last-Event-ID`` header of a reconnecting browser) replays kept events first."""
     controller = request.app[CONTROLLER]
     root = request.query.get("root") or None
+    if root is not None and (problem := root_problem(root)):
+        raise InvalidRequest(problem)
+    since = _event_id(request.query.get("since") or request.headers.get("Last-Event-ID"))
     access = (
         Access(("get",), "gaianamespaces", root) if root else Access(("list",), "gaianamespaces")
     )
@@ -334,9 +337,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     try:
         replayed = 0
-        since = request.query.get("since") or request.headers.get("Last-Event-ID")
-        if since is not None and since.isdigit():
-            for saved in controller.events_since(int(since), root):
+        if since is not None:
+            for saved in controller.events_since(since, root):
                 await response.write(_sse(saved))
                 replayed = saved["id"]
         while not controller.bus.is_dropped(subscription):
@@ -352,6 +354,16 @@ async def events(request: web.Request) -> web.StreamResponse:
     finally:
         subscription.close()
     return response
+
+
+def _event_id(text: str | None) -> int | None:
+    """``since`` or ``Last-Event-ID``: checked before the stream's headers go out, after
+    which an error could only break the stream."""
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise InvalidRequest(f"since {text[:40]!r} is not an event id (a whole number >= 0)")
+    return int(text)
 
 
 def _sse(event: dict[str, Any]) -> bytes:
