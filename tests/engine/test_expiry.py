@@ -27,6 +27,12 @@ def test_expiring_a_produced_key_recomputes_its_producer(chain: Host) -> None:
     assert expire(chain, ["b"]) == (["bc", "cd"], ["b", "c"])
 
 
+def test_a_key_may_be_named_with_the_trailing_slash_it_was_merged_with(chain: Host) -> None:
+    """A directory key is merged as "b/" and shown as "b": expire takes either."""
+    chain.run_all()
+    assert expire(chain, ["b/"]) == (["bc", "cd"], ["b", "c"])
+
+
 def test_expiring_a_source_recomputes_its_consumers_and_keeps_the_source(chain: Host) -> None:
     chain.run_all()
     assert expire(chain, ["src"]) == (["ab", "bc", "cd"], ["a", "b", "c"])

@@ -22,6 +22,7 @@ from gaia.engine.complete import CompleteKeys
 from gaia.engine.expand import expand
 from gaia.engine.graph import Graph
 from gaia.engine.instructions import CancelTask, DeleteData, Emit, Instruction, StartTask
+from gaia.engine.keys import normalise_data_key
 from gaia.engine.limits import DEFAULT_LIMITS, Limits, processes_of
 from gaia.engine.lookup import Lookup
 from gaia.engine.model import Command, Process, ProcessSpec, parse_process
@@ -472,12 +473,12 @@ class Namespace:
                 named.add(key)
             elif key in self.expansion:
                 named.update(self.expansion[key])
-            elif key in self.graph:
-                producer = self.graph.producer.get(key)
+            elif (data_key := normalise_data_key(key)) in self.graph:  # "dir/", as merged
+                producer = self.graph.producer.get(data_key)
                 if producer is not None:
                     named.add(producer)
                 else:  # a source: its contents changed, so its consumers recompute
-                    named.update(self.graph.consumers.get(key, ()))
+                    named.update(self.graph.consumers.get(data_key, ()))
             else:
                 unknown.append(key)
         if unknown:
