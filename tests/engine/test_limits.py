@@ -7,7 +7,7 @@ import time
 import pytest
 from engine_host import ECHO, MAKE, Host
 
-from gaia.engine.limits import Limits, processes_of
+from gaia.engine.limits import Limits, key_chars_of, processes_of
 from gaia.engine.model import parse_process
 from gaia.errors import InvalidRequest
 
@@ -86,3 +86,47 @@ def test_limits_come_from_the_environment() -> None:
         InvalidRequest, match=r"over the limit of 2 \(GAIA_MAX_WORKERS_PER_LAUNCH\)"
     ):
         Limits(workers_per_launch=2).check_launch(3, 0)
+
+
+def test_keys_of_too_many_characters_are_refused_before_any_is_made() -> None:
+    """300 outputs of 760-character keys fanned out over 3,000 values: a request of 255
+    KB that made 900,000 keys and took 1.1 GB before this limit."""
+    wide = {
+        "key": "wide",
+        "image": "alpine",
+        "command": ["true"],
+        "outputs": {f"O{i}": f"/out/o{i}" for i in range(300)},
+    }
+    host = Host([wide])
+    long = "/".join(("a" * 250, "b" * 250, "c" * 250))
+    spec = {
+        "key": "p",
+        "command": "wide",
+        "vars": {"V": [str(i) for i in range(3000)]},
+        "outputs": {f"O{i}": f"k{i}/{long}/{{{{V}}}}" for i in range(300)},
+    }
+    with pytest.raises(
+        InvalidRequest,
+        match=r"data keys of 6\d\d,\d{3},\d{3} characters in all, over the limit of "
+        r"128,000,000 per merge \(GAIA_MAX_KEY_CHARS_PER_MERGE\)",
+    ):
+        host.merge([spec])
+    assert host.ns.graph.processes == {}
+
+
+def test_the_key_limit_leaves_room_for_a_million_processes_with_usual_keys() -> None:
+    """1,000,000 processes binding three keys of 40 characters each: allowed."""
+    host = Host([ECHO, MAKE])
+    values = [f"sample-{i:07d}" for i in range(500_000)]
+    spec = parse_process(
+        {
+            "key": "align",
+            "command": "echo",
+            "vars": {"S": values},
+            "inputs": {"IN": "reads/{{S}}/reads.fastq.gz"},
+            "outputs": {"OUT": "results/{{S}}/aligned.bam"},
+        }
+    )
+    chars = key_chars_of(spec, host.registry.commands)
+    # twice as many processes (1,000,000), binding three keys each instead of two
+    assert chars * 2 * 3 // 2 < Limits().key_chars_per_merge

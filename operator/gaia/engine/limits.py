@@ -10,10 +10,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gaia.engine.keys import PLACEHOLDER
 from gaia.engine.model import Command, ProcessSpec
 from gaia.errors import InvalidRequest
 
-__all__ = ["DEFAULT_LIMITS", "Limits", "processes_of"]
+__all__ = ["DEFAULT_LIMITS", "Limits", "key_chars_of", "processes_of"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,9 @@ class Limits:
     workers_per_launch: int = 64  # GAIA_MAX_WORKERS_PER_LAUNCH
     workers: int = 256  # GAIA_MAX_WORKERS: launched workers alive at once
     var_bytes: int = 65_536  # GAIA_MAX_VAR_BYTES: one var's value
+    # GAIA_MAX_KEY_CHARS_PER_MERGE: the data keys a merge binds, all their characters
+    # (a 1,000,000-process merge binding 3 keys of 40 characters each uses 120,000,000)
+    key_chars_per_merge: int = 128_000_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Limits:
@@ -36,6 +40,15 @@ class Limits:
                     raise InvalidRequest(f"{variable}={raw!r}: use a positive whole number")
                 values[name] = int(raw)
         return cls(**values)
+
+    def check_key_chars(self, root: str, chars: int) -> None:
+        if chars > self.key_chars_per_merge:
+            raise InvalidRequest(
+                f"namespace {root!r}: the merge would bind data keys of {chars:,} characters "
+                f"in all, over the limit of {self.key_chars_per_merge:,} per merge "
+                "(GAIA_MAX_KEY_CHARS_PER_MERGE); merge fewer processes at a time, or bind "
+                "fewer or shorter keys"
+            )
 
     def check_merge(self, root: str, count: int, total: int) -> None:
         if count > self.processes_per_merge:
@@ -80,6 +93,7 @@ ENV = {
     "workers_per_launch": "GAIA_MAX_WORKERS_PER_LAUNCH",
     "workers": "GAIA_MAX_WORKERS",
     "var_bytes": "GAIA_MAX_VAR_BYTES",
+    "key_chars_per_merge": "GAIA_MAX_KEY_CHARS_PER_MERGE",
 }
 
 
@@ -88,6 +102,24 @@ def processes_of(spec: ProcessSpec, commands: Mapping[str, Command]) -> int:
     product of its list vars' lengths, times the leaves of its command."""
     combinations = math.prod(len(v) for v in spec.vars.values() if isinstance(v, list))
     return combinations * _leaves(spec.command, commands, ())
+
+
+def key_chars_of(spec: ProcessSpec, commands: Mapping[str, Command]) -> int:
+    """At most how many characters the data keys ``spec`` binds come to, counted without
+    expanding it: each binding's template with its vars' longest values, once per
+    combination of its list vars. A few hundred kilobytes of request (300 outputs of
+    long templates, fanned out over 3,000 values) would otherwise make gigabytes of keys."""
+    command = commands.get(spec.command)
+    defaults = {n: v for n, v in command.vars.items() if v is not None} if command else {}
+    longest = {name: len(value) for name, value in defaults.items()}
+    for name, value in spec.vars.items():
+        longest[name] = max(map(len, value), default=0) if isinstance(value, list) else len(value)
+    per_combination = 0
+    for template in (*spec.inputs.values(), *spec.outputs.values()):
+        literal = len(PLACEHOLDER.sub("", template))
+        per_combination += literal + sum(longest.get(n, 0) for n in PLACEHOLDER.findall(template))
+    combinations = math.prod(len(v) for v in spec.vars.values() if isinstance(v, list))
+    return combinations * per_combination
 
 
 def _leaves(key: str, commands: Mapping[str, Command], path: tuple[str, ...]) -> int:

@@ -23,7 +23,7 @@ from gaia.engine.expand import expand
 from gaia.engine.graph import Graph
 from gaia.engine.instructions import CancelTask, DeleteData, Emit, Instruction, StartTask
 from gaia.engine.keys import normalise_data_key
-from gaia.engine.limits import DEFAULT_LIMITS, Limits, processes_of
+from gaia.engine.limits import DEFAULT_LIMITS, Limits, key_chars_of, processes_of
 from gaia.engine.lookup import Lookup
 from gaia.engine.model import Command, Process, ProcessSpec, parse_process
 from gaia.engine.registry import Registry
@@ -148,15 +148,18 @@ class Namespace:
         at once, without making 10^7 of anything."""
         count = 0
         leaving = 0
+        chars = 0
         for spec in specs.values():
             if spec.key not in forced and self.specs.get(spec.key) == spec:
                 continue
             self.limits.check_vars(spec)
             count += processes_of(spec, commands)
+            chars += key_chars_of(spec, commands)
             leaving += len(self.expansion.get(spec.key, ()))
         if replace_all:
             leaving += sum(len(self.expansion[k]) for k in self.specs if k not in specs)
         self.limits.check_merge(self.root, count, len(self.graph.processes) - leaving + count)
+        self.limits.check_key_chars(self.root, chars)
 
     def prepare_command_change(
         self, changed_commands: Iterable[str], commands: Mapping[str, Command]
