@@ -3,6 +3,7 @@ round-tripped; and what a command cannot ask for (a pod's privileges)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -147,3 +148,30 @@ def test_a_composite_command_has_none_of_them(name: str) -> None:
     }
     with pytest.raises(InvalidRequest, match=rf"unknown fields \['{name}'\] for a composite"):
         parse_command(composite)
+
+
+@pytest.mark.parametrize(
+    ("paths", "named"),
+    [
+        (
+            {"outputs": {"OUT": "/out/x", "O2": "//out/x"}},
+            "output 'O2' path '//out/x' is the root or has an empty",
+        ),
+        (
+            {"outputs": {"OUT": "/out/./x"}},
+            "path '/out/./x' is the root or has an empty or '.' segment",
+        ),
+        ({"inputs": {"IN": "/"}}, "input 'IN' path '/' is the root"),
+        (
+            {"outputs": {"OUT": "/proc/x"}},
+            "path '/proc/x' is under /proc, which the sandbox or container runtime provides",
+        ),
+        ({"inputs": {"IN": "/dev/shm/x"}}, "is under /dev"),
+    ],
+)
+def test_a_container_path_no_task_could_use_is_refused_when_the_command_is_registered(
+    paths: dict[str, Any], named: str
+) -> None:
+    """Accepted, such a command made every one of its tasks fail at run time."""
+    with pytest.raises(InvalidRequest, match=re.escape(named)):
+        parse_command(leaf(**paths))

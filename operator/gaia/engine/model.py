@@ -181,6 +181,9 @@ def _scalar(value: object, where: str) -> str:
     raise InvalidRequest(f"{where}: expected a string or number, got {_kind(value)}")
 
 
+_RUNTIME_OWNED = frozenset({"proc", "dev", "sys"})  # as staging.RESERVED: tasks never run
+
+
 def _container_paths(raw: object, where: str, field_name: str) -> dict[str, str]:
     paths = {}
     for name, path in _mapping(raw, where, field_name).items():
@@ -189,8 +192,19 @@ def _container_paths(raw: object, where: str, field_name: str) -> dict[str, str]
             raise InvalidRequest(
                 f"{where}: {field_name} {name!r} must be an absolute container path, got {shown}"
             )
-        if ".." in path.split("/"):
+        segments = path.rstrip("/").split("/")[1:]
+        if ".." in segments:
             raise InvalidRequest(f"{where}: {field_name} {name!r} path {path!r} contains '..'")
+        if not segments or "" in segments or "." in segments:
+            raise InvalidRequest(
+                f"{where}: {field_name} {name!r} path {path!r} is the root or has an empty "
+                "or '.' segment"
+            )
+        if segments[0] in _RUNTIME_OWNED:
+            raise InvalidRequest(
+                f"{where}: {field_name} {name!r} path {path!r} is under /{segments[0]}, which "
+                "the sandbox or container runtime provides"
+            )
         paths[name] = path
     return paths
 
