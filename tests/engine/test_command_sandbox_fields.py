@@ -175,3 +175,38 @@ def test_a_container_path_no_task_could_use_is_refused_when_the_command_is_regis
     """Accepted, such a command made every one of its tasks fail at run time."""
     with pytest.raises(InvalidRequest, match=re.escape(named)):
         parse_command(leaf(**paths))
+
+
+@pytest.mark.parametrize(
+    ("paths", "named"),
+    [
+        (
+            {"outputs": {"OUT": "/out/", "O2": "/out/x"}},
+            "output 'O2' path '/out/x' lies inside output 'OUT' path '/out/'",
+        ),
+        (
+            {"inputs": {"IN": "/out/x"}, "outputs": {"OUT": "/out/"}},
+            "input 'IN' path '/out/x' lies inside output 'OUT' path '/out/'",
+        ),
+        (
+            {"inputs": {"IN": "/in/"}, "outputs": {"OUT": "/in/result"}},
+            "output 'OUT' path '/in/result' lies inside input 'IN' path '/in/'",
+        ),
+        (
+            {"outputs": {"OUT": "/out/x", "O2": "/out/x/y"}},
+            "output 'O2' path '/out/x/y' lies inside output 'OUT' path '/out/x'",
+        ),
+    ],
+)
+def test_paths_inside_a_written_one_are_refused_when_the_command_is_registered(
+    paths: dict[str, Any], named: str
+) -> None:
+    """Accepted, an input inside an output folder was published as an empty, root-owned
+    file the task never wrote; an output inside another failed at publish."""
+    with pytest.raises(InvalidRequest, match=re.escape(named)):
+        parse_command(leaf(**paths))
+
+
+def test_an_input_inside_an_input_folder_is_fine() -> None:
+    command = parse_command(leaf(inputs={"REF": "/in/", "IDX": "/in/ref.idx"}))
+    assert command.inputs == {"REF": "/in/", "IDX": "/in/ref.idx"}

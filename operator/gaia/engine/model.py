@@ -181,6 +181,22 @@ def _scalar(value: object, where: str) -> str:
     raise InvalidRequest(f"{where}: expected a string or number, got {_kind(value)}")
 
 
+def _check_nesting(where: str, inputs: Mapping[str, str], written: list[tuple[str, str]]) -> None:
+    """No path inside a written one (it would be published as part of it, or be both a
+    file and a folder), nor a written path inside an input (read-only). Inputs inside an
+    input folder are fine: the inner one is mounted over it."""
+    every = [(f"input {name!r}", path, False) for name, path in inputs.items()]
+    every += [(what, path, True) for what, path in written]
+    for outer_what, outer, outer_written in every:
+        folder = outer.rstrip("/") + "/"
+        for inner_what, inner, inner_written in every:
+            if inner.rstrip("/").startswith(folder) and (outer_written or inner_written):
+                raise InvalidRequest(
+                    f"{where}: {inner_what} path {inner!r} lies inside {outer_what} path "
+                    f"{outer!r}; give each its own place"
+                )
+
+
 _RUNTIME_OWNED = frozenset({"proc", "dev", "sys"})  # as staging.RESERVED: tasks never run
 
 
@@ -286,6 +302,7 @@ def parse_command(raw: object) -> Command:
             )
     if clash := sorted(set(inputs.values()) & set(outputs.values())):
         raise InvalidRequest(f"{where}: paths {clash} are both an input and an output")
+    _check_nesting(where, inputs, written + ([("'stdout'", stdout)] if stdout else []))
     for paths, what in ((inputs, "inputs"), (outputs, "outputs")):
         if len(set(paths.values())) != len(paths):
             raise InvalidRequest(f"{where}: two {what} share one container path")
