@@ -366,8 +366,21 @@ def _event_id(text: str | None) -> int | None:
     return int(text)
 
 
+# Each event goes to every listener as the same object: encoded once, not once per
+# listener (200 dashboards following a task that prints 300,000 lines held the loop).
+_ENCODED: dict[int, tuple[dict[str, Any], bytes]] = {}  # id(event) -> (event, its bytes)
+_ENCODED_KEPT = 4096
+
+
 def _sse(event: dict[str, Any]) -> bytes:
-    return b"id: %d\ndata: %s\n\n" % (event.get("id") or 0, dumps(event))
+    found = _ENCODED.get(id(event))
+    if found is not None and found[0] is event:
+        return found[1]
+    encoded = b"id: %d\ndata: %s\n\n" % (event.get("id") or 0, dumps(event))
+    if len(_ENCODED) >= _ENCODED_KEPT:
+        del _ENCODED[next(iter(_ENCODED))]  # the oldest (a listener that lags re-encodes)
+    _ENCODED[id(event)] = (event, encoded)
+    return encoded
 
 
 async def health(request: web.Request) -> web.Response:
