@@ -130,3 +130,39 @@ def test_the_key_limit_leaves_room_for_a_million_processes_with_usual_keys() -> 
     chars = key_chars_of(spec, host.registry.commands)
     # twice as many processes (1,000,000), binding three keys each instead of two
     assert chars * 2 * 3 // 2 < Limits().key_chars_per_merge
+
+
+def test_a_composites_private_keys_count_too() -> None:
+    """A registered composite of 100 steps, each writing a private key the next reads,
+    makes 99 keys per process that no spec names: a small spec fanned out 10,000 times
+    would bind 990,000 private keys of 200 characters and more."""
+    long_name = "n" * 190
+    relay = {
+        "key": "relay",
+        "inputs": ["IN"],
+        "outputs": ["OUT"],
+        "steps": [
+            {
+                "key": f"s{i}",
+                "command": "echo",
+                "inputs": {"IN": "IN" if i == 0 else f"{long_name}{i - 1}"},
+                "outputs": {"OUT": "OUT" if i == 99 else f"{long_name}{i}"},
+            }
+            for i in range(100)
+        ],
+    }
+    host = Host([ECHO, MAKE, relay])
+    spec = {
+        "key": "r",
+        "command": "relay",
+        "vars": {"V": [str(i) for i in range(10_000)]},
+        "inputs": {"IN": "in/{{V}}"},
+        "outputs": {"OUT": "out/{{V}}"},
+    }
+    with pytest.raises(InvalidRequest, match=r"GAIA_MAX_KEY_CHARS_PER_MERGE"):
+        host.merge([spec])
+    assert key_chars_of(parse_process(spec), host.registry.commands) > 99 * 10_000 * 200
+    # The composite of two steps over 500,000 values (1,000,000 processes) still fits.
+    twice = Host([ECHO, TWICE])
+    half = {**spec, "command": "twice", "vars": {"V": [f"v{i}" for i in range(500_000)]}}
+    assert key_chars_of(parse_process(half), twice.registry.commands) < Limits().key_chars_per_merge

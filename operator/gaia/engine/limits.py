@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gaia.engine.keys import PLACEHOLDER
+from gaia.engine.keys import PLACEHOLDER, PRIVATE_PREFIX
 from gaia.engine.model import Command, ProcessSpec
 from gaia.errors import InvalidRequest
 
@@ -118,8 +118,32 @@ def key_chars_of(spec: ProcessSpec, commands: Mapping[str, Command]) -> int:
     for template in (*spec.inputs.values(), *spec.outputs.values()):
         literal = len(PLACEHOLDER.sub("", template))
         per_combination += literal + sum(longest.get(n, 0) for n in PLACEHOLDER.findall(template))
+    # A composite's steps bind private keys, ".private/<process>/<name>", each as long as
+    # the process key (the spec's, with its longest values) and the name allow.
+    process_key = len(spec.key) + sum(longest.get(n, 0) + 1 for n in spec.vars)
+    per_combination += _private_chars(spec.command, commands, (), process_key)
     combinations = math.prod(len(v) for v in spec.vars.values() if isinstance(v, list))
     return combinations * per_combination
+
+
+def _private_chars(
+    key: str, commands: Mapping[str, Command], path: tuple[str, ...], process: int
+) -> int:
+    """The characters of the private keys one invocation of a composite makes (its
+    process key ``process`` characters long): ``.private/<process>/<name>`` for each name
+    its steps bind that is not its own input or output, and those of the composites in
+    it (whose process keys are ``<process>:<step>``)."""
+    command = commands.get(key)
+    if command is None or not command.composite or key in path:
+        return 0
+    bound = {
+        name for step in command.steps for name in (*step.inputs.values(), *step.outputs.values())
+    }
+    private = bound - set(command.inputs) - set(command.outputs)
+    chars = sum(len(PRIVATE_PREFIX) + process + 1 + len(name) for name in private)
+    for step in command.steps:
+        chars += _private_chars(step.command, commands, (*path, key), process + 1 + len(step.key))
+    return chars
 
 
 def _leaves(key: str, commands: Mapping[str, Command], path: tuple[str, ...]) -> int:
