@@ -186,6 +186,16 @@ class Shell:
                     self.carry_out(namespace, namespace.apply(plan, lookup), kept)
         return sorted(changed)
 
+    def check_upload(self, root: object, raw_commands: object, raw_processes: object) -> None:
+        """Raise what an upload of these commands and processes would be refused for,
+        changing nothing: the processes are planned with the commands as they would be."""
+        if problem := root_problem(root):
+            raise InvalidRequest(problem)
+        assert isinstance(root, str)
+        merged, _ = self.registry.prepare(raw_commands)
+        namespace = self.namespaces.get(root) or self.new_namespace(root)
+        namespace.prepare_merge(raw_processes, merged)
+
     async def merge(
         self, root: object, raw_processes: object, *, replace_all: bool = False
     ) -> list[str]:

@@ -221,3 +221,21 @@ def test_an_event_is_encoded_once_for_all_its_listeners() -> None:
     )
     other = dict(event)  # an equal event that is another object is encoded on its own
     assert _sse(other) == first and _sse(other) is not first
+
+
+def test_a_refused_upload_registers_none_of_its_commands(server: Server) -> None:
+    """/upload registered its commands, then refused its processes: bad input changed
+    something."""
+    new = {"key": "newcmd", "image": "u", "command": ["true"], "outputs": {"OUT": "/out/x"}}
+    bad = {"key": "p", "command": "nope", "outputs": {"OUT": "x"}}
+    body = json.dumps({"root": "up", "commands": [new], "processes": [bad]}).encode()
+    status, reply = server.post("/upload", body)
+
+    assert status == 400 and "unknown command 'nope'" in reply["error"]
+    status, reply = server.post("/command", json.dumps({"commands": []}).encode())
+    assert status == 200 and "newcmd" not in {c["key"] for c in reply["commands"]}
+    # A good one goes through whole.
+    good = {"key": "p", "command": "newcmd", "outputs": {"OUT": "x"}}
+    body = json.dumps({"root": "up", "commands": [new], "processes": [good]}).encode()
+    status, reply = server.post("/upload", body)
+    assert status == 200 and reply["processes"] == {"up": ["p"]}

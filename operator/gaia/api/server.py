@@ -39,6 +39,7 @@ class Backend(Protocol):
     bus: EventBus
 
     def command(self, commands: object) -> Any: ...  # -> every command, as dicts
+    def check_upload(self, root: object, commands: object, processes: object) -> None: ...
     def merge(self, root: object, processes: object) -> Any: ...  # -> process keys changed
     def trigger(self, root: object) -> Any: ...
     def halt(self, root: object) -> Any: ...
@@ -277,6 +278,8 @@ async def _expire(backend: Backend, body: dict[str, Any]) -> dict[str, Any]:
 
 async def _upload(backend: Backend, body: dict[str, Any]) -> dict[str, Any]:
     reply: dict[str, Any] = {}
+    if "commands" in body and "processes" in body:  # all or nothing: check both first
+        backend.check_upload(_root(body), _field(body, "commands"), _field(body, "processes"))
     if "commands" in body:
         reply.update(await _command(backend, body))
     if "processes" in body:

@@ -47,6 +47,9 @@ class KubeApi:
         namespace = self.host.namespace(root)  # InvalidRequest / NotFound, named
         return self.host.tracked[namespace.root]
 
+    def check_upload(self, root: object, raw_commands: object, raw_processes: object) -> None:
+        self.host.check_upload(root, raw_commands, raw_processes)
+
     async def command(self, raw_commands: object) -> list[dict[str, Any]]:
         merged, changed = self.host.registry.prepare(raw_commands)
         for namespace in self.host.namespaces.values():
