@@ -8,6 +8,7 @@ characters anywhere (no Gaia name can hold them), and a bounded nesting depth.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
@@ -55,6 +56,8 @@ class Backend(Protocol):
     def members(self, root: object, query: dict[str, Any]) -> Any: ...
     def process(self, root: object, process: object) -> Any: ...
 
+
+OFF_THE_LOOP = 1 << 20  # request bodies bigger than this are parsed on a thread
 
 CONTROLLER = web.AppKey("controller", Backend)
 GUARD = web.AppKey("guard", Guard)
@@ -116,6 +119,11 @@ async def _body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     if not raw.strip():
         return {}
+    if len(raw) > OFF_THE_LOOP:
+        # Parsing and checking tens of megabytes takes seconds of Python: on a thread the
+        # loop still gets its turns (the interpreter switches threads every few ms), so
+        # /health and other callers are slowed, not stopped.
+        return await asyncio.to_thread(parse_body, raw)
     return parse_body(raw)
 
 
