@@ -57,6 +57,7 @@ class Backend(Protocol):
     def process(self, root: object, process: object) -> Any: ...
 
 
+BATCH = 1000  # events sent to a listener in one write, at most
 OFF_THE_LOOP = 1 << 20  # request bodies bigger than this are parsed on a thread
 
 CONTROLLER = web.AppKey("controller", Backend)
@@ -358,8 +359,13 @@ async def events(request: web.Request) -> web.StreamResponse:
                 break
             if event is None:
                 await response.write(b": keep-alive\n\n")
-            elif event["id"] > replayed:
-                await response.write(_sse(event))
+                continue
+            # What queued up meanwhile goes in the same write: a task printing lines fast
+            # to many listeners made a write per line per listener, and held the loop.
+            batch = [event, *subscription.ready(BATCH)]
+            await response.write(
+                b"".join(_sse(e) for e in batch if e is not None and e["id"] > replayed)
+            )
     except ConnectionResetError:
         pass
     finally:
