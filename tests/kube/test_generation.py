@@ -128,3 +128,38 @@ def test_a_status_written_while_a_spec_is_applied_speaks_for_the_previous_spec(
     finally:
         store.released.set()
         api.close()
+
+
+def test_a_command_seen_twice_is_registered_before_either_call_returns(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The API's `/command` applies the GaiaCommand it wrote, and the watch's event for
+    it may come first: the second call found the generation seen and returned while the
+    first was still applying it, so a merge right after the API's reply met "unknown
+    command" (one CI run)."""
+    cluster.apply_crds()
+    name = f"twice-{secrets.token_hex(3)}"
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({**COMMAND, "metadata": {"name": name}}))
+    resource = json.loads(cluster.kubectl("get", "gaiacommand", name, "-o", "json").stdout)
+    api = cluster.api_client()
+
+    async def scenario() -> None:
+        host = KubeHost(
+            KubeCluster(api), tmp_path / "data", "gaia-data", store=LocalStore(tmp_path)
+        )
+        await (
+            host._commands_lock.acquire()
+        )  # the first application waits here, as on a busy operator
+        first = asyncio.create_task(host.apply_command(resource))
+        second = asyncio.create_task(host.apply_command(resource))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not second.done(), "returned before the command was registered"
+        host._commands_lock.release()
+        await asyncio.gather(first, second)
+        assert name in host.registry.commands
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        api.close()

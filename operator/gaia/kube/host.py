@@ -125,6 +125,9 @@ class KubeHost(Shell):
         self.tracked: dict[str, Tracked] = {}
         self.reconciling: dict[str, asyncio.Lock] = {}  # per resource, see apply_namespace
         self.command_generations: dict[str, tuple[Any, Any]] = {}
+        # A command's generation being applied now: a second event for it (the watch's,
+        # as the API's own call applies it) waits for the first to end.
+        self.applying_commands: dict[str, asyncio.Future[None]] = {}
         # GaiaCommands refused (name -> resource, why), tried again when a command comes.
         self.refused_commands: dict[str, tuple[dict[str, Any], str]] = {}
         # Resources whose last event failed on the store, retried by the re-check.
@@ -219,8 +222,24 @@ class KubeHost(Shell):
         meta = resource["metadata"]
         seen = _seen(resource)
         if self.command_generations.get(meta["name"]) == seen:
+            # Seen, but maybe not applied yet: returning now told the API's caller the
+            # command was registered while the watch's event was still applying it.
+            if (applying := self.applying_commands.get(meta["name"])) is not None:
+                await asyncio.shield(applying)
             return
         self.command_generations[meta["name"]] = seen
+        applied = asyncio.get_running_loop().create_future()
+        self.applying_commands[meta["name"]] = applied
+        try:
+            await self._apply_command(resource, meta, seen)
+        finally:
+            applied.set_result(None)
+            if self.applying_commands.get(meta["name"]) is applied:
+                del self.applying_commands[meta["name"]]
+
+    async def _apply_command(
+        self, resource: dict[str, Any], meta: dict[str, Any], seen: tuple[Any, Any]
+    ) -> None:
         try:
             await self.change_commands([command_of(resource)])
         except StoreError as exc:
