@@ -197,7 +197,9 @@ def _check_nesting(where: str, inputs: Mapping[str, str], written: list[tuple[st
                 )
 
 
-_RUNTIME_OWNED = frozenset({"proc", "dev", "sys"})  # as staging.RESERVED: tasks never run
+# Top-level folders the sandbox or the container runtime provides itself: no container
+# path may lie under them (the staging of tasks refuses them too).
+RUNTIME_OWNED = frozenset({"proc", "dev", "sys"})
 
 
 def _container_paths(raw: object, where: str, field_name: str) -> dict[str, str]:
@@ -216,7 +218,7 @@ def _container_paths(raw: object, where: str, field_name: str) -> dict[str, str]
                 f"{where}: {field_name} {name!r} path {path!r} is the root or has an empty "
                 "or '.' segment"
             )
-        if segments[0] in _RUNTIME_OWNED:
+        if segments[0] in RUNTIME_OWNED:
             raise InvalidRequest(
                 f"{where}: {field_name} {name!r} path {path!r} is under /{segments[0]}, which "
                 "the sandbox or container runtime provides"

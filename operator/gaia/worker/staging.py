@@ -17,12 +17,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from gaia.engine.keys import parents
+from gaia.engine.model import RUNTIME_OWNED
 from gaia.worker import outputs as output_files
 
 __all__ = ["check", "collect", "host_path", "lay_out", "unreadable_input", "written_tops"]
-
-# Top-level names the sandbox provides itself; a container path may not live under them.
-RESERVED = frozenset({"proc", "dev", "sys"})
 
 
 def host_path(fs: Path, container_path: str) -> Path:
@@ -50,7 +48,7 @@ def check(
             return f"container path {path!r} must be absolute and not the root"
         if "\0" in path or any(s in ("", ".", "..") for s in segments[1:]):
             return f"container path {path!r} has an empty, '.' or '..' segment"
-        if segments[1] in RESERVED:
+        if segments[1] in RUNTIME_OWNED:
             return f"container path {path!r} is under /{segments[1]}, which the sandbox owns"
         if segments[1] in shown:
             return (
