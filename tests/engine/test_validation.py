@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 from engine_host import ECHO, MAKE, Host, step
 
+from gaia.engine.keys import folders_of, is_plain_key, parents, plain_keys
 from gaia.errors import InvalidRequest
 
 
@@ -189,6 +191,78 @@ def test_keys_inside_keys_are_refused_within_one_merge_too() -> None:
     assert host.ns.graph.processes == {}
 
 
+def test_the_folders_of_keys_are_every_folder_on_their_way() -> None:
+    keys = ["a/b/c/d", "a/b/e", "a/x", "top", "bucket:f/g"]
+    assert folders_of(keys) == {"a", "a/b", "a/b/c", "bucket:f"}
+    assert folders_of(keys) == {p for key in keys for p in parents(key)}
+
+
+NESTED_KEYS = ["a", "a/b", "a/b/c", "a/c", "b", "b/x/y", "c"]
+
+
+def nested(keys: set[str]) -> bool:
+    return any(other.startswith(key + "/") for key in keys for other in keys)
+
+
+def problems(processes: list[tuple[str, str | None, str]]) -> set[str]:
+    """What is wrong with a graph of (process, input, output), counted from scratch."""
+    found = set()
+    keys = {key for _, source, target in processes for key in (source, target) if key}
+    if nested(keys):
+        found.add("would lie inside")
+    outputs = [target for _, _, target in processes]
+    if len(set(outputs)) != len(outputs):
+        found.add("two producers")
+    producer = {target: name for name, _, target in processes}
+    after = {name: producer.get(source) for name, source, _ in processes if source}
+    for name in after:  # a cycle: following producers of inputs comes back
+        seen, at = set(), after.get(name)
+        while at is not None and at not in seen:
+            seen.add(at)
+            at = after.get(at)
+        if at == name or (at is not None and at in seen and name in seen):
+            found.add("cycle")
+    return found
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_merge_is_refused_exactly_when_the_graph_it_would_make_is_bad(seed: int) -> None:
+    """Against the rules themselves, counted from scratch: a merge that replaces
+    processes, adds some and reuses keys is refused if and only if the graph it would
+    leave has keys inside keys, a key with two producers or a cycle, and the message
+    names one of its problems."""
+    rng = random.Random(seed)
+    host = Host([ECHO, MAKE], set())
+    for _ in range(40):
+        specs = []
+        for key in rng.sample([f"p{i}" for i in range(6)], rng.randint(1, 3)):
+            source, target = rng.sample(NESTED_KEYS, 2)
+            if rng.random() < 0.2:
+                specs.append({"key": key, "command": "make", "outputs": {"OUT": target}})
+            else:
+                specs.append(step(key, source, target))
+        merging = {spec["key"] for spec in specs}
+        would_be = [
+            (p.key, p.inputs.get("IN"), p.outputs["OUT"])
+            for p in host.ns.graph.processes.values()
+            if p.spec not in merging
+        ] + [
+            (spec["key"], spec.get("inputs", {}).get("IN"), spec["outputs"]["OUT"])
+            for spec in specs
+        ]
+        expected = problems(would_be)
+        try:
+            host.merge(specs)
+        except InvalidRequest as exc:
+            assert any(problem in str(exc) for problem in expected), (exc, expected)
+            continue
+        assert not expected
+        graph = host.ns.graph
+        assert {
+            (p.key, p.inputs.get("IN"), p.outputs["OUT"]) for p in graph.processes.values()
+        } == set(would_be)
+
+
 def test_a_key_may_become_a_directory_when_its_process_is_replaced(chain: Host) -> None:
     """The key ``c`` leaves the graph in the same merge that brings ``c/x``."""
     chain.merge([step("cd", "b", "c/x")])
@@ -197,3 +271,17 @@ def test_a_key_may_become_a_directory_when_its_process_is_replaced(chain: Host) 
         InvalidRequest, match=r"'c/x/y' \(process 'de'\) would lie inside data key 'c/x'"
     ):
         chain.merge([step("de", "c/x", "c/x/y")])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_many_keys_are_found_plain_exactly_as_each_one_is(seed: int) -> None:
+    """The bulk check against the per-key one, on keys built from the characters that
+    matter: separators, dots, newlines, a non-ASCII letter."""
+    rng = random.Random(seed)
+    alphabet = ["a", "b", "0", "_", "-", ".", "/", "\n", " ", "é", "x" * 250]
+    for _ in range(300):
+        keys = ["".join(rng.choices(alphabet, k=rng.randint(0, 5))) for _ in range(3)]
+        assert plain_keys(keys) == all(is_plain_key(key) for key in keys), keys
+    keys = [f"gen/v{i}" for i in range(1000)]
+    assert plain_keys(keys)
+    assert not plain_keys([*keys, "gen/a\nb"])  # two plain keys, on the face of it

@@ -55,6 +55,24 @@ def test_a_lookup_tells_existing_missing_and_unusable_keys(tmp_path: Path, extra
     assert "cannot be resolved" in lookup.unusable["loop/x"]
 
 
+def test_one_scan_finds_keys_at_every_depth_and_a_link_on_the_way(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "data")
+    space = tmp_path / "data" / "ns"
+    made(space / "a" / "b" / "c" / "deep")
+    made(space / "a" / "shallow")
+    made(space / "top")
+    made(tmp_path / "outside" / "x" / "secret")
+    filler = [f"absent/{n}" for n in range(SCAN_ABOVE + 5)]
+    keys = ["a/b/c/deep", "a/shallow", "top", "a/b", "a/b/c/gone", *filler]
+    assert store.lookup("ns", keys).existing == {"a/b/c/deep", "a/shallow", "top", "a/b"}
+    # A link planted deep on a key's path, found by the same scan: that key alone is
+    # resolved the careful way.
+    (space / "a" / "b" / "c" / "x").symlink_to(tmp_path / "outside" / "x")
+    lookup = store.lookup("ns", [*keys, "a/b/c/x/secret"])
+    assert lookup.existing == {"a/b/c/deep", "a/shallow", "top", "a/b"}
+    assert list(lookup.unusable) == ["a/b/c/x/secret"]
+
+
 def test_a_publish_that_fails_half_way_takes_back_what_it_moved(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "data")
     staged_a = made(tmp_path / "staging" / "a")

@@ -35,7 +35,7 @@ class CompleteKeys:
             self.keys.add(key)
             producer = self.graph.producer.get(key)
             if producer is not None:
-                self.recheck(self.graph.processes[producer])
+                self.recheck((self.graph.processes[producer],))
 
     def discard(self, key: str) -> None:
         if key in self.keys:
@@ -48,14 +48,16 @@ class CompleteKeys:
         for key in keys:
             self.discard(key)
 
-    def recheck(self, process: Process) -> None:
-        """Call for a process just added to the graph (its outputs may already exist)."""
-        keys = self.keys  # a loop, not all(): called once per process of a merge
-        for key in process.outputs.values():
-            if key not in keys:
-                self.done.discard(process.key)
-                return
-        self.done.add(process.key)
+    def recheck(self, processes: Iterable[Process]) -> None:
+        """Call for processes just added to the graph (their outputs may exist already)."""
+        keys, done = self.keys, self.done  # loops, not all(): once per process of a merge
+        for process in processes:
+            for key in process.outputs.values():
+                if key not in keys:
+                    done.discard(process.key)
+                    break
+            else:
+                done.add(process.key)
 
     def forget(self, process: str) -> None:
         """Call for a process that left the graph."""

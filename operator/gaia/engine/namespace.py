@@ -44,21 +44,13 @@ class MergePlan:
     removed: set[str] = field(default_factory=set)  # leaf keys replaced or dropped
     dropped: list[str] = field(default_factory=list)  # spec keys removed altogether
     replace_all: bool = False  # the specs are the namespace's whole list
+    # Every data key the plan's processes read or write: what to look up in the store
+    # before :meth:`Namespace.apply` (gathered by the graph's checks on the way).
+    keys: set[str] = field(default_factory=set)
 
     @property
     def changed(self) -> list[str]:
         return [p.key for spec in self.specs for p in self.processes[spec.key]]
-
-    @property
-    def keys(self) -> set[str]:
-        """Every data key the plan's processes read or write: what to look up in the
-        store before :meth:`Namespace.apply`."""
-        keys: set[str] = set()
-        for leaves in self.processes.values():
-            for process in leaves:
-                keys.update(process.inputs.values())
-                keys.update(process.outputs.values())
-        return keys
 
 
 class Namespace:
@@ -132,7 +124,7 @@ class Namespace:
                 plan.removed.update(self.expansion[key])
         added = [p for processes in plan.processes.values() for p in processes]
         try:
-            self.graph.check_change(added, plan.removed)
+            plan.keys = self.graph.check_change(added, plan.removed)
         except InvalidRequest as exc:
             raise InvalidRequest(f"namespace {self.root!r}: {exc}") from None
         return plan
@@ -208,14 +200,14 @@ class Namespace:
             self.specs[spec.key] = spec
             self.expansion[spec.key] = tuple(p.key for p in leaves)
             self.rejected.pop(spec.key, None)
-            unusable, existing = lookup.unusable, lookup.existing
-            for process in leaves:
-                for fresh in self.graph.add(process):
-                    if fresh in unusable:
-                        self.unusable[fresh] = unusable[fresh]
-                    elif fresh in existing and fresh not in expired_data:
-                        self.complete.add(fresh)
-                self.complete.recheck(process)
+            fresh = self.graph.add(leaves)
+            unusable = lookup.unusable
+            if unusable:
+                self.unusable.update((key, unusable[key]) for key in fresh if key in unusable)
+            for key in lookup.existing.intersection(fresh):  # as long as fresh, or shorter
+                if key not in unusable and key not in expired_data:
+                    self.complete.add(key)
+            self.complete.recheck(leaves)
             # a fan-out over an empty list still uses its command
             uses = {p.uses for p in leaves} or {frozenset((spec.command,))}
             for command in frozenset().union(*uses):

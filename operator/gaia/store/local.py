@@ -14,7 +14,7 @@ import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from gaia.engine.keys import data_key_problem, parents, root_problem
+from gaia.engine.keys import data_key_problem, folders_of, parents, plain_keys, root_problem
 from gaia.engine.lookup import Lookup
 from gaia.errors import InvalidRequest, StoreError
 from gaia.worker import outputs as output_files
@@ -71,8 +71,8 @@ class LocalStore:
         keys = list(dict.fromkeys(keys))
         space = self.namespace_dir(root)
         unusable: dict[str, str] = {}
-        checked = []
-        for key in keys:
+        checked = keys if plain_keys(keys) else []  # all plain, as a fan-out's are: at once
+        for key in [] if checked else keys:
             if problem := data_key_problem(key, private_ok=True):
                 unusable[key] = problem
             else:
@@ -240,7 +240,7 @@ def _scan(space: Path, keys: list[str]) -> tuple[set[str], set[str]]:
     """One ``scandir`` of each directory that holds a key: (keys found, keys to resolve
     the careful way because a symbolic link lies on their path)."""
     wanted = set(keys)
-    folders = {parent for key in keys for parent in parents(key)}
+    folders = folders_of(keys)
     found: set[str] = set()
     links: set[str] = set()
     pending = [""]
@@ -259,6 +259,8 @@ def _scan(space: Path, keys: list[str]) -> tuple[set[str], set[str]]:
                     links.add(relative)
                 elif entry.is_dir(follow_symlinks=False):
                     pending.append(relative)
+    if not links:  # the usual case: no key to resolve the careful way
+        return found, links
     linked = {key for key in keys if key in links or any(p in links for p in parents(key))}
     return found - linked, linked
 
