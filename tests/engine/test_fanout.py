@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from engine_host import ECHO, MAKE, Host
 
@@ -65,9 +67,52 @@ def test_values_are_reduced_to_letters_digits_and_dashes() -> None:
     assert host.ns.graph.processes["p-v15"].outputs == {"OUT": "o/v1.5"}
 
 
+PAIR = {
+    "key": "pair",
+    "image": "ubuntu",
+    "command": ["cat", "{{A}}"],
+    "vars": {"A": "x", "B": None},
+    "inputs": {"L": "/in/l", "R": "/in/r"},
+    "outputs": {"OUT": "/out/o", "LOG": "/out/log"},
+}
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"vars": {"A": ["v1", "v2", "v3"], "B": "b"}, "outputs": {"OUT": "o/{{A}}"}},
+        {  # a var for the keys alone, two placeholders, a value reduced
+            "vars": {"A": ["x.y", "a b", "q"], "B": "b", "ONLY_KEYS": "k"},
+            "inputs": {"L": "l/{{ONLY_KEYS}}/{{A}}", "R": "r/{{A}}-{{B}}"},
+            "outputs": {"OUT": "o/{{A}}", "LOG": "logs/{{B}}/{{A}}.log"},
+        },
+        {"vars": {"B": ["1", "2", "3", "4"]}, "inputs": {"L": "in", "R": "in2/{{B}}"}},
+        {"vars": {"A": ["one", "two"], "B": ["x", "y"]}, "outputs": {"OUT": "o/{{A}}/{{B}}"}},
+    ],
+)
+def test_each_fanned_out_process_is_the_process_its_values_make_alone(spec: dict) -> None:
+    """The oracle: a spec with one value per var (no fan-out) is expanded the general way;
+    every process of the fan-out must equal the one its values make so."""
+    command = {**PAIR, "inputs": {}, "outputs": {}}
+    command["inputs"] = {name: f"/in/{name.lower()}" for name in spec.get("inputs", {})}
+    command["outputs"] = {name: f"/out/{name.lower()}" for name in spec.get("outputs", {})}
+    host = Host([command])
+    fanned = {"key": "p", "command": "pair", **spec}
+    keys = host.merge([fanned])
+    assert len(keys) > 1
+    lists = {name: value for name, value in spec["vars"].items() if isinstance(value, list)}
+    for process in (host.ns.graph.processes[key] for key in keys):
+        alone = Host([command])
+        values = {name: process.vars.get(name) for name in lists}
+        if None in values.values():  # a list var the command does not declare
+            continue
+        (key,) = alone.merge([{**fanned, "key": process.key, "vars": {**spec["vars"], **values}}])
+        assert dataclasses.replace(alone.ns.graph.processes[key], spec="p") == process
+
+
 def test_values_that_reduce_to_the_same_name_are_an_error() -> None:
     host = Host([HELLO])
-    with pytest.raises(InvalidRequest, match="'p-ab'"):
+    with pytest.raises(InvalidRequest, match=r"values \{'A': 'a.b'\} and \{'A': 'ab'\} .*'p-ab'"):
         host.merge(
             [
                 {
