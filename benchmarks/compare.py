@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import selectors
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -50,6 +52,7 @@ import yaml
 
 import gaia
 import harness
+from gaia import tokens
 from harness import GaiaServe, Table, rate, ratio
 from profiles import Profile, Profiler, summarise
 
@@ -83,10 +86,21 @@ class Sizes:
     merge: int = 50_000  # values per rule
     million: int = 500_000
     workers: tuple[int, ...] = (1, 2, 4)
+    lines: int = 300_000  # printed by one task, followed by each count of listeners
+    listeners: tuple[int, ...] = (0, 1, 200)
     timeout: float = 900.0  # seconds for one Gaia run before it is reported unfinished
 
 
-QUICK = Sizes(trivial=10, chain=5, merge=100, million=1_000, workers=(1, 2), timeout=120.0)
+QUICK = Sizes(
+    trivial=10,
+    chain=5,
+    merge=100,
+    million=1_000,
+    workers=(1, 2),
+    timeout=120.0,
+    lines=100,
+    listeners=(0, 2),
+)
 
 
 def fanout(values: int) -> list[dict[str, Any]]:
@@ -614,6 +628,77 @@ def chained(table: Table, work: Path, sizes: Sizes) -> None:
     )
 
 
+class Listeners:
+    """``count`` raw `/events` streams of namespace ROOT, read and thrown away by one
+    thread (as fast as the server sends), like dashboards left open on a namespace."""
+
+    def __init__(self, server: GaiaServe, count: int) -> None:
+        self.sockets = []
+        token = tokens.read_token_file(server.port)
+        for _ in range(count):
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.sendall(
+                f"GET /events?root={ROOT} HTTP/1.1\r\nHost: {server.address}\r\n"
+                f"Authorization: Bearer {token}\r\n\r\n".encode()
+            )
+            self.sockets.append(sock)
+        self.received = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            for sock in self.sockets:
+                selector.register(sock, selectors.EVENT_READ)
+            while not self.stop.is_set():
+                for key, _ in selector.select(0.1):
+                    data = key.fileobj.recv(1 << 20)  # type: ignore[union-attr]
+                    self.received += len(data)
+                    if not data:
+                        selector.unregister(key.fileobj)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        for sock in self.sockets:
+            sock.close()
+
+
+def listened(table: Table, work: Path, sizes: Sizes) -> None:
+    """A task printing many lines while many listeners follow its namespace: how long it
+    takes to finish, and how long a status summary waits meanwhile."""
+    lines = sizes.lines
+    script = f"i=0; while [ $i -lt {lines} ]; do echo line-$i; i=$((i+1)); done; echo x > /out/o"
+    talk: dict[str, Any] = {"key": "talk", "image": "bench", "command": ["sh", "-c", script]}
+    talk["outputs"] = {"OUT": "/out/o"}
+    for count in sizes.listeners:
+        with GaiaServe(work / f"gaia-listeners-{count}", 2) as server:
+            client = server.client()
+            client.command([talk])
+            listeners = Listeners(server, count)
+            try:
+                waits = []
+                began = time.perf_counter()
+                client.merge(ROOT, [{"key": "t", "command": "talk", "outputs": {"OUT": "o"}}])
+                state = "running"
+                while state == "running" and time.perf_counter() - began < sizes.timeout:
+                    asked = time.perf_counter()
+                    state = client.status(ROOT, detail=False)["status"]["state"]
+                    waits.append(time.perf_counter() - asked)
+                    time.sleep(0.05)
+                took = time.perf_counter() - began
+            finally:
+                listeners.close()
+        table.add(
+            f"a task printing {lines:,} lines",
+            f"{count} listeners of its namespace",
+            f"{took:.2f} s" if state == "complete" else state,
+            f"status summary p50 {statistics.median(waits) * 1000:.0f} ms, worst "
+            f"{max(waits) * 1000:.0f} ms; {listeners.received / 2**20:,.0f} MiB sent",
+        )
+
+
 def profile_merge(work: Path, values: int, profile: Path) -> None:
     """py-spy over a merge of ``2 * values`` processes, then over its ``status``."""
     processes = 2 * values
@@ -739,7 +824,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--profile", type=Path, help="also profile the server with py-spy")
     parser.add_argument(
-        "--only", default="trivial,chain,merge", help="comma-separated workloads to run"
+        "--only",
+        default="trivial,chain,merge",
+        help="comma-separated workloads to run: trivial, chain, merge, listeners (not by default)",
     )
     parser.add_argument("--output", type=Path, help="also write the table (Markdown) here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -765,6 +852,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             trivial(table, work, sizes, snake, args.profile)
         if "chain" in only:
             chained(table, work, sizes)
+        if "listeners" in only:
+            listened(table, work, sizes)
         if "merge" in only:
             merged(table, work, sizes.merge, snake)
             if args.profile is not None:

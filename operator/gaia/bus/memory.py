@@ -1,13 +1,16 @@
-"""The in-process event bus: numbered events fanned out to subscribers' queues.
+"""The in-process event bus: numbered events, read by subscribers from one shared backlog.
 
-Subscribers are the HTTP event streams. A subscriber too slow to keep up is dropped
-(its stream ends) rather than letting the server's memory grow without bound.
+Subscribers are the HTTP event streams. Publishing appends an event to the backlog and
+wakes whoever waits: it costs the same with one listener or 200 (a queue per listener
+made a task printing 300,000 lines to 200 dashboards cost 60,000,000 puts). Each listener
+keeps its place and takes what is new when it is ready, in batches. One that falls
+further behind than the backlog holds is dropped (its stream ends) rather than letting
+the server's memory grow without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -23,48 +26,55 @@ Event = dict[str, Any]
 
 
 class Subscription:
-    def __init__(self, bus: EventBus, root: str | None, limit: int) -> None:
-        self.bus, self.root = bus, root
-        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(limit)
+    """One listener's place in the bus's backlog: the id of the last event it has seen,
+    or passed over (another namespace's, when it follows one)."""
 
-    def offer(self, event: Event) -> bool:
-        if self.root is not None and event.get("root") != self.root:
-            return True
-        try:
-            self.queue.put_nowait(event)
-            return True
-        except asyncio.QueueFull:
-            return False
+    def __init__(self, bus: EventBus, root: str | None) -> None:
+        self.bus, self.root = bus, root
+        self.seen = bus.last_id
 
     async def get(self, timeout: float) -> Event | None:
         """The next event; None if ``timeout`` passed or the subscription was dropped."""
-        try:
-            async with asyncio.timeout(timeout):
-                return await self.queue.get()
-        except TimeoutError:
-            return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.bus.is_dropped(self):
+            if taken := self.ready(1):
+                return taken[0]
+            left = deadline - loop.time()
+            if left <= 0 or not await self.bus.arrival(left):
+                return None
+        return None
 
-    def ready(self, most: int) -> list[Event | None]:
-        """The events already queued (up to ``most``), without waiting: a listener that
-        is behind sends them in one write instead of one per event."""
-        taken: list[Event | None] = []
-        while len(taken) < most and not self.queue.empty():
-            taken.append(self.queue.get_nowait())
-        return taken
+    def ready(self, most: int) -> list[Event]:
+        """The events already published that it has not seen (up to ``most``), without
+        waiting: a listener that is behind sends them in one write, not one per event."""
+        return self.bus.take(self, most)
 
     def close(self) -> None:
         self.bus.unsubscribe(self)
 
 
 class EventBus:
-    def __init__(self, sink: Callable[[Event], None] | None = None, first_id: int = 1) -> None:
-        """``sink`` records every event except log lines (they go to each task's log file)."""
+    def __init__(
+        self,
+        sink: Callable[[Event], None] | None = None,
+        first_id: int = 1,
+        backlog: int = 10_000,
+    ) -> None:
+        """``sink`` records every event except log lines (they go to each task's log
+        file). A listener may be ``backlog`` events behind (of any namespace), at least."""
         self.sink = sink
         self.sinks: list[Callable[[Event], None]] = []
         self.ids = itertools.count(first_id)
         self.last_id = first_id - 1  # the newest event's id
         self.subscribers: set[Subscription] = set()
         self.dropped: set[Subscription] = set()
+        self.backlog = backlog
+        # The newest events, oldest first, ids consecutive: between backlog and twice it
+        # (trimmed a backlog at a time), kept only while someone listens.
+        self._events: list[Event] = []
+        self._first = first_id  # the id of _events[0]
+        self._arrived: asyncio.Event | None = None  # set at the next publish
 
     def publish(self, event: Event) -> None:
         event["id"] = self.last_id = next(self.ids)
@@ -73,29 +83,76 @@ class EventBus:
             self.sink(event)
         for extra in self.sinks:
             extra(event)
-        for subscriber in list(self.subscribers):
-            if not subscriber.offer(event):
-                logger.warning("dropping an event listener that fell behind")
-                self.subscribers.discard(subscriber)
-                self.dropped.add(subscriber)
+        events = self._events
+        if not self.subscribers:
+            events.clear()  # nobody to read it: and the backlog's ids stay consecutive
+            return
+        if not events:
+            self._first = event["id"]
+        events.append(event)
+        if len(events) >= 2 * self.backlog:
+            del events[: len(events) - self.backlog]
+            self._first = events[0]["id"]
+        if self._arrived is not None:
+            self._arrived.set()  # wakes every listener that waits, once
+            self._arrived = None
+
+    async def arrival(self, timeout: float) -> bool:
+        """Wait until the next event is published (True) or ``timeout`` passes."""
+        if self._arrived is None:
+            self._arrived = asyncio.Event()
+        arrived = self._arrived
+        try:
+            async with asyncio.timeout(timeout):
+                await arrived.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def take(self, subscription: Subscription, most: int) -> list[Event]:
+        """Up to ``most`` events ``subscription`` has not seen, of its namespace."""
+        events = self._events
+        start = subscription.seen + 1 - self._first  # where its unseen events begin
+        if not events or start >= len(events) or subscription in self.dropped:
+            return []
+        if start < 0:  # events it never saw were trimmed: it fell too far behind
+            logger.warning("dropping an event listener that fell behind")
+            self.subscribers.discard(subscription)
+            self.dropped.add(subscription)
+            return []
+        root = subscription.root
+        if root is None:
+            taken = events[start : start + most]
+            subscription.seen = taken[-1]["id"]
+            return taken
+        taken = []
+        at = start
+        for at in range(start, len(events)):  # other namespaces' events are passed over
+            event = events[at]
+            if event.get("root") == root:
+                taken.append(event)
+                if len(taken) >= most:
+                    break
+        subscription.seen = events[at]["id"]
+        return taken
 
     def add_sink(self, sink: Callable[[Event], None]) -> None:
         """Also pass every event, log lines included, to ``sink`` (e.g. a KafkaPublisher).
         A sink must return at once and never raise."""
         self.sinks.append(sink)
 
-    def subscribe(self, root: str | None = None, limit: int = 10_000) -> Subscription:
-        subscription = Subscription(self, root, limit)
+    def subscribe(self, root: str | None = None) -> Subscription:
+        subscription = Subscription(self, root)
         self.subscribers.add(subscription)
         return subscription
 
     def close(self) -> None:
         """Server shutdown: end every stream now rather than at its next keep-alive."""
-        for subscription in list(self.subscribers):
-            self.subscribers.discard(subscription)
-            self.dropped.add(subscription)
-            with contextlib.suppress(asyncio.QueueFull):  # a full queue wakes its reader anyway
-                subscription.queue.put_nowait(None)
+        self.dropped.update(self.subscribers)
+        self.subscribers.clear()
+        if self._arrived is not None:
+            self._arrived.set()
+            self._arrived = None
 
     def is_dropped(self, subscription: Subscription) -> bool:
         return subscription in self.dropped
