@@ -36,7 +36,33 @@ def test_a_listener_gone_and_back_starts_from_now() -> None:
     again = bus.subscribe()
     published(bus, 2)
     assert [e["id"] for e in again.ready(100)] == [9, 10]
-    assert len(bus._events) == 2
+    assert len(bus.backlogs[None].events) == 2
+
+
+def test_each_event_is_encoded_once_for_all_the_listeners_of_its_backlog() -> None:
+    bus = EventBus()
+    listeners = [bus.subscribe("a") for _ in range(50)]
+    for n in range(10):
+        bus.publish({"event": "log", "root": "a" if n % 2 else "b", "n": n})
+    encoded: list[int] = []
+
+    def encode(event: dict[str, object]) -> bytes:
+        encoded.append(event["n"])  # type: ignore[arg-type]
+        return b"%d;" % event["n"]  # type: ignore[str-bytes-safe]
+
+    assert listeners[0].ready_encoded(2, encode) == b"1;3;"
+    assert all(listener.ready_encoded(100, encode) == b"1;3;5;7;9;" for listener in listeners[1:])
+    assert listeners[0].ready_encoded(100, encode) == b"5;7;9;"
+    assert encoded == [1, 3, 5, 7, 9]  # once each, for 50 listeners
+    assert listeners[0].ready_encoded(100, encode) == b""
+
+
+def test_events_sent_from_the_history_are_passed_over_live() -> None:
+    bus = EventBus()
+    listener = bus.subscribe()
+    published(bus, 5)  # ids 1..5, published while the history (up to 3) was sent
+    listener.pass_through(3)
+    assert [e["id"] for e in listener.ready(100)] == [4, 5]
 
 
 def test_a_listener_too_far_behind_is_dropped_and_the_others_go_on() -> None:
@@ -45,7 +71,7 @@ def test_a_listener_too_far_behind_is_dropped_and_the_others_go_on() -> None:
     for _ in range(5):
         published(bus, 100)
         assert len(quick.ready(1000)) == 100  # keeps up
-    assert len(bus._events) < 200  # the backlog stays bounded
+    assert all(len(backlog.events) < 200 for backlog in bus.backlogs.values())  # bounded
     assert slow.ready(1000) == [] and bus.is_dropped(slow)
     assert not bus.is_dropped(quick)
     published(bus, 1)

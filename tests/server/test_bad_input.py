@@ -226,6 +226,19 @@ def test_an_event_is_encoded_once_for_all_its_listeners() -> None:
     assert _sse(other) == first and _sse(other) is not first
 
 
+def test_every_event_a_listener_may_still_read_stays_encoded() -> None:
+    """A listener up to the bus's backlog behind finds its events encoded: the cache held
+    4,096, and 200 listeners spread over the backlog encoded most events again each."""
+    from gaia.api.server import _sse
+    from gaia.bus.memory import BACKLOG
+
+    events = [{"id": n, "event": "log", "root": "ns", "line": "x"} for n in range(BACKLOG)]
+    first = [_sse(event) for event in events]
+    for _ in range(BACKLOG // 2):  # newer events, as many as the bus keeps beyond them
+        _sse({"id": 0, "event": "log"})
+    assert all(_sse(event) is encoded for event, encoded in zip(events, first, strict=True))
+
+
 def test_a_refused_upload_registers_none_of_its_commands(server: Server) -> None:
     """/upload registered its commands, then refused its processes: bad input changed
     something."""

@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -22,6 +23,7 @@ from aiohttp import web
 from gaia.api import dashboard
 from gaia.api.auth import Access, Guard, guarded
 from gaia.bus import EventBus
+from gaia.bus.memory import BACKLOG
 from gaia.engine.keys import root_problem, text_problem
 from gaia.errors import GaiaError, InvalidRequest, TooLarge
 
@@ -348,24 +350,20 @@ async def events(request: web.Request) -> web.StreamResponse:
     )
     await response.prepare(request)
     try:
-        replayed = 0
         if since is not None:
+            replayed = since
             for saved in controller.events_since(since, root):
                 await response.write(_sse(saved))
                 replayed = saved["id"]
+            subscription.pass_through(replayed)  # live ones it has sent from the history
         while not controller.bus.is_dropped(subscription):
-            event = await subscription.get(KEEPALIVE)
-            if controller.bus.is_dropped(subscription):
-                break
-            if event is None:
-                await response.write(b": keep-alive\n\n")
+            if not await subscription.wait(KEEPALIVE):
+                if not controller.bus.is_dropped(subscription):
+                    await response.write(b": keep-alive\n\n")
                 continue
-            # What queued up meanwhile goes in the same write: a task printing lines fast
-            # to many listeners made a write per line per listener, and held the loop.
-            batch = [event, *subscription.ready(BATCH)]
-            await response.write(
-                b"".join(_sse(e) for e in batch if e is not None and e["id"] > replayed)
-            )
+            # What queued up meanwhile goes in the same write, encoded once for every
+            # listener: a write per event per listener held the loop.
+            await response.write(subscription.ready_encoded(BATCH, _sse))
     except ConnectionResetError:
         pass
     finally:
@@ -385,8 +383,11 @@ def _event_id(text: str | None) -> int | None:
 
 # Each event goes to every listener as the same object: encoded once, not once per
 # listener (200 dashboards following a task that prints 300,000 lines held the loop).
-_ENCODED: dict[int, tuple[dict[str, Any], bytes]] = {}  # id(event) -> (event, its bytes)
-_ENCODED_KEPT = 4096
+# Kept for as many events as the bus keeps for its listeners (twice its backlog), so a
+# listener that lags but is not dropped finds them encoded; the oldest goes first, in
+# O(1) (deleting a dict's first key over and over made finding the next one slower).
+_ENCODED: OrderedDict[int, tuple[dict[str, Any], bytes]] = OrderedDict()  # id(event) ->
+_ENCODED_KEPT = 2 * BACKLOG
 
 
 def _sse(event: dict[str, Any]) -> bytes:
@@ -395,7 +396,7 @@ def _sse(event: dict[str, Any]) -> bytes:
         return found[1]
     encoded = b"id: %d\ndata: %s\n\n" % (event.get("id") or 0, dumps(event))
     if len(_ENCODED) >= _ENCODED_KEPT:
-        del _ENCODED[next(iter(_ENCODED))]  # the oldest (a listener that lags re-encodes)
+        _ENCODED.popitem(last=False)
     _ENCODED[id(event)] = (event, encoded)
     return encoded
 
