@@ -692,7 +692,7 @@ def listened(table: Table, work: Path, sizes: Sizes) -> None:
                 listeners.close()
         table.add(
             f"a task printing {lines:,} lines",
-            f"{count} listeners of its namespace",
+            f"{count} listener{'' if count == 1 else 's'} of its namespace",
             f"{took:.2f} s" if state == "complete" else state,
             f"status summary p50 {statistics.median(waits) * 1000:.0f} ms, worst "
             f"{max(waits) * 1000:.0f} ms; {listeners.received / 2**20:,.0f} MiB sent",
