@@ -71,12 +71,15 @@ class LocalStore:
         keys = list(dict.fromkeys(keys))
         space = self.namespace_dir(root)
         unusable: dict[str, str] = {}
-        checked = keys if plain_keys(keys) else []  # all plain, as a fan-out's are: at once
-        for key in [] if checked else keys:
-            if problem := data_key_problem(key, private_ok=True):
-                unusable[key] = problem
-            else:
-                checked.append(key)
+        if plain_keys(keys):  # all plain, as a fan-out's are: checked at once
+            checked = keys
+        else:
+            checked = []
+            for key in keys:
+                if problem := data_key_problem(key, private_ok=True):
+                    unusable[key] = problem
+                else:
+                    checked.append(key)
         try:
             if not os.path.lexists(space):  # a new namespace: nothing exists yet
                 return Lookup.of((), unusable)
